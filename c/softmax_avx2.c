@@ -1,0 +1,275 @@
+/* AVX2 + FMA softmax kernels.  Whole blocks of 16 entries (two vectors, the
+ * reduction lane width) go through SIMD; the last n % 16 entries go through
+ * the scalar helpers, which keeps lane order and never reads past the row. */
+#include <immintrin.h>
+
+#include "softmax_common.h"
+
+#define BLOCK EXAQ_LANES
+
+static inline __m256 neg_inf8(void) { return _mm256_set1_ps(-__builtin_inff()); }
+
+/* all-ones lanes where x is not -inf (NaN included) */
+static inline __m256 live8(__m256 v) { return _mm256_cmp_ps(v, neg_inf8(), _CMP_NEQ_UQ); }
+
+static void summarize_avx2(const float *x, size_t n, exaq_row_summary *out) {
+    const __m256 pos_inf = _mm256_set1_ps(__builtin_inff());
+    __m256 vmax = neg_inf8(), vmin = pos_inf, bad_any = _mm256_setzero_ps();
+    int64_t unmasked = 0;
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 v = _mm256_loadu_ps(x + j);
+        const __m256 bad = _mm256_or_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q),
+                                        _mm256_cmp_ps(v, pos_inf, _CMP_EQ_OQ));
+        const __m256 live = live8(v);
+        const __m256 finite = _mm256_andnot_ps(bad, live);
+        bad_any = _mm256_or_ps(bad_any, bad);
+        unmasked += __builtin_popcount((unsigned)_mm256_movemask_ps(live));
+        vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(neg_inf8(), v, finite));
+        vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(pos_inf, v, finite));
+    }
+    float lanes_max[8], lanes_min[8];
+    _mm256_storeu_ps(lanes_max, vmax);
+    _mm256_storeu_ps(lanes_min, vmin);
+    float mx = lanes_max[0], mn = lanes_min[0];
+    for (int l = 1; l < 8; ++l) {
+        if (lanes_max[l] > mx) mx = lanes_max[l];
+        if (lanes_min[l] < mn) mn = lanes_min[l];
+    }
+    int invalid = _mm256_movemask_ps(bad_any) != 0;
+    for (; j < n; ++j) {
+        const float v = x[j];
+        if (v != v || v == __builtin_inff()) { invalid = 1; ++unmasked; continue; }
+        if (exaq_is_masked(v)) continue;
+        ++unmasked;
+        if (v > mx) mx = v;
+        if (v < mn) mn = v;
+    }
+    out->max = mx;
+    out->min = mn;
+    out->unmasked = unmasked;
+    out->invalid = invalid;
+}
+
+/* t = (double)x - shift for the four floats of `v4`, zeroed where masked */
+static inline __m256d shifted4(__m128 v4, __m256d s, __m256d *live) {
+    const __m256d d = _mm256_cvtps_pd(v4);
+    *live = _mm256_cmp_pd(d, _mm256_set1_pd(-__builtin_inf()), _CMP_NEQ_UQ);
+    return _mm256_and_pd(_mm256_sub_pd(d, s), *live);
+}
+
+static void moments_avx2(const float *x, size_t n, float shift, double sum[EXAQ_LANES],
+                         double sumsq[EXAQ_LANES]) {
+    const __m256d s = _mm256_set1_pd((double)shift);
+    __m256d acc[4], sq[4];
+    for (int q = 0; q < 4; ++q) {
+        acc[q] = _mm256_loadu_pd(sum + 4 * q);
+        sq[q] = _mm256_loadu_pd(sumsq + 4 * q);
+    }
+    size_t j = 0;
+    for (; j + BLOCK <= n; j += BLOCK) {
+        for (int q = 0; q < 4; ++q) {
+            __m256d live;
+            const __m256d t = shifted4(_mm_loadu_ps(x + j + 4 * q), s, &live);
+            /* masked lanes add +0.0, which leaves every sum unchanged */
+            acc[q] = _mm256_add_pd(acc[q], t);
+            sq[q] = _mm256_add_pd(sq[q], _mm256_mul_pd(t, t));
+        }
+    }
+    for (int q = 0; q < 4; ++q) {
+        _mm256_storeu_pd(sum + 4 * q, acc[q]);
+        _mm256_storeu_pd(sumsq + 4 * q, sq[q]);
+    }
+    for (; j < n; ++j) {
+        if (exaq_is_masked(x[j])) continue;
+        const double t = (double)x[j] - (double)shift;
+        sum[j % EXAQ_LANES] += t;
+        sumsq[j % EXAQ_LANES] += t * t;
+    }
+}
+
+static void abs_deviation_avx2(const float *x, size_t n, float shift, double center,
+                               double sum[EXAQ_LANES]) {
+    const __m256d s = _mm256_set1_pd((double)shift), c = _mm256_set1_pd(center);
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    __m256d acc[4];
+    for (int q = 0; q < 4; ++q) acc[q] = _mm256_loadu_pd(sum + 4 * q);
+    size_t j = 0;
+    for (; j + BLOCK <= n; j += BLOCK) {
+        for (int q = 0; q < 4; ++q) {
+            __m256d live;
+            const __m256d t = shifted4(_mm_loadu_ps(x + j + 4 * q), s, &live);
+            const __m256d dev = _mm256_andnot_pd(sign, _mm256_sub_pd(t, c));
+            acc[q] = _mm256_add_pd(acc[q], _mm256_and_pd(dev, live));
+        }
+    }
+    for (int q = 0; q < 4; ++q) _mm256_storeu_pd(sum + 4 * q, acc[q]);
+    for (; j < n; ++j) {
+        if (exaq_is_masked(x[j])) continue;
+        const double d = ((double)x[j] - (double)shift) - center;
+        sum[j % EXAQ_LANES] += d < 0 ? -d : d;
+    }
+}
+
+typedef struct {
+    __m256 shift, lo, scale;
+    __m256i levels;
+} quantizer256;
+
+static inline quantizer256 load_quantizer(const exaq_quantizer *q) {
+    quantizer256 v;
+    v.shift = _mm256_set1_ps(q->shift);
+    v.lo = _mm256_set1_ps(q->lo);
+    v.scale = _mm256_set1_ps(q->scale);
+    v.levels = _mm256_set1_epi32(q->levels);
+    return v;
+}
+
+/* the same float32 operations, in the same order, as exaq_quantize_one */
+static inline __m256i quantize256(__m256 x, const quantizer256 *q) {
+    const __m256 t = _mm256_max_ps(_mm256_sub_ps(x, q->shift), q->lo);
+    const __m256 v = _mm256_mul_ps(_mm256_sub_ps(t, q->lo), q->scale);
+    const __m256 r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm256_min_epi32(_mm256_cvttps_epi32(r), q->levels);
+}
+
+/* byte counters in 32-bit lanes, see the AVX-512 file */
+static inline void flush_byte_counters(__m256i acc, int64_t *counts4) {
+    uint32_t lanes[8];
+    _mm256_storeu_si256((__m256i *)lanes, acc);
+    for (int l = 0; l < 8; ++l)
+        for (int b = 0; b < 4; ++b) counts4[b] += (lanes[l] >> (8 * b)) & 0xFF;
+}
+
+static inline void code_counts_groups(const float *x, size_t n, const exaq_quantizer *q,
+                                      int64_t counts[EXAQ_MAX_CODES], const int groups) {
+    const __m256i one = _mm256_set1_epi32(1);
+    const quantizer256 vq = load_quantizer(q);
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                      _mm256_setzero_si256()};
+    int pending = 0;
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 v = _mm256_loadu_ps(x + j);
+        const __m256i live = _mm256_castps_si256(live8(v));
+        const __m256i shift_bits = _mm256_slli_epi32(quantize256(v, &vq), 3);
+        for (int g = 0; g < groups; ++g) {
+            const __m256i s = _mm256_sub_epi32(shift_bits, _mm256_set1_epi32(32 * g));
+            acc[g] = _mm256_add_epi32(acc[g], _mm256_and_si256(_mm256_sllv_epi32(one, s), live));
+        }
+        if (++pending == 255) {
+            for (int g = 0; g < groups; ++g) {
+                flush_byte_counters(acc[g], counts + 4 * g);
+                acc[g] = _mm256_setzero_si256();
+            }
+            pending = 0;
+        }
+    }
+    for (int g = 0; g < groups; ++g) flush_byte_counters(acc[g], counts + 4 * g);
+    for (; j < n; ++j)
+        if (!exaq_is_masked(x[j])) ++counts[exaq_quantize_one(x[j], q)];
+}
+
+static void code_counts_avx2(const float *x, size_t n, const exaq_quantizer *q,
+                             int64_t counts[EXAQ_MAX_CODES]) {
+    if (q->levels <= 3)
+        code_counts_groups(x, n, q, counts, 1);
+    else if (q->levels <= 7)
+        code_counts_groups(x, n, q, counts, 2);
+    else
+        code_counts_groups(x, n, q, counts, 4);
+}
+
+static void lookup_store_avx2(const float *x, size_t n, const exaq_quantizer *q,
+                              const float table[EXAQ_MAX_CODES], float *y) {
+    const __m256 low = _mm256_loadu_ps(table), high = _mm256_loadu_ps(table + 8);
+    const quantizer256 vq = load_quantizer(q);
+    const int wide = q->levels > 7;
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 v = _mm256_loadu_ps(x + j);
+        const __m256i code = quantize256(v, &vq);
+        __m256 p = _mm256_permutevar8x32_ps(low, code);
+        if (wide) /* bit 3 of the code, moved to the sign bit, picks the upper half */
+            p = _mm256_blendv_ps(p, _mm256_permutevar8x32_ps(high, code),
+                                 _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
+        _mm256_storeu_ps(y + j, _mm256_and_ps(p, live8(v)));
+    }
+    for (; j < n; ++j) y[j] = exaq_is_masked(x[j]) ? 0.0f : table[exaq_quantize_one(x[j], q)];
+}
+
+static void codes_avx2(const float *x, size_t n, const exaq_quantizer *q, uint8_t *codes) {
+    const quantizer256 vq = load_quantizer(q);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 v = _mm256_loadu_ps(x + j);
+        const __m256i code = _mm256_and_si256(quantize256(v, &vq), _mm256_castps_si256(live8(v)));
+        const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(code),
+                                               _mm256_extracti128_si256(code, 1));
+        _mm_storel_epi64((__m128i *)(codes + j), _mm_packus_epi16(words, words));
+    }
+    for (; j < n; ++j) codes[j] = exaq_is_masked(x[j]) ? 0 : (uint8_t)exaq_quantize_one(x[j], q);
+}
+
+static inline __m256 exp256_nonpositive(__m256 t) {
+    const __m256 lowest = _mm256_set1_ps(EXAQ_EXP_MIN);
+    const __m256 representable = _mm256_cmp_ps(t, lowest, _CMP_GE_OQ);
+    t = _mm256_max_ps(t, lowest);
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(EXAQ_LOG2E)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(EXAQ_LN2_HI), t);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(EXAQ_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(EXAQ_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_P5));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i biased = _mm256_add_epi32(_mm256_cvttps_epi32(k), _mm256_set1_epi32(127));
+    const __m256 two_k = _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
+    return _mm256_and_ps(_mm256_mul_ps(p, two_k), representable);
+}
+
+static double exp_store_sum_avx2(const float *x, size_t n, float shift, float *y) {
+    const __m256 s = _mm256_set1_ps(shift);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + BLOCK <= n; j += BLOCK) {
+        const __m256 e0 = exp256_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + j), s));
+        const __m256 e1 = exp256_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + j + 8), s));
+        acc0 = _mm256_add_ps(acc0, e0);
+        acc1 = _mm256_add_ps(acc1, e1);
+        _mm256_storeu_ps(y + j, e0);
+        _mm256_storeu_ps(y + j + 8, e1);
+    }
+    float lanes[EXAQ_LANES];
+    _mm256_storeu_ps(lanes, acc0);
+    _mm256_storeu_ps(lanes + 8, acc1);
+    if (j < n) { /* tail through a zero-padded block, so it uses the same exp */
+        float in[BLOCK], e[BLOCK];
+        const size_t rest = n - j;
+        for (size_t i = 0; i < BLOCK; ++i) in[i] = i < rest ? x[j + i] : -__builtin_inff();
+        _mm256_storeu_ps(e, exp256_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(in), s)));
+        _mm256_storeu_ps(e + 8, exp256_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(in + 8), s)));
+        for (size_t i = 0; i < rest; ++i) {
+            y[j + i] = e[i];
+            lanes[i] += e[i];
+        }
+    }
+    double total = 0.0;
+    for (int l = 0; l < EXAQ_LANES; ++l) total += lanes[l];
+    return total;
+}
+
+static void scale_avx2(float *y, size_t n, float factor) {
+    const __m256 f = _mm256_set1_ps(factor);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(y + j), f));
+    for (; j < n; ++j) y[j] *= factor;
+}
+
+const exaq_softmax_kernels exaq_softmax_avx2 = {
+    summarize_avx2,    moments_avx2, abs_deviation_avx2, code_counts_avx2,
+    lookup_store_avx2, codes_avx2,   exp_store_sum_avx2, scale_avx2,
+};

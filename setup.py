@@ -1,0 +1,79 @@
+"""Build of the exaq_cpu extension.
+
+The package is built for the baseline ISA of the target; only the kernel files
+named ``*_avx2.c`` / ``*_avx512.c`` get SIMD code-generation flags, and the
+dispatch table picks among them at run time.  Never ``-march=native``.
+"""
+import os
+import platform
+import sys
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).parent
+C_DIR = "c"
+
+X86 = platform.machine().lower() in {"x86_64", "amd64", "i686", "x86"}
+ARM64 = platform.machine().lower() in {"aarch64", "arm64"}
+
+# Per-file code generation flags, by the ISA suffix of the kernel file.
+ISA_FLAGS = {
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vbmi", "-mavx2", "-mfma", "-mf16c"],
+    "neon": [],
+}
+COMMON_FLAGS = ["-std=c99", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden",
+                "-Wall", "-Wextra", "-Wno-unused-function"]
+
+
+def kernel_sources():
+    isas = ["scalar"] + (["avx2", "avx512"] if X86 else []) + (["neon"] if ARM64 else [])
+    sources = []
+    for path in sorted((ROOT / C_DIR).glob("*.c")):
+        suffix = path.stem.rsplit("_", 1)[-1]
+        if suffix in ISA_FLAGS and suffix not in isas:
+            continue
+        sources.append(f"{C_DIR}/{path.name}")
+    return sources
+
+
+class BuildWithPerFileFlags(build_ext):
+    """Compiles the C kernels ourselves (per-file ISA flags) and links them in."""
+
+    def build_extension(self, ext):
+        if self.compiler.compiler_type == "msvc":
+            raise RuntimeError("exaq_cpu kernels need GCC or Clang")
+        own = [s for s in ext.sources if s.startswith(C_DIR + "/")]
+        ext.sources = [s for s in ext.sources if s not in own]
+        objects = []
+        for src in own:
+            suffix = Path(src).stem.rsplit("_", 1)[-1]
+            flags = COMMON_FLAGS + ISA_FLAGS.get(suffix, [])
+            objects += self.compiler.compile(
+                [src], output_dir=self.build_temp, include_dirs=[C_DIR],
+                extra_postargs=flags, debug=self.debug)
+        ext.extra_objects = objects + list(ext.extra_objects or [])
+        super().build_extension(ext)
+
+
+def extension(name, pyx):
+    return Extension(
+        name,
+        sources=[pyx] + kernel_sources(),
+        include_dirs=[C_DIR],
+        extra_compile_args=["-O3", "-ffp-contract=off"],
+        libraries=["m"],
+    )
+
+
+setup(
+    ext_modules=cythonize(
+        [extension("exaq_cpu._core", "src/exaq_cpu/_core.pyx")],
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False,
+                             "initializedcheck": False, "cdivision": True},
+    ),
+    cmdclass={"build_ext": BuildWithPerFileFlags},
+)

@@ -1,0 +1,256 @@
+"""Python layer of the softmax: argument checking, layout, docs and defaults.
+
+The numerical work happens in C (``_core``); this module only turns any array
+into rows of contiguous float32 and back.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple, Optional, Union
+
+import numpy as np
+
+from . import _core
+
+# Published linear clipping laws of the EXAQ paper, C = slope * s + intercept,
+# with s = sigma (gauss) or mean |t - mean t| (laplace).
+GAUSS_LAW = {2: (-1.66, -1.85), 3: (-1.75, -2.06), 4: (-1.83, -2.27)}
+LAPLACE_LAW = {2: (-4.01, -1.77), 4: (-6.82, -0.15)}
+
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_KERNEL_CLIPS = ("gauss", "laplace", "row")
+
+ClipArg = Union[str, float, None]
+
+
+class QuantizedRows(NamedTuple):
+    """EXAQ codes of every softmax row, with what is needed to turn them into probabilities.
+
+    ``codes``: uint8, the shape of the input, codes ``0 .. 2**bits - 1`` along
+    ``axis`` (masked entries hold 0).  ``lo``: float32, the input's shape
+    without ``axis``: each row's range low end (NaN for rows with NaN/+inf).
+    ``table``: float32, ``lo.shape + (2**bits,)``: probability of each code in
+    that row (all zero for a fully masked row), so ``p = table[code]`` for
+    every unmasked entry.
+    """
+
+    codes: np.ndarray
+    lo: np.ndarray
+    table: np.ndarray
+    bits: int
+    axis: int
+
+
+def _check_scores(x) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"x must hold floating-point scores, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise ValueError("x must have at least one dimension")
+    return arr
+
+
+def _check_axis(axis, ndim: int) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    axis = int(axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
+    return axis % ndim
+
+
+def _check_bits(bits, allow_none: bool = True) -> Optional[int]:
+    if bits is None and allow_none:
+        return None
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or int(bits) not in (2, 3, 4):
+        raise ValueError(f"bits must be 2, 3 or 4{' or None' if allow_none else ''}, got {bits!r}")
+    return int(bits)
+
+
+def _check_floor(floor) -> str:
+    if floor not in ("exp", "zero"):
+        raise ValueError(f"floor must be 'exp' or 'zero', got {floor!r}")
+    return floor
+
+
+def _rows(arr: np.ndarray, axis: int) -> np.ndarray:
+    """(rows, n) C-contiguous float32 view or copy, the softmax axis last."""
+    moved = np.moveaxis(arr, axis, -1)
+    n = moved.shape[-1]
+    flat = np.ascontiguousarray(moved, dtype=np.float32)
+    return flat.reshape(-1, n) if flat.size else flat.reshape(int(np.prod(moved.shape[:-1])), n)
+
+
+def _clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
+    """(mode, slope, intercept, static_lo) for the C driver."""
+    if clip is None:
+        return "none", 0.0, 0.0, 0.0
+    if isinstance(clip, str):
+        if clip in ("gauss", "row"):
+            return (clip,) + GAUSS_LAW[bits] + (0.0,)
+        if clip == "laplace":
+            if bits not in LAPLACE_LAW:
+                raise ValueError(f"clip='laplace' has published laws for bits 2 and 4 only, got bits={bits}")
+            return ("laplace",) + LAPLACE_LAW[bits] + (0.0,)
+        from . import clipping  # table-driven modes live with the analysis
+
+        if clip not in getattr(clipping, "STATS_CLIP_MODES", ()):
+            raise ValueError(f"unknown clip mode {clip!r}")
+        stats = _core.score_stats(rows)
+        if stats["count"] == 0:
+            return "none", 0.0, 0.0, 0.0
+        lo = float(clipping.clip_from_stats(clip, stats, bits, floor))
+        return "static", 0.0, 0.0, lo
+    if isinstance(clip, bool) or not isinstance(clip, numbers.Real):
+        raise TypeError(f"clip must be a mode name, None or a negative float, got {type(clip).__name__}")
+    value = float(clip)
+    if not (value < 0 and math.isfinite(value)):
+        raise ValueError(f"a static clip must be a finite negative number, got {clip!r}")
+    return "static", 0.0, 0.0, value
+
+
+def _check_out(out, shape, dtype) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
+
+
+def _result_dtype(dtype) -> np.dtype:
+    if dtype is None:
+        return np.dtype(np.float32)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype {dtype!r} is not a NumPy dtype") from err
+    if dt not in _FLOAT_DTYPES:
+        raise ValueError(f"dtype must be float16, float32 or float64, got {dt}")
+    return dt
+
+
+def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gauss",
+            floor: str = "exp", out: Optional[np.ndarray] = None, dtype=None) -> np.ndarray:
+    """Softmax along ``axis``, EXAQ-quantized (``bits`` = 2, 3, 4) or exact (``bits=None``).
+
+    EXAQ (``bits`` given): each row is shifted by its maximum (``t = x - max``),
+    clipped to ``[lo, 0]``, quantized to ``2**bits`` uniform levels (round half
+    to even), and every code ``k`` stands for ``exp(lo + k*|lo|/(2**bits-1))``;
+    probabilities are those exponents over their row sum.  ``lo`` is chosen by
+    ``clip``:
+
+    - ``"gauss"`` (default): ``lo = max(min t, a*sigma + c)`` with the paper's
+      linear law for ``bits`` and ``sigma``, ``min t`` pooled over every unmasked
+      score of this call (all rows, as for one attention call of a layer);
+    - ``"laplace"``: the paper's Laplace law (bits 2 and 4) on the pooled mean
+      absolute deviation;
+    - ``"row"``: the gauss law with each row's own sigma and minimum;
+    - ``None``: no clipping, ``lo`` = pooled minimum ("naive");
+    - a negative float: a static clip, ``lo`` is exactly that value (as frozen by
+      calibration, see ``exaq_cpu.clipping.Calibrator``);
+    - other names (``"table"``, ...): solver-derived modes from
+      ``exaq_cpu.clipping`` (``clipping.STATS_CLIP_MODES``).
+
+    ``floor="exp"`` (the paper): code 0 still contributes ``exp(lo)`` to the
+    sum; ``floor="zero"``: code 0 contributes exactly 0, so clipped entries drop
+    out.
+
+    Masked entries (``-inf``) get exactly 0, and a row with every entry masked
+    gives all zeros.  A row holding NaN or ``+inf`` gives NaN (other rows are
+    unaffected and those rows are left out of pooled statistics).  A range
+    narrower than 2**-64 (constant rows) is widened to it, so every entry gets
+    the top code and the row is uniform.
+
+    ``x`` may have any shape, layout and strides; float32 is native, float16 and
+    float64 are computed in float32.  The result is float32 unless ``dtype`` is
+    float16 or float64.  ``out`` (same shape, the result dtype, writable) may be
+    ``x`` itself.
+    """
+    arr = _check_scores(x)
+    bits = _check_bits(bits)
+    axis = _check_axis(axis, arr.ndim)
+    floor = _check_floor(floor)
+    res_dtype = _result_dtype(dtype)
+    if out is not None:
+        _check_out(out, arr.shape, res_dtype)
+    rows = _rows(arr, axis)
+    params = _clip_params(clip, bits, floor, rows) if bits is not None else None
+
+    direct = out is not None and res_dtype == np.float32 and axis == arr.ndim - 1 \
+        and out.flags.c_contiguous and not _overlaps_partially(out, rows)
+    if direct:
+        target = out.reshape(rows.shape)  # a view: the kernel writes into out
+    else:
+        target = np.empty(rows.shape, np.float32)
+    if bits is None:
+        _core.softmax_exact(rows, target)
+    else:
+        mode, slope, intercept, static_lo = params
+        _core.softmax_quantized(rows, target, bits, mode, slope, intercept, static_lo, floor)
+
+    if direct:
+        return out
+    moved_shape = arr.shape[:axis] + arr.shape[axis + 1:] + (arr.shape[axis],)
+    result = np.moveaxis(target.reshape(moved_shape), -1, axis)
+    if out is not None:
+        out[...] = result
+        return out
+    return result if res_dtype == np.float32 else result.astype(res_dtype)
+
+
+def _overlaps_partially(out: np.ndarray, rows: np.ndarray) -> bool:
+    """True if out and rows share memory other than as the very same buffer (in place)."""
+    if not np.may_share_memory(out, rows):
+        return False
+    same = (out.__array_interface__["data"][0] == rows.__array_interface__["data"][0]
+            and out.size == rows.size and rows.flags.c_contiguous)
+    return not same
+
+
+def quantize(x, bits: int = 2, *, axis: int = -1, clip: ClipArg = "gauss",
+             floor: str = "exp") -> QuantizedRows:
+    """EXAQ codes of ``x`` along ``axis`` and each row's probability table.
+
+    The same range choice and arithmetic as :func:`softmax` (see there for
+    ``clip`` and ``floor``); ``softmax(x, bits, ...)`` equals
+    ``table[..., codes]`` on unmasked entries, bit for bit.
+    """
+    arr = _check_scores(x)
+    bits = _check_bits(bits, allow_none=False)
+    axis = _check_axis(axis, arr.ndim)
+    floor = _check_floor(floor)
+    rows = _rows(arr, axis)
+    mode, slope, intercept, static_lo = _clip_params(clip, bits, floor, rows)
+    codes = np.empty(rows.shape, np.uint8)
+    lo = np.empty(rows.shape[0], np.float32)
+    table = np.empty((rows.shape[0], 1 << bits), np.float32)
+    _core.quantize_codes(rows, codes, lo, table, bits, mode, slope, intercept, static_lo, floor)
+    batch_shape = arr.shape[:axis] + arr.shape[axis + 1:]
+    moved_shape = batch_shape + (arr.shape[axis],)
+    return QuantizedRows(
+        codes=np.moveaxis(codes.reshape(moved_shape), -1, axis),
+        lo=lo.reshape(batch_shape),
+        table=table.reshape(batch_shape + (1 << bits,)),
+        bits=bits,
+        axis=axis,
+    )
+
+
+def score_stats(x, *, axis: int = -1) -> dict:
+    """Statistics of the shifted scores ``t = x - rowmax`` pooled over the whole call.
+
+    Returns a dict: ``sigma`` (standard deviation with Bessel's correction, 0
+    for fewer than two scores), ``min`` (the pooled minimum of ``t``, i.e.
+    ``lo_obs``), ``mean``, ``mean_abs_dev`` (mean ``|t - mean t|``, the Laplace
+    law's ``b``), ``count`` (unmasked scores), ``invalid_rows`` (rows with
+    NaN/+inf, left out).  Masked (``-inf``) entries take no part.  With no
+    unmasked score, the float fields are NaN.
+    """
+    arr = _check_scores(x)
+    axis = _check_axis(axis, arr.ndim)
+    return _core.score_stats(_rows(arr, axis))

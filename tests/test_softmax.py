@@ -1,0 +1,332 @@
+"""EXAQ and exact softmax against the float64 oracle, on every backend."""
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import exaq_cpu
+from oracle import exact_softmax, near_tie, reference
+
+LENGTHS = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 129, 255, 300]
+CLIPS = ["gauss", "row", None, "laplace", -3.5]
+HYP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def scores(rows, n, seed, sigma=3.0, mask_rate=0.0, offset=0.0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, n)) * sigma + offset).astype(np.float32)
+    if mask_rate:
+        x[rng.random((rows, n)) < mask_rate] = -np.inf
+    return x
+
+
+def check_against_oracle(x, bits, clip, floor):
+    got = exaq_cpu.quantize(x, bits, clip=clip, floor=floor)
+    probs = exaq_cpu.softmax(x, bits, clip=clip, floor=floor)
+    ref = reference(x, bits, clip, floor)
+    use = ref["use"]
+    tie = near_tie(ref["v"]) & use
+    mismatch = (got.codes != ref["codes"]) & use & ~tie
+    assert not mismatch.any(), f"codes differ off ties at {np.argwhere(mismatch)[:5]}"
+    off_by = np.abs(got.codes.astype(int) - ref["codes"])[use]
+    assert off_by.max(initial=0) <= 1
+    # probabilities: exactly 0 where masked, NaN for invalid rows, oracle elsewhere
+    assert np.all(probs[~use & ~ref["invalid"][:, None]] == 0)
+    assert np.all(np.isnan(probs[ref["invalid"]]))
+    clean = ref["live"] & ~np.any(tie, axis=1)
+    np.testing.assert_allclose(probs[clean], ref["probs"][clean], rtol=2e-5, atol=1e-37)
+    sums = probs[ref["live"]].sum(axis=1, dtype=np.float64)
+    np.testing.assert_allclose(sums, 1.0, atol=1e-5)
+    # the packed description is the float output, bit for bit
+    table_out = np.take_along_axis(got.table, got.codes.astype(np.intp), axis=-1)
+    live_use = use & ref["live"][:, None]
+    assert np.array_equal(table_out[live_use], probs[live_use])
+    return got, probs
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_lengths_around_vector_widths(backend, n, bits):
+    x = scores(3, n, seed=n * 7 + bits, mask_rate=0.1)
+    for clip in ["gauss", "row", None, -4.0]:
+        for floor in ["exp", "zero"]:
+            check_against_oracle(x, bits, clip, floor)
+
+
+@HYP
+@given(rows=st.integers(1, 5), n=st.sampled_from(LENGTHS[1:] + [1000]),
+       bits=st.sampled_from([2, 3, 4]), clip=st.sampled_from(CLIPS),
+       floor=st.sampled_from(["exp", "zero"]), sigma=st.floats(0.01, 20),
+       offset=st.floats(-1e3, 1e3), mask_rate=st.sampled_from([0.0, 0.05, 0.5, 0.95]),
+       seed=st.integers(0, 2**31))
+def test_property_against_oracle(rows, n, bits, clip, floor, sigma, offset, mask_rate, seed):
+    if clip == "laplace" and bits == 3:
+        clip = "gauss"
+    x = scores(rows, n, seed, sigma, mask_rate, offset)
+    for name in exaq_cpu.backends():
+        exaq_cpu.set_backend(name)
+        try:
+            check_against_oracle(x, bits, clip, floor)
+        finally:
+            exaq_cpu.set_backend(exaq_cpu.backends()[-1])
+
+
+@HYP
+@given(rows=st.integers(1, 4), n=st.sampled_from(LENGTHS[1:] + [2048]),
+       bits=st.sampled_from([2, 3, 4]), clip=st.sampled_from(CLIPS),
+       mask_rate=st.sampled_from([0.0, 0.3]), seed=st.integers(0, 2**31),
+       misalign=st.integers(0, 3))
+def test_simd_backends_match_scalar_bit_for_bit(rows, n, bits, clip, mask_rate, seed, misalign):
+    if clip == "laplace" and bits == 3:
+        clip = "laplace" if False else None
+    base = scores(rows, n + misalign, seed, 4.0, mask_rate)
+    x = base[:, misalign:]  # unaligned rows (copied to contiguous by the API)
+    buf = np.empty(rows * n + misalign, np.float32)[misalign:].reshape(rows, n)
+    buf[...] = x  # unaligned but contiguous: passed straight to the kernels
+    results = {}
+    for name in exaq_cpu.backends():
+        exaq_cpu.set_backend(name)
+        q = exaq_cpu.quantize(buf, bits, clip=clip)
+        results[name] = (q.codes, q.lo, q.table, exaq_cpu.softmax(buf, bits, clip=clip),
+                         exaq_cpu.softmax(buf, None))
+    exaq_cpu.set_backend(exaq_cpu.backends()[-1])
+    ref = results["scalar"]
+    for name, got in results.items():
+        for a, b in zip(got[:4], ref[:4]):
+            assert np.array_equal(a, b, equal_nan=True), name
+        np.testing.assert_allclose(got[4], ref[4], rtol=1e-6, atol=1e-30)
+
+
+def test_masked_entries_and_rows(backend):
+    x = scores(5, 40, 1)
+    x[0, ::3] = -np.inf
+    x[1, :] = -np.inf
+    x[2, 5] = np.nan
+    x[3, 7] = np.inf
+    for bits in [None, 2, 3, 4]:
+        p = exaq_cpu.softmax(x, bits)
+        assert np.all(p[0, ::3] == 0)
+        assert np.all(p[1] == 0)
+        assert np.all(np.isnan(p[2])) and np.all(np.isnan(p[3]))
+        assert abs(float(p[0].sum(dtype=np.float64)) - 1) < 1e-5
+        assert abs(float(p[4].sum(dtype=np.float64)) - 1) < 1e-5
+
+
+def test_invalid_rows_left_out_of_pooled_statistics(backend):
+    x = scores(4, 50, 2)
+    bad = x.copy()
+    bad[1, 3] = np.nan
+    bad[2, 9] = np.inf
+    keep = [0, 3]
+    for clip in ["gauss", None, "laplace"]:
+        full = exaq_cpu.softmax(bad, 2, clip=clip)
+        alone = exaq_cpu.softmax(x[keep], 2, clip=clip)
+        assert np.array_equal(full[keep], alone)
+
+
+def test_shift_invariance(backend):
+    rng = np.random.default_rng(3)
+    # multiples of 1/64 below 2**10: every x - max and x + c is exact in float32
+    x = (np.round(rng.standard_normal((6, 77)) * 3 * 64) / 64).astype(np.float32)
+    for bits in [2, 3, 4]:
+        for clip in ["gauss", "row", None, -2.5]:
+            a = exaq_cpu.softmax(x, bits, clip=clip)
+            b = exaq_cpu.softmax(x + np.float32(37.0), bits, clip=clip)
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("bits", [None, 2, 3, 4])
+def test_monotone_in_the_score(backend, bits):
+    x = scores(8, 129, 4, sigma=5.0, mask_rate=0.1)
+    p = exaq_cpu.softmax(x, bits)
+    order = np.argsort(np.where(np.isneginf(x), -np.inf, x), axis=1, kind="stable")
+    sorted_p = np.take_along_axis(p, order, axis=1)
+    assert np.all(np.diff(sorted_p, axis=1) >= 0)
+
+
+def test_exact_softmax_against_float64(backend):
+    for n in LENGTHS[1:] + [2048]:
+        x = scores(4, n, n, sigma=6.0, mask_rate=0.2)
+        p = exaq_cpu.softmax(x, None).astype(np.float64)
+        ref = exact_softmax(x)
+        # float32 x - max alone carries a relative error of |t| * 2**-24 into exp
+        t = np.abs(x.astype(np.float64) - np.max(x, axis=1, keepdims=True))
+        t[~np.isfinite(t)] = 0
+        tol = ref * (2e-6 + t * 2.0**-23) + 2e-38
+        assert np.all(np.abs(p - ref) <= tol)
+
+
+def test_special_values(backend):
+    tiny = np.float32(1e-40)  # denormal
+    x = np.array([[tiny, 0.0, -tiny, 2 * tiny],
+                  [3e38, -3e38, 1.0, -np.inf],
+                  [-3e38, -3e38, -3e38, -3e38],
+                  [1e30, 1e30 - 1e24, -1e30, 0.0]], dtype=np.float32)
+    for bits in [None, 2, 3, 4]:
+        for clip in ["gauss", "row", None]:
+            p = exaq_cpu.softmax(x, bits, clip=clip)
+            assert np.all(np.isfinite(p))
+            np.testing.assert_allclose(p.sum(axis=1, dtype=np.float64), 1.0, atol=1e-5)
+            assert p[1, 3] == 0
+    # constant rows are uniform
+    p = exaq_cpu.softmax(x[2:3], 2)
+    assert np.all(p == np.float32(0.25))
+    check_against_oracle(x, 2, "row", "exp")
+
+
+def test_empty_inputs(backend):
+    for shape in [(0,), (0, 5), (5, 0), (2, 0, 3)]:
+        x = np.zeros(shape, np.float32)
+        for bits in [None, 2]:
+            p = exaq_cpu.softmax(x, bits)
+            assert p.shape == shape and p.dtype == np.float32
+    q = exaq_cpu.quantize(np.zeros((3, 0), np.float32), 2)
+    assert q.codes.shape == (3, 0)
+    assert exaq_cpu.softmax(np.zeros((1, 1), np.float32), 2)[0, 0] == 1
+
+
+def test_layouts_axes_and_dtypes(backend):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 20, 33)) * 3).astype(np.float32)
+    for bits in [None, 2]:
+        for clip in (["gauss", "row"] if bits else ["gauss"]):
+            ref = exaq_cpu.softmax(np.ascontiguousarray(np.moveaxis(x, 1, -1)), bits, clip=clip)
+            got = exaq_cpu.softmax(x, bits, axis=1, clip=clip)
+            assert np.array_equal(np.moveaxis(got, 1, -1), ref)
+            got = exaq_cpu.softmax(np.asfortranarray(x), bits, axis=-2, clip=clip)
+            assert np.array_equal(np.moveaxis(got, 1, -1), ref)
+            flipped = x[:, ::-1, :]
+            got = exaq_cpu.softmax(flipped, bits, axis=1, clip=clip)
+            assert np.array_equal(got[:, ::-1, :], np.moveaxis(ref, -1, 1))
+        strided = x[:, ::2, ::3]
+        assert np.array_equal(exaq_cpu.softmax(strided, bits),
+                              exaq_cpu.softmax(np.ascontiguousarray(strided), bits))
+        readonly = x.copy()
+        readonly.flags.writeable = False
+        assert np.array_equal(exaq_cpu.softmax(readonly, bits), exaq_cpu.softmax(x, bits))
+        for dt in [np.float16, np.float64]:
+            got = exaq_cpu.softmax(x.astype(dt), bits)
+            assert got.dtype == np.float32
+            assert np.array_equal(got, exaq_cpu.softmax(x.astype(dt).astype(np.float32), bits))
+        for dt in [np.float16, np.float64]:
+            got = exaq_cpu.softmax(x, bits, dtype=dt)
+            assert got.dtype == dt
+            np.testing.assert_array_equal(got, exaq_cpu.softmax(x, bits).astype(dt))
+
+
+def test_out_and_in_place(backend):
+    x = scores(7, 45, 6, mask_rate=0.1)
+    for bits in [None, 2, 4]:
+        expected = exaq_cpu.softmax(x, bits)
+        out = np.empty_like(x)
+        assert exaq_cpu.softmax(x, bits, out=out) is out
+        assert np.array_equal(out, expected)
+        inplace = x.copy()
+        assert exaq_cpu.softmax(inplace, bits, out=inplace) is inplace
+        assert np.array_equal(inplace, expected)
+        fout = np.empty(x.shape, np.float32, order="F")
+        exaq_cpu.softmax(x, bits, out=fout)
+        assert np.array_equal(fout, expected)
+        # out overlapping x with an offset: computed aside, never garbage
+        buf = np.concatenate([x.ravel(), np.zeros(45, np.float32)])
+        src = buf[:x.size].reshape(x.shape)
+        dst = buf[45:45 + x.size].reshape(x.shape)
+        exaq_cpu.softmax(src, bits, out=dst)
+        assert np.array_equal(dst, expected)
+
+
+def test_errors_name_the_argument():
+    x = np.zeros((2, 3), np.float32)
+    for bad in [np.zeros(3, np.int32), np.zeros(3, bool), np.zeros(3, np.complex64),
+                np.array(["a"], object), [1, 2, 3]]:
+        with pytest.raises(TypeError, match="x must"):
+            exaq_cpu.softmax(bad)
+    for bits in [1, 5, 8, 2.0, True, "2"]:
+        with pytest.raises(ValueError, match="bits"):
+            exaq_cpu.softmax(x, bits)
+    with pytest.raises(ValueError, match="axis"):
+        exaq_cpu.softmax(x, axis=2)
+    with pytest.raises(TypeError, match="axis"):
+        exaq_cpu.softmax(x, axis=1.0)
+    for clip in [0.0, 1.0, float("nan"), -float("inf")]:
+        with pytest.raises(ValueError, match="clip"):
+            exaq_cpu.softmax(x, 2, clip=clip)
+    with pytest.raises(ValueError, match="clip"):
+        exaq_cpu.softmax(x, 2, clip="bogus")
+    with pytest.raises(ValueError, match="laplace"):
+        exaq_cpu.softmax(x, 3, clip="laplace")
+    with pytest.raises(TypeError, match="clip"):
+        exaq_cpu.softmax(x, 2, clip=[1])
+    with pytest.raises(ValueError, match="floor"):
+        exaq_cpu.softmax(x, 2, floor="one")
+    with pytest.raises(ValueError, match="out"):
+        exaq_cpu.softmax(x, out=np.empty((3, 2), np.float32))
+    with pytest.raises(TypeError, match="out"):
+        exaq_cpu.softmax(x, out=np.empty((2, 3), np.float64))
+    with pytest.raises(TypeError, match="out"):
+        exaq_cpu.softmax(x, out=[0.0] * 6)
+    ro = np.empty((2, 3), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        exaq_cpu.softmax(x, out=ro)
+    with pytest.raises(ValueError, match="dtype"):
+        exaq_cpu.softmax(x, dtype=np.int32)
+    with pytest.raises(ValueError, match="x must have"):
+        exaq_cpu.softmax(np.float32(1.0))
+
+
+def test_backend_selection():
+    names = exaq_cpu.backends()
+    assert names[0] == "scalar" and exaq_cpu.backend() in names
+    assert set(names) <= set(exaq_cpu.all_backends())
+    with pytest.raises(ValueError, match="backend"):
+        exaq_cpu.set_backend("bogus")
+    unsupported = [b for b in exaq_cpu.all_backends() if b not in names]
+    for b in unsupported:
+        with pytest.raises(ValueError):
+            exaq_cpu.set_backend(b)
+
+
+@pytest.mark.parametrize("forced", exaq_cpu.all_backends())
+def test_environment_override(forced):
+    code = ("import warnings, exaq_cpu\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "import exaq_cpu, numpy as np\n"
+            "p = exaq_cpu.softmax(np.arange(40, dtype=np.float32).reshape(2, 20), 2)\n"
+            "print(exaq_cpu.backend(), float(p.sum()))\n")
+    env = {**__import__("os").environ, "EXAQ_CPU_BACKEND": forced}
+    run = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    active, total = run.stdout.split()
+    assert abs(float(total) - 2.0) < 1e-4
+    if forced in exaq_cpu.backends():
+        assert active == forced
+    else:
+        assert "EXAQ_CPU_BACKEND" in run.stderr and active in exaq_cpu.backends()
+
+
+def test_concurrent_calls_from_threads():
+    xs = [scores(64, 515, s, mask_rate=0.05) for s in range(8)]
+    expected = [exaq_cpu.softmax(x, 2) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda x: exaq_cpu.softmax(x, 2), xs))
+            assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+
+
+def test_score_stats_against_numpy(backend):
+    x = scores(6, 101, 8, sigma=2.5, mask_rate=0.2, offset=4)
+    s = exaq_cpu.score_stats(x)
+    t = x.astype(np.float64) - np.max(x, axis=1, keepdims=True)
+    pool = t[np.isfinite(x)]
+    assert s["count"] == pool.size
+    np.testing.assert_allclose(s["sigma"], np.std(pool, ddof=1), rtol=1e-6)
+    np.testing.assert_allclose(s["min"], pool.min(), rtol=1e-6)
+    np.testing.assert_allclose(s["mean"], pool.mean(), rtol=1e-6)
+    np.testing.assert_allclose(s["mean_abs_dev"], np.mean(np.abs(pool - pool.mean())), rtol=1e-6)
