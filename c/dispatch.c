@@ -36,18 +36,18 @@ static int cpu_has_avx512(void) {
 #endif
 
 static const exaq_backend backend_table[EXAQ_BACKEND_COUNT] = {
-    {"scalar", &exaq_softmax_scalar},
+    {"scalar", &exaq_softmax_scalar, &exaq_lutgemm_scalar},
 #if defined(__x86_64__) || defined(_M_X64)
-    {"avx2", &exaq_softmax_avx2},
-    {"avx512", &exaq_softmax_avx512},
+    {"avx2", &exaq_softmax_avx2, &exaq_lutgemm_avx2},
+    {"avx512", &exaq_softmax_avx512, &exaq_lutgemm_avx512},
 #else
-    {"avx2", NULL},
-    {"avx512", NULL},
+    {"avx2", NULL, NULL},
+    {"avx512", NULL, NULL},
 #endif
 #if defined(__aarch64__)
-    {"neon", &exaq_softmax_neon},
+    {"neon", &exaq_softmax_neon, &exaq_lutgemm_scalar}, /* LUT-GEMM: scalar until the NEON kernels */
 #else
-    {"neon", NULL},
+    {"neon", NULL, NULL},
 #endif
 };
 

@@ -6,29 +6,39 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lutgemm.h" /* LUT-GEMM kernel tables and driver */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* Every reduction whose result feeds the choice of the quantization range is
  * accumulated in this many interleaved lanes (element j of a row goes to lane
- * j % EXAQ_LANES) and the lanes are combined in a fixed order.  Every backend
- * follows this order, so they agree bit for bit on sigma and on the codes. */
+ * j % EXAQ_LANES), flushed from float to double lanes every EXAQ_FLUSH
+ * entries of the row, and the lanes are combined in a fixed order.  Every
+ * backend follows this schedule, so they agree bit for bit on sigma, on the
+ * range and so on the codes. */
 #define EXAQ_LANES 16
+#define EXAQ_FLUSH 1024
 #define EXAQ_MAX_CODES 16
+/* code written for a masked (-inf) entry: indexes past every table, reads as 0 */
+#define EXAQ_MASKED_CODE 16
 
 typedef struct {
-    float max;         /* over every entry that is not NaN (-inf if all masked) */
+    float max;         /* over the unmasked entries */
     float min;         /* over the unmasked entries (+inf if none) */
     int64_t unmasked;  /* entries that are not -inf (NaN counts as unmasked) */
-    int invalid;       /* a NaN or +inf was seen: the row's output is NaN */
-} exaq_row_summary;
+    /* sums over unmasked entries of d = x - pilot and d*d, float lanes
+     * flushed to double.  Not finite if the row holds NaN or +inf (then max
+     * and min are meaningless) or if d*d overflowed: the driver tells which. */
+    double sum, sumsq;
+} exaq_row_stats;
 
 /* The affine quantizer of one row:
  *   t = x - shift                      (float32)
  *   v = (max(t, lo) - lo) * scale       (float32, no fused multiply-add)
- *   q = min(rint(v), levels)            (round half to even)
- * and masked entries (x == -inf) are skipped / produce 0. */
+ *   q = rint(v)                         (round half to even; t <= 0 keeps q <= levels)
+ * and masked entries (x == -inf) get EXAQ_MASKED_CODE and are not counted. */
 typedef struct {
     float shift;
     float lo;
@@ -37,21 +47,22 @@ typedef struct {
 } exaq_quantizer;
 
 typedef struct {
-    void (*summarize)(const float *x, size_t n, exaq_row_summary *out);
-    /* lane sums of t and t*t over unmasked entries, t = (double)x - (double)shift */
+    /* max over non-NaN entries, and whether a NaN or +inf is present */
+    float (*row_max)(const float *x, size_t n, int *invalid);
+    /* one pass: every field of exaq_row_stats */
+    void (*row_stats)(const float *x, size_t n, float pilot, exaq_row_stats *out);
+    /* lane sums of t and t*t over unmasked entries, t = (double)x - (double)shift;
+     * the overflow-proof path for rows whose float sums overflowed */
     void (*moments)(const float *x, size_t n, float shift,
                     double sum[EXAQ_LANES], double sumsq[EXAQ_LANES]);
     /* lane sums of |t - center| in double over unmasked entries */
     void (*abs_deviation)(const float *x, size_t n, float shift, double center,
                           double sum[EXAQ_LANES]);
-    /* counts[k] += number of unmasked entries with code k, k <= levels */
-    void (*code_counts)(const float *x, size_t n, const exaq_quantizer *q,
-                        int64_t counts[EXAQ_MAX_CODES]);
-    /* y[j] = table[q_j] for unmasked entries, 0 for masked ones */
-    void (*lookup_store)(const float *x, size_t n, const exaq_quantizer *q,
-                         const float table[EXAQ_MAX_CODES], float *y);
-    /* codes[j] = q_j for unmasked entries, 0 for masked ones */
-    void (*codes)(const float *x, size_t n, const exaq_quantizer *q, uint8_t *codes);
+    /* codes[j] = q_j (EXAQ_MASKED_CODE if masked); counts[k] += entries with code k */
+    void (*quantize_count)(const float *x, size_t n, const exaq_quantizer *q, uint8_t *codes,
+                           int64_t counts[EXAQ_MAX_CODES]);
+    /* y[j] = table[codes[j]], 0 for EXAQ_MASKED_CODE */
+    void (*expand)(const uint8_t *codes, size_t n, const float table[EXAQ_MAX_CODES], float *y);
     /* y[j] = exp(x[j] - shift) (0 for masked), returns the sum of y */
     double (*exp_store_sum)(const float *x, size_t n, float shift, float *y);
     void (*scale)(float *y, size_t n, float factor);
@@ -68,6 +79,7 @@ typedef enum {
 typedef struct {
     const char *name;
     const exaq_softmax_kernels *softmax;
+    const exaq_lutgemm_kernels *lutgemm; /* LUT-GEMM (lutgemm.h) */
 } exaq_backend;
 
 /* Per-ISA tables; only those compiled for this architecture exist. */
@@ -121,7 +133,7 @@ typedef struct {
 /* x: rows of n floats, row r at x + r*x_stride (elements).  y likewise.
  * y may equal x (in place).  `scratch` must hold `rows` floats (row maxima).
  * `lo_out` (optional, `rows` floats) receives each row's range low end.
- * Returns 0, or -1 for invalid parameters. */
+ * Returns 0, -1 for invalid parameters, -2 if out of memory. */
 int exaq_softmax_quantized(const exaq_backend *be, const float *x, size_t rows, size_t n,
                            ptrdiff_t x_stride, float *y, ptrdiff_t y_stride,
                            const exaq_params *p, float *scratch, float *lo_out);

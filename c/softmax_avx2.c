@@ -2,6 +2,7 @@
  * reduction lane width) go through SIMD; the last n % 16 entries go through
  * the scalar helpers, which keeps lane order and never reads past the row. */
 #include <immintrin.h>
+#include <string.h>
 
 #include "softmax_common.h"
 
@@ -12,43 +13,68 @@ static inline __m256 neg_inf8(void) { return _mm256_set1_ps(-__builtin_inff()); 
 /* all-ones lanes where x is not -inf (NaN included) */
 static inline __m256 live8(__m256 v) { return _mm256_cmp_ps(v, neg_inf8(), _CMP_NEQ_UQ); }
 
-static void summarize_avx2(const float *x, size_t n, exaq_row_summary *out) {
-    const __m256 pos_inf = _mm256_set1_ps(__builtin_inff());
-    __m256 vmax = neg_inf8(), vmin = pos_inf, bad_any = _mm256_setzero_ps();
-    int64_t unmasked = 0;
+static float row_max_avx2(const float *x, size_t n, int *invalid) {
+    __m256 vmax = neg_inf8(), bad = _mm256_setzero_ps();
     size_t j = 0;
     for (; j + 8 <= n; j += 8) {
         const __m256 v = _mm256_loadu_ps(x + j);
-        const __m256 bad = _mm256_or_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q),
-                                        _mm256_cmp_ps(v, pos_inf, _CMP_EQ_OQ));
-        const __m256 live = live8(v);
-        const __m256 finite = _mm256_andnot_ps(bad, live);
-        bad_any = _mm256_or_ps(bad_any, bad);
-        unmasked += __builtin_popcount((unsigned)_mm256_movemask_ps(live));
-        vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(neg_inf8(), v, finite));
-        vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(pos_inf, v, finite));
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        vmax = _mm256_max_ps(v, vmax); /* a NaN in v keeps vmax */
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    float mx = lanes[0];
+    for (int l = 1; l < 8; ++l) mx = lanes[l] > mx ? lanes[l] : mx;
+    int any_bad = _mm256_movemask_ps(bad) != 0;
+    for (; j < n; ++j) {
+        if (x[j] != x[j]) any_bad = 1;
+        else if (x[j] > mx) mx = x[j];
+    }
+    *invalid = any_bad || mx == __builtin_inff();
+    return mx;
+}
+
+static void row_stats_avx2(const float *x, size_t n, float pilot, exaq_row_stats *out) {
+    const __m256 p = _mm256_set1_ps(pilot), pos_inf = _mm256_set1_ps(__builtin_inff());
+    exaq_stat_lanes lanes;
+    memset(&lanes, 0, sizeof lanes);
+    exaq_row_stats_init(out);
+    __m256 vmax = neg_inf8(), vmin = pos_inf;
+    int64_t unmasked = 0;
+    for (size_t block = 0; block < n; block += EXAQ_FLUSH) {
+        const size_t end = n - block < EXAQ_FLUSH ? n : block + EXAQ_FLUSH;
+        __m256 sum[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        __m256 sumsq[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        size_t j = block;
+        for (; j + BLOCK <= end; j += BLOCK) {
+            for (int h = 0; h < 2; ++h) {
+                const __m256 v = _mm256_loadu_ps(x + j + 8 * h);
+                const __m256 live = live8(v);
+                unmasked += __builtin_popcount((unsigned)_mm256_movemask_ps(live));
+                vmax = _mm256_max_ps(vmax, v); /* -inf never wins a max */
+                vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(pos_inf, v, live));
+                /* masked lanes add +0.0, which leaves a sum that is never -0 unchanged */
+                const __m256 d = _mm256_and_ps(_mm256_sub_ps(v, p), live);
+                sum[h] = _mm256_add_ps(sum[h], d);
+                sumsq[h] = _mm256_add_ps(sumsq[h], _mm256_mul_ps(d, d));
+            }
+        }
+        _mm256_storeu_ps(lanes.sum, sum[0]);
+        _mm256_storeu_ps(lanes.sum + 8, sum[1]);
+        _mm256_storeu_ps(lanes.sumsq, sumsq[0]);
+        _mm256_storeu_ps(lanes.sumsq + 8, sumsq[1]);
+        for (; j < end; ++j) exaq_stats_add_one(x[j], j, pilot, &lanes, out);
+        exaq_stat_lanes_flush(&lanes);
     }
     float lanes_max[8], lanes_min[8];
     _mm256_storeu_ps(lanes_max, vmax);
     _mm256_storeu_ps(lanes_min, vmin);
-    float mx = lanes_max[0], mn = lanes_min[0];
-    for (int l = 1; l < 8; ++l) {
-        if (lanes_max[l] > mx) mx = lanes_max[l];
-        if (lanes_min[l] < mn) mn = lanes_min[l];
+    for (int l = 0; l < 8; ++l) {
+        if (lanes_max[l] > out->max) out->max = lanes_max[l];
+        if (lanes_min[l] < out->min) out->min = lanes_min[l];
     }
-    int invalid = _mm256_movemask_ps(bad_any) != 0;
-    for (; j < n; ++j) {
-        const float v = x[j];
-        if (v != v || v == __builtin_inff()) { invalid = 1; ++unmasked; continue; }
-        if (exaq_is_masked(v)) continue;
-        ++unmasked;
-        if (v > mx) mx = v;
-        if (v < mn) mn = v;
-    }
-    out->max = mx;
-    out->min = mn;
-    out->unmasked = unmasked;
-    out->invalid = invalid;
+    out->unmasked += unmasked;
+    exaq_stat_lanes_total(&lanes, out);
 }
 
 /* t = (double)x - shift for the four floats of `v4`, zeroed where masked */
@@ -113,102 +139,94 @@ static void abs_deviation_avx2(const float *x, size_t n, float shift, double cen
 
 typedef struct {
     __m256 shift, lo, scale;
-    __m256i levels;
 } quantizer256;
 
-static inline quantizer256 load_quantizer(const exaq_quantizer *q) {
-    quantizer256 v;
-    v.shift = _mm256_set1_ps(q->shift);
-    v.lo = _mm256_set1_ps(q->lo);
-    v.scale = _mm256_set1_ps(q->scale);
-    v.levels = _mm256_set1_epi32(q->levels);
-    return v;
-}
-
-/* the same float32 operations, in the same order, as exaq_quantize_one */
-static inline __m256i quantize256(__m256 x, const quantizer256 *q) {
+/* the float32 operations of exaq_quantize_one, in the same order; masked
+ * lanes get EXAQ_MASKED_CODE */
+static inline __m256i quantize256(__m256 x, __m256 live, const quantizer256 *q) {
     const __m256 t = _mm256_max_ps(_mm256_sub_ps(x, q->shift), q->lo);
     const __m256 v = _mm256_mul_ps(_mm256_sub_ps(t, q->lo), q->scale);
     const __m256 r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm256_min_epi32(_mm256_cvttps_epi32(r), q->levels);
+    return _mm256_castps_si256(_mm256_blendv_ps(
+        _mm256_castsi256_ps(_mm256_set1_epi32(EXAQ_MASKED_CODE)),
+        _mm256_castsi256_ps(_mm256_cvttps_epi32(r)), live));
 }
 
-/* byte counters in 32-bit lanes, see the AVX-512 file */
-static inline void flush_byte_counters(__m256i acc, int64_t *counts4) {
+/* byte counters in 32-bit lanes, see the AVX-512 file; here the one-hot byte
+ * comes from a variable shift (shift counts of 32 and more give 0) */
+static inline void drain_byte_counters(__m256i acc, int64_t *counts4) {
     uint32_t lanes[8];
     _mm256_storeu_si256((__m256i *)lanes, acc);
     for (int l = 0; l < 8; ++l)
         for (int b = 0; b < 4; ++b) counts4[b] += (lanes[l] >> (8 * b)) & 0xFF;
 }
 
-static inline void code_counts_groups(const float *x, size_t n, const exaq_quantizer *q,
-                                      int64_t counts[EXAQ_MAX_CODES], const int groups) {
+static inline void quantize_count_groups(const float *x, size_t n, const exaq_quantizer *q,
+                                         uint8_t *codes, int64_t counts[EXAQ_MAX_CODES],
+                                         const int groups) {
     const __m256i one = _mm256_set1_epi32(1);
-    const quantizer256 vq = load_quantizer(q);
+    const quantizer256 vq = {_mm256_set1_ps(q->shift), _mm256_set1_ps(q->lo),
+                             _mm256_set1_ps(q->scale)};
     __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                       _mm256_setzero_si256()};
-    int pending = 0;
+    int since_drain = 0;
     size_t j = 0;
     for (; j + 8 <= n; j += 8) {
         const __m256 v = _mm256_loadu_ps(x + j);
-        const __m256i live = _mm256_castps_si256(live8(v));
-        const __m256i shift_bits = _mm256_slli_epi32(quantize256(v, &vq), 3);
-        for (int g = 0; g < groups; ++g) {
-            const __m256i s = _mm256_sub_epi32(shift_bits, _mm256_set1_epi32(32 * g));
-            acc[g] = _mm256_add_epi32(acc[g], _mm256_and_si256(_mm256_sllv_epi32(one, s), live));
-        }
-        if (++pending == 255) {
-            for (int g = 0; g < groups; ++g) {
-                flush_byte_counters(acc[g], counts + 4 * g);
-                acc[g] = _mm256_setzero_si256();
-            }
-            pending = 0;
-        }
-    }
-    for (int g = 0; g < groups; ++g) flush_byte_counters(acc[g], counts + 4 * g);
-    for (; j < n; ++j)
-        if (!exaq_is_masked(x[j])) ++counts[exaq_quantize_one(x[j], q)];
-}
-
-static void code_counts_avx2(const float *x, size_t n, const exaq_quantizer *q,
-                             int64_t counts[EXAQ_MAX_CODES]) {
-    if (q->levels <= 3)
-        code_counts_groups(x, n, q, counts, 1);
-    else if (q->levels <= 7)
-        code_counts_groups(x, n, q, counts, 2);
-    else
-        code_counts_groups(x, n, q, counts, 4);
-}
-
-static void lookup_store_avx2(const float *x, size_t n, const exaq_quantizer *q,
-                              const float table[EXAQ_MAX_CODES], float *y) {
-    const __m256 low = _mm256_loadu_ps(table), high = _mm256_loadu_ps(table + 8);
-    const quantizer256 vq = load_quantizer(q);
-    const int wide = q->levels > 7;
-    size_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        const __m256 v = _mm256_loadu_ps(x + j);
-        const __m256i code = quantize256(v, &vq);
-        __m256 p = _mm256_permutevar8x32_ps(low, code);
-        if (wide) /* bit 3 of the code, moved to the sign bit, picks the upper half */
-            p = _mm256_blendv_ps(p, _mm256_permutevar8x32_ps(high, code),
-                                 _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
-        _mm256_storeu_ps(y + j, _mm256_and_ps(p, live8(v)));
-    }
-    for (; j < n; ++j) y[j] = exaq_is_masked(x[j]) ? 0.0f : table[exaq_quantize_one(x[j], q)];
-}
-
-static void codes_avx2(const float *x, size_t n, const exaq_quantizer *q, uint8_t *codes) {
-    const quantizer256 vq = load_quantizer(q);
-    size_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        const __m256 v = _mm256_loadu_ps(x + j);
-        const __m256i code = _mm256_and_si256(quantize256(v, &vq), _mm256_castps_si256(live8(v)));
+        const __m256i code = quantize256(v, live8(v), &vq);
         const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(code),
                                                _mm256_extracti128_si256(code, 1));
         _mm_storel_epi64((__m128i *)(codes + j), _mm_packus_epi16(words, words));
+        const __m256i shift_bits = _mm256_slli_epi32(code, 3);
+        for (int g = 0; g < groups; ++g) {
+            const __m256i s = _mm256_sub_epi32(shift_bits, _mm256_set1_epi32(32 * g));
+            acc[g] = _mm256_add_epi32(acc[g], _mm256_sllv_epi32(one, s));
+        }
+        if (++since_drain == 255) {
+            for (int g = 0; g < groups; ++g) {
+                drain_byte_counters(acc[g], counts + 4 * g);
+                acc[g] = _mm256_setzero_si256();
+            }
+            since_drain = 0;
+        }
     }
-    for (; j < n; ++j) codes[j] = exaq_is_masked(x[j]) ? 0 : (uint8_t)exaq_quantize_one(x[j], q);
+    for (int g = 0; g < groups; ++g) drain_byte_counters(acc[g], counts + 4 * g);
+    for (; j < n; ++j) {
+        if (exaq_is_masked(x[j])) {
+            codes[j] = EXAQ_MASKED_CODE;
+            continue;
+        }
+        const int code = exaq_quantize_one(x[j], q);
+        codes[j] = (uint8_t)code;
+        ++counts[code];
+    }
+}
+
+static void quantize_count_avx2(const float *x, size_t n, const exaq_quantizer *q,
+                                uint8_t *codes, int64_t counts[EXAQ_MAX_CODES]) {
+    if (q->levels <= 3)
+        quantize_count_groups(x, n, q, codes, counts, 1);
+    else if (q->levels <= 7)
+        quantize_count_groups(x, n, q, codes, counts, 2);
+    else
+        quantize_count_groups(x, n, q, codes, counts, 4);
+}
+
+static void expand_avx2(const uint8_t *codes, size_t n, const float table[EXAQ_MAX_CODES],
+                        float *y) {
+    const __m256 low = _mm256_loadu_ps(table), high = _mm256_loadu_ps(table + 8);
+    const __m256i below_masked = _mm256_set1_epi32(EXAQ_MASKED_CODE);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256i code = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
+        /* bit 3 of the code, moved to the sign bit, picks the upper half */
+        __m256 p = _mm256_blendv_ps(_mm256_permutevar8x32_ps(low, code),
+                                    _mm256_permutevar8x32_ps(high, code),
+                                    _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
+        p = _mm256_and_ps(p, _mm256_castsi256_ps(_mm256_cmpgt_epi32(below_masked, code)));
+        _mm256_storeu_ps(y + j, p);
+    }
+    for (; j < n; ++j) y[j] = codes[j] < EXAQ_MAX_CODES ? table[codes[j]] : 0.0f;
 }
 
 static inline __m256 exp256_nonpositive(__m256 t) {
@@ -217,15 +235,13 @@ static inline __m256 exp256_nonpositive(__m256 t) {
     t = _mm256_max_ps(t, lowest);
     const __m256 k = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(EXAQ_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(EXAQ_LN2_HI), t);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(EXAQ_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(EXAQ_EXP_P0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_P5));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(EXAQ_LN2), t);
+    __m256 p = _mm256_set1_ps(EXAQ_EXP_C5);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXAQ_EXP_C1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     const __m256i biased = _mm256_add_epi32(_mm256_cvttps_epi32(k), _mm256_set1_epi32(127));
     const __m256 two_k = _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
     return _mm256_and_ps(_mm256_mul_ps(p, two_k), representable);
@@ -270,6 +286,6 @@ static void scale_avx2(float *y, size_t n, float factor) {
 }
 
 const exaq_softmax_kernels exaq_softmax_avx2 = {
-    summarize_avx2,    moments_avx2, abs_deviation_avx2, code_counts_avx2,
-    lookup_store_avx2, codes_avx2,   exp_store_sum_avx2, scale_avx2,
+    row_max_avx2,        row_stats_avx2, moments_avx2,       abs_deviation_avx2,
+    quantize_count_avx2, expand_avx2,    exp_store_sum_avx2, scale_avx2,
 };

@@ -5,17 +5,20 @@
 
 #include "exaq.h"
 
-/* exp on [-87.3, 0]: 2^n * p(r), Cephes-style minimax coefficients */
-#define EXAQ_EXP_MIN (-87.33654f) /* below this exp() is denormal: we return 0 */
+/* exp(t) = 2^k * p(r), k = rint(t*log2(e)), r = t - k*ln2 in [-ln2/2, ln2/2];
+ * p is a degree-5 polynomial with p(0) = 1, fitted here (relative minimax by
+ * iteratively reweighted least squares): max relative error 9.5e-8 with these
+ * float32 coefficients.  r in one step: the float ln2 error (1.9e-9) times
+ * |k| <= 126 stays below 2.4e-7 absolute in r. */
+#define EXAQ_EXP_MIN (-87.33654f) /* scalar: below this exp() is denormal, we return 0 */
+#define EXAQ_EXP_FLOOR (-110.0f)  /* SIMD clamp: p * 2^k is exactly 0 below it */
 #define EXAQ_LOG2E 1.44269504088896341f
-#define EXAQ_LN2_HI 0.693359375f
-#define EXAQ_LN2_LO (-2.12194440e-4f)
-#define EXAQ_EXP_P0 1.9875691500e-4f
-#define EXAQ_EXP_P1 1.3981999507e-3f
-#define EXAQ_EXP_P2 8.3334519073e-3f
-#define EXAQ_EXP_P3 4.1665795894e-2f
-#define EXAQ_EXP_P4 1.6666665459e-1f
-#define EXAQ_EXP_P5 5.0000001201e-1f
+#define EXAQ_LN2 0.693147182464599609f
+#define EXAQ_EXP_C1 0.999999702f
+#define EXAQ_EXP_C2 0.499991506f
+#define EXAQ_EXP_C3 0.166676357f
+#define EXAQ_EXP_C4 0.0418979302f
+#define EXAQ_EXP_C5 0.00829031505f
 /* adding and subtracting 1.5 * 2^23 rounds a float of magnitude < 2^22 to the
  * nearest integer, ties to even, without a libm call */
 #define EXAQ_ROUND_MAGIC 12582912.0f
@@ -25,14 +28,59 @@ static inline float exaq_round_even(float v) {
 }
 
 static inline int exaq_is_masked(float x) { return x == -__builtin_inff(); }
+static inline int exaq_is_invalid(float x) { return x != x || x == __builtin_inff(); }
 
-/* The quantizer of exaq.h, one entry. `x` must not be masked. */
+/* The quantizer of exaq.h, one unmasked entry. */
 static inline int exaq_quantize_one(float x, const exaq_quantizer *q) {
     float t = x - q->shift;
     if (!(t >= q->lo)) t = q->lo; /* clipped below; also t = -inf from overflow */
-    const float v = (t - q->lo) * q->scale;
-    const int code = (int)exaq_round_even(v);
-    return code < q->levels ? code : q->levels;
+    return (int)exaq_round_even((t - q->lo) * q->scale);
+}
+
+/* Float lanes of the row statistics, flushed to double lanes on the shared
+ * schedule; SIMD files use these for the entries they do not vectorize. */
+typedef struct {
+    float sum[EXAQ_LANES], sumsq[EXAQ_LANES];
+    double wide_sum[EXAQ_LANES], wide_sumsq[EXAQ_LANES];
+} exaq_stat_lanes;
+
+static inline void exaq_stat_lanes_flush(exaq_stat_lanes *a) {
+    for (int l = 0; l < EXAQ_LANES; ++l) {
+        a->wide_sum[l] += (double)a->sum[l];
+        a->wide_sumsq[l] += (double)a->sumsq[l];
+        a->sum[l] = 0.0f;
+        a->sumsq[l] = 0.0f;
+    }
+}
+
+static inline void exaq_stat_lanes_total(exaq_stat_lanes *a, exaq_row_stats *out) {
+    exaq_stat_lanes_flush(a);
+    double s = 0.0, q = 0.0;
+    for (int l = 0; l < EXAQ_LANES; ++l) {
+        s += a->wide_sum[l];
+        q += a->wide_sumsq[l];
+    }
+    out->sum = s;
+    out->sumsq = q;
+}
+
+/* entry j of a row (j < n) into the statistics; the caller flushes */
+static inline void exaq_stats_add_one(float v, size_t j, float pilot, exaq_stat_lanes *a,
+                                      exaq_row_stats *out) {
+    if (exaq_is_masked(v)) return;
+    ++out->unmasked;
+    if (v > out->max) out->max = v;
+    if (v < out->min) out->min = v;
+    const float d = v - pilot;
+    a->sum[j % EXAQ_LANES] += d;
+    a->sumsq[j % EXAQ_LANES] += d * d;
+}
+
+static inline void exaq_row_stats_init(exaq_row_stats *out) {
+    out->max = -__builtin_inff();
+    out->min = __builtin_inff();
+    out->unmasked = 0;
+    out->sum = out->sumsq = 0.0;
 }
 
 #endif

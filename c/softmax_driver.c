@@ -2,6 +2,7 @@
  * the quantization range, the per-row exponent table, and the row loop. */
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "softmax_common.h"
 
@@ -10,10 +11,20 @@
  * code.  The Python oracle applies the same rule. */
 #define EXAQ_MIN_RANGE 5.421010862427522e-20 /* 2^-64 */
 
+/* count, mean and sum of squared deviations of t = x - max, merged row by row
+ * in row order (Chan et al.), so the result does not depend on the backend */
 typedef struct {
-    double count, sum, sumsq, min;
+    double count, mean, m2, min;
     int64_t invalid_rows;
 } pooled_moments;
+
+typedef struct {
+    int state; /* ROW_LIVE, ROW_INVALID (output NaN) or ROW_EMPTY (nothing unmasked) */
+    float max, min;
+    double count, mean, m2; /* of t = x - max over unmasked entries */
+} row_summary;
+
+enum { ROW_LIVE = 0, ROW_INVALID = 1, ROW_EMPTY = 2 };
 
 static double lanes_total(const double lanes[EXAQ_LANES]) {
     double total = 0.0;
@@ -21,40 +32,72 @@ static double lanes_total(const double lanes[EXAQ_LANES]) {
     return total;
 }
 
-static int row_is_live(float row_max) { return row_max == row_max && row_max != -INFINITY; }
+/* first entry that is not masked: a value of the row to centre the float sums on */
+static float pilot_of(const float *row, size_t n) {
+    for (size_t j = 0; j < n; ++j)
+        if (!exaq_is_masked(row[j])) return exaq_is_invalid(row[j]) ? 0.0f : row[j];
+    return 0.0f;
+}
 
-/* Pass 1 over the call: row maxima into `maxima` (NaN for invalid rows,
- * -inf for fully masked ones) and moments of t = x - max over live rows. */
-static void pool_moments(const exaq_backend *be, const float *x, size_t rows, size_t n,
-                         ptrdiff_t xs, float *maxima, pooled_moments *pm) {
-    double sum[EXAQ_LANES] = {0}, sumsq[EXAQ_LANES] = {0};
-    pm->count = 0;
+static void summarize_row(const exaq_backend *be, const float *row, size_t n, row_summary *out) {
+    exaq_row_stats s;
+    const float pilot = pilot_of(row, n);
+    be->softmax->row_stats(row, n, pilot, &s);
+    const int finite = isfinite(s.sum) && isfinite(s.sumsq);
+    int invalid = 0;
+    if (!finite) be->softmax->row_max(row, n, &invalid); /* NaN/+inf, or only overflow? */
+    out->state = invalid ? ROW_INVALID : s.unmasked == 0 ? ROW_EMPTY : ROW_LIVE;
+    if (out->state != ROW_LIVE) return;
+    out->max = s.max;
+    out->min = s.min;
+    out->count = (double)s.unmasked;
+    if (finite) {
+        const double mean_d = s.sum / out->count;
+        const double m2 = s.sumsq - s.sum * mean_d;
+        out->mean = mean_d + ((double)pilot - (double)s.max);
+        out->m2 = m2 > 0 ? m2 : 0.0;
+    } else { /* huge magnitudes overflowed the float sums: redo in double */
+        double sum[EXAQ_LANES] = {0}, sumsq[EXAQ_LANES] = {0};
+        be->softmax->moments(row, n, s.max, sum, sumsq);
+        const double total = lanes_total(sum);
+        out->mean = total / out->count;
+        const double m2 = lanes_total(sumsq) - total * out->mean;
+        out->m2 = m2 > 0 ? m2 : 0.0;
+    }
+}
+
+static void pool_add(pooled_moments *pm, const row_summary *r) {
+    const double count = pm->count + r->count;
+    const double delta = r->mean - pm->mean;
+    pm->mean += delta * (r->count / count);
+    pm->m2 += r->m2 + delta * delta * (pm->count * r->count / count);
+    pm->count = count;
+    const double lo_row = (double)r->min - (double)r->max;
+    if (lo_row < pm->min) pm->min = lo_row;
+}
+
+static double sigma_of(double count, double m2) {
+    return count >= 2 ? sqrt(m2 / (count - 1.0)) : 0.0;
+}
+
+/* Pass 1 over the call: row maxima into `maxima` (NaN for invalid rows, -inf
+ * for fully masked ones) and the pooled moments of t over the live rows. */
+static void pool_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
+                      ptrdiff_t xs, float *maxima, pooled_moments *pm) {
+    pm->count = pm->mean = pm->m2 = 0.0;
     pm->min = INFINITY;
     pm->invalid_rows = 0;
     for (size_t r = 0; r < rows; ++r) {
-        const float *row = x + (ptrdiff_t)r * xs;
-        exaq_row_summary s;
-        be->softmax->summarize(row, n, &s);
-        if (s.invalid) {
-            maxima[r] = NAN;
-            ++pm->invalid_rows;
-            continue;
-        }
-        maxima[r] = s.max;
-        if (s.unmasked == 0) continue;
-        be->softmax->moments(row, n, s.max, sum, sumsq);
-        pm->count += (double)s.unmasked;
-        const double lo_row = (double)s.min - (double)s.max;
-        if (lo_row < pm->min) pm->min = lo_row;
+        row_summary s;
+        summarize_row(be, x + (ptrdiff_t)r * xs, n, &s);
+        maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
+        if (s.state == ROW_INVALID) ++pm->invalid_rows;
+        if (s.state == ROW_LIVE) pool_add(pm, &s);
     }
-    pm->sum = lanes_total(sum);
-    pm->sumsq = lanes_total(sumsq);
 }
 
-static double moments_sigma(double count, double sum, double sumsq) {
-    if (count < 2) return 0.0;
-    const double var = (sumsq - sum * sum / count) / (count - 1.0);
-    return var > 0 ? sqrt(var) : 0.0;
+static int row_state_of_max(float row_max) {
+    return row_max != row_max ? ROW_INVALID : row_max == -INFINITY ? ROW_EMPTY : ROW_LIVE;
 }
 
 static double pool_abs_deviation(const exaq_backend *be, const float *x, size_t rows, size_t n,
@@ -62,18 +105,19 @@ static double pool_abs_deviation(const exaq_backend *be, const float *x, size_t 
     double acc[EXAQ_LANES] = {0};
     if (count <= 0) return 0.0;
     for (size_t r = 0; r < rows; ++r)
-        if (row_is_live(maxima[r]))
+        if (row_state_of_max(maxima[r]) == ROW_LIVE)
             be->softmax->abs_deviation(x + (ptrdiff_t)r * xs, n, maxima[r], center, acc);
     return lanes_total(acc) / count;
 }
 
-/* lo = max(observed min, law), made finite and at least EXAQ_MIN_RANGE wide */
+/* lo made finite and at least EXAQ_MIN_RANGE wide */
 static float finish_lo(double lo) {
     if (!(lo < -EXAQ_MIN_RANGE)) lo = -EXAQ_MIN_RANGE; /* also NaN */
     if (lo < -FLT_MAX) lo = -FLT_MAX;
     return (float)lo;
 }
 
+/* lo = max(observed min, a*spread + c) */
 static float law_lo(const exaq_params *p, double spread, double observed_min) {
     const double c = p->law_slope * spread + p->law_intercept;
     return finish_lo(observed_min > c ? observed_min : c);
@@ -86,62 +130,52 @@ static int params_valid(const exaq_params *p) {
     return p->floor == EXAQ_FLOOR_EXP || p->floor == EXAQ_FLOOR_ZERO;
 }
 
-/* Range shared by every row of the call, or NaN when it is chosen per row. */
-static float pooled_lo(const exaq_backend *be, const float *x, size_t rows, size_t n,
-                       ptrdiff_t xs, const exaq_params *p, float *maxima) {
-    pooled_moments pm;
-    switch (p->clip) {
-    case EXAQ_CLIP_STATIC:
-        return finish_lo(p->static_lo);
-    case EXAQ_CLIP_ROW:
-        return NAN;
-    default:
-        break;
-    }
-    pool_moments(be, x, rows, n, xs, maxima, &pm);
-    if (p->clip == EXAQ_CLIP_NONE) return finish_lo(pm.min);
-    if (p->clip == EXAQ_CLIP_GAUSS)
-        return law_lo(p, moments_sigma(pm.count, pm.sum, pm.sumsq), pm.min);
-    const double mean = pm.count > 0 ? pm.sum / pm.count : 0.0;
-    return law_lo(p, pool_abs_deviation(be, x, rows, n, xs, maxima, mean, pm.count), pm.min);
+static int uses_pooled_range(const exaq_params *p) {
+    return p->clip == EXAQ_CLIP_GAUSS || p->clip == EXAQ_CLIP_LAPLACE || p->clip == EXAQ_CLIP_NONE;
 }
 
-/* Fills the row's quantizer; returns 0 for a live row, 1 for an invalid row
- * (output NaN), 2 for a row with nothing unmasked (output 0). */
+/* The range shared by every row of the call (pooled modes fill `maxima`). */
+static float shared_lo(const exaq_backend *be, const float *x, size_t rows, size_t n,
+                       ptrdiff_t xs, const exaq_params *p, float *maxima) {
+    if (p->clip == EXAQ_CLIP_STATIC) return finish_lo(p->static_lo);
+    if (!uses_pooled_range(p)) return NAN;
+    pooled_moments pm;
+    pool_rows(be, x, rows, n, xs, maxima, &pm);
+    if (p->clip == EXAQ_CLIP_NONE) return finish_lo(pm.min);
+    if (p->clip == EXAQ_CLIP_GAUSS) return law_lo(p, sigma_of(pm.count, pm.m2), pm.min);
+    return law_lo(p, pool_abs_deviation(be, x, rows, n, xs, maxima, pm.mean, pm.count), pm.min);
+}
+
+/* Fills the row's quantizer; returns its ROW_* state. */
 static int prepare_row(const exaq_backend *be, const float *row, size_t n, const exaq_params *p,
-                       float shared_lo, int have_maxima, float row_max, exaq_quantizer *q) {
-    float lo = shared_lo;
-    if (!have_maxima) {
-        exaq_row_summary s;
-        be->softmax->summarize(row, n, &s);
-        if (s.invalid) return 1;
-        if (s.unmasked == 0) return 2;
+                       float lo, const float *pooled_max, exaq_quantizer *q) {
+    float row_max;
+    if (pooled_max) {
+        row_max = *pooled_max;
+    } else if (p->clip == EXAQ_CLIP_ROW) {
+        row_summary s;
+        summarize_row(be, row, n, &s);
+        if (s.state != ROW_LIVE) return s.state;
         row_max = s.max;
-        if (p->clip == EXAQ_CLIP_ROW) {
-            double sum[EXAQ_LANES] = {0}, sumsq[EXAQ_LANES] = {0};
-            be->softmax->moments(row, n, s.max, sum, sumsq);
-            const double sigma =
-                moments_sigma((double)s.unmasked, lanes_total(sum), lanes_total(sumsq));
-            lo = law_lo(p, sigma, (double)s.min - (double)s.max);
-        }
+        lo = law_lo(p, sigma_of(s.count, s.m2), (double)s.min - (double)s.max);
     } else {
-        if (row_max != row_max) return 1;
-        if (!row_is_live(row_max)) return 2;
+        int invalid;
+        row_max = be->softmax->row_max(row, n, &invalid);
+        if (invalid) return ROW_INVALID;
     }
+    const int state = row_state_of_max(row_max);
+    if (state != ROW_LIVE) return state;
     q->shift = row_max;
     q->lo = lo;
     q->levels = (1 << p->bits) - 1;
     q->scale = (float)q->levels / -lo;
-    return 0;
+    return ROW_LIVE;
 }
 
-/* table[k] = exp(dequantized code k) / sum over the row's codes */
-static void probability_table(const exaq_backend *be, const float *row, size_t n,
-                              const exaq_quantizer *q, exaq_floor_mode floor,
-                              float table[EXAQ_MAX_CODES]) {
-    int64_t counts[EXAQ_MAX_CODES] = {0};
+/* table[k] = exp(dequantized code k) / (sum over the row's codes), from exact counts */
+static void probability_table(const int64_t counts[EXAQ_MAX_CODES], const exaq_quantizer *q,
+                              exaq_floor_mode floor, float table[EXAQ_MAX_CODES]) {
     double e[EXAQ_MAX_CODES], total = 0.0;
-    be->softmax->code_counts(row, n, q, counts);
     const double lo = q->lo, step = -lo / q->levels;
     for (int k = 0; k <= q->levels; ++k) {
         if (k == q->levels)
@@ -157,62 +191,90 @@ static void fill(float *y, size_t n, float v) {
     for (size_t j = 0; j < n; ++j) y[j] = v;
 }
 
+typedef void (*row_sink)(const exaq_backend *be, size_t r, size_t n, int state, const uint8_t *codes,
+                         const float table[EXAQ_MAX_CODES], void *ctx);
+
+/* Range selection, then every row quantized and tabulated, handed to `sink`. */
+static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
+                         ptrdiff_t xs, const exaq_params *p, float *maxima, float *lo_out,
+                         row_sink sink, void *ctx) {
+    if (!params_valid(p)) return -1;
+    if (rows == 0 || n == 0) return 0;
+    uint8_t *codes = (uint8_t *)malloc(n);
+    if (!codes) return -2;
+    const float lo = shared_lo(be, x, rows, n, xs, p, maxima);
+    const int pooled = uses_pooled_range(p);
+    for (size_t r = 0; r < rows; ++r) {
+        const float *row = x + (ptrdiff_t)r * xs;
+        exaq_quantizer q;
+        const int state = prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL, &q);
+        if (lo_out) lo_out[r] = state == ROW_LIVE ? q.lo : NAN;
+        float table[EXAQ_MAX_CODES];
+        if (state == ROW_LIVE) {
+            int64_t counts[EXAQ_MAX_CODES] = {0};
+            be->softmax->quantize_count(row, n, &q, codes, counts);
+            probability_table(counts, &q, p->floor, table);
+        }
+        sink(be, r, n, state, codes, table, ctx);
+    }
+    free(codes);
+    return 0;
+}
+
+typedef struct {
+    float *y;
+    ptrdiff_t ys;
+} prob_sink_ctx;
+
+static void write_probabilities(const exaq_backend *be, size_t r, size_t n, int state,
+                                const uint8_t *codes, const float table[EXAQ_MAX_CODES], void *ctx) {
+    const prob_sink_ctx *c = (const prob_sink_ctx *)ctx;
+    float *out = c->y + (ptrdiff_t)r * c->ys;
+    if (state == ROW_LIVE)
+        be->softmax->expand(codes, n, table, out);
+    else
+        fill(out, n, state == ROW_INVALID ? NAN : 0.0f);
+}
+
 int exaq_softmax_quantized(const exaq_backend *be, const float *x, size_t rows, size_t n,
                            ptrdiff_t xs, float *y, ptrdiff_t ys, const exaq_params *p,
                            float *maxima, float *lo_out) {
-    if (!params_valid(p)) return -1;
-    if (rows == 0 || n == 0) return 0;
-    const float shared_lo = pooled_lo(be, x, rows, n, xs, p, maxima);
-    const int have_maxima = p->clip != EXAQ_CLIP_ROW && p->clip != EXAQ_CLIP_STATIC;
-    for (size_t r = 0; r < rows; ++r) {
-        const float *row = x + (ptrdiff_t)r * xs;
-        float *out = y + (ptrdiff_t)r * ys;
-        exaq_quantizer q;
-        const int state =
-            prepare_row(be, row, n, p, shared_lo, have_maxima, have_maxima ? maxima[r] : 0.f, &q);
-        if (lo_out) lo_out[r] = state == 0 ? q.lo : NAN;
-        if (state != 0) {
-            fill(out, n, state == 1 ? NAN : 0.0f);
-            continue;
-        }
-        float table[EXAQ_MAX_CODES];
-        probability_table(be, row, n, &q, p->floor, table);
-        be->softmax->lookup_store(row, n, &q, table, out);
-    }
-    return 0;
+    prob_sink_ctx ctx = {y, ys};
+    return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, write_probabilities, &ctx);
+}
+
+typedef struct {
+    uint8_t *codes;
+    ptrdiff_t cs;
+    float *tables;
+    int ncodes;
+} code_sink_ctx;
+
+static void write_codes(const exaq_backend *be, size_t r, size_t n, int state,
+                        const uint8_t *codes, const float table[EXAQ_MAX_CODES], void *ctx) {
+    (void)be;
+    const code_sink_ctx *c = (const code_sink_ctx *)ctx;
+    uint8_t *out = c->codes + (ptrdiff_t)r * c->cs;
+    for (size_t j = 0; j < n; ++j)
+        out[j] = (state == ROW_LIVE && codes[j] != EXAQ_MASKED_CODE) ? codes[j] : 0;
+    if (c->tables)
+        for (int k = 0; k < c->ncodes; ++k)
+            c->tables[r * (size_t)c->ncodes + k] =
+                state == ROW_LIVE ? table[k] : state == ROW_INVALID ? NAN : 0.0f;
 }
 
 int exaq_quantize_codes(const exaq_backend *be, const float *x, size_t rows, size_t n,
                         ptrdiff_t xs, uint8_t *codes, ptrdiff_t cs, const exaq_params *p,
                         float *maxima, float *lo_out, float *tables) {
-    if (!params_valid(p)) return -1;
-    if (rows == 0) return 0;
-    const int ncodes = 1 << p->bits;
-    const float shared_lo = n ? pooled_lo(be, x, rows, n, xs, p, maxima) : NAN;
-    const int have_maxima = p->clip != EXAQ_CLIP_ROW && p->clip != EXAQ_CLIP_STATIC;
-    for (size_t r = 0; r < rows; ++r) {
-        const float *row = x + (ptrdiff_t)r * xs;
-        uint8_t *out = codes + (ptrdiff_t)r * cs;
-        float *row_table = tables ? tables + r * (size_t)ncodes : NULL;
-        exaq_quantizer q;
-        const int state = n ? prepare_row(be, row, n, p, shared_lo, have_maxima,
-                                          have_maxima ? maxima[r] : 0.f, &q)
-                            : 2;
-        if (lo_out) lo_out[r] = state == 0 ? q.lo : NAN;
-        if (state != 0) {
-            for (size_t j = 0; j < n; ++j) out[j] = 0;
-            if (row_table)
-                for (int k = 0; k < ncodes; ++k) row_table[k] = state == 1 ? NAN : 0.0f;
-            continue;
+    code_sink_ctx ctx = {codes, cs, tables, 1 << p->bits};
+    if (n == 0 && params_valid(p)) { /* rows of nothing: empty tables */
+        for (size_t r = 0; r < rows; ++r) {
+            if (lo_out) lo_out[r] = NAN;
+            for (int k = 0; tables && k < ctx.ncodes; ++k) tables[r * (size_t)ctx.ncodes + k] = 0.0f;
         }
-        be->softmax->codes(row, n, &q, out);
-        if (row_table) {
-            float table[EXAQ_MAX_CODES];
-            probability_table(be, row, n, &q, p->floor, table);
-            for (int k = 0; k < ncodes; ++k) row_table[k] = table[k];
-        }
+        return 0;
     }
-    return 0;
+    return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, write_codes, &ctx);
 }
 
 int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size_t n,
@@ -220,13 +282,13 @@ int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size
     for (size_t r = 0; r < rows && n; ++r) {
         const float *row = x + (ptrdiff_t)r * xs;
         float *out = y + (ptrdiff_t)r * ys;
-        exaq_row_summary s;
-        be->softmax->summarize(row, n, &s);
-        if (s.invalid || s.unmasked == 0) {
-            fill(out, n, s.invalid ? NAN : 0.0f);
+        int invalid;
+        const float row_max = be->softmax->row_max(row, n, &invalid);
+        if (invalid || row_max == -INFINITY) {
+            fill(out, n, invalid ? NAN : 0.0f);
             continue;
         }
-        const double total = be->softmax->exp_store_sum(row, n, s.max, out);
+        const double total = be->softmax->exp_store_sum(row, n, row_max, out);
         be->softmax->scale(out, n, (float)(1.0 / total));
     }
     return 0;
@@ -235,12 +297,12 @@ int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size
 void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_t n,
                       ptrdiff_t xs, float *maxima, exaq_call_stats *out) {
     pooled_moments pm = {0, 0, 0, INFINITY, 0};
-    if (rows && n) pool_moments(be, x, rows, n, xs, maxima, &pm);
+    if (rows && n) pool_rows(be, x, rows, n, xs, maxima, &pm);
+    const int any = pm.count > 0;
     out->count = (int64_t)pm.count;
-    out->mean = pm.count > 0 ? pm.sum / pm.count : NAN;
-    out->sigma = pm.count > 0 ? moments_sigma(pm.count, pm.sum, pm.sumsq) : NAN;
-    out->min = pm.count > 0 ? pm.min : NAN;
-    out->mean_abs_dev =
-        pm.count > 0 ? pool_abs_deviation(be, x, rows, n, xs, maxima, out->mean, pm.count) : NAN;
+    out->mean = any ? pm.mean : NAN;
+    out->sigma = any ? sigma_of(pm.count, pm.m2) : NAN;
+    out->min = any ? pm.min : NAN;
+    out->mean_abs_dev = any ? pool_abs_deviation(be, x, rows, n, xs, maxima, pm.mean, pm.count) : NAN;
     out->invalid_rows = pm.invalid_rows;
 }

@@ -3,22 +3,26 @@
 
 #include "softmax_common.h"
 
-static void summarize_scalar(const float *x, size_t n, exaq_row_summary *out) {
-    float mx = -__builtin_inff(), mn = __builtin_inff();
-    int64_t unmasked = 0;
-    int invalid = 0;
+static float row_max_scalar(const float *x, size_t n, int *invalid) {
+    float mx = -__builtin_inff();
+    int bad = 0;
     for (size_t j = 0; j < n; ++j) {
-        const float v = x[j];
-        if (v != v || v == __builtin_inff()) { invalid = 1; ++unmasked; continue; }
-        if (exaq_is_masked(v)) continue;
-        ++unmasked;
-        if (v > mx) mx = v;
-        if (v < mn) mn = v;
+        if (exaq_is_invalid(x[j])) bad = 1;
+        else if (x[j] > mx) mx = x[j];
     }
-    out->max = mx;
-    out->min = mn;
-    out->unmasked = unmasked;
-    out->invalid = invalid;
+    *invalid = bad;
+    return mx;
+}
+
+static void row_stats_scalar(const float *x, size_t n, float pilot, exaq_row_stats *out) {
+    exaq_stat_lanes lanes;
+    memset(&lanes, 0, sizeof lanes);
+    exaq_row_stats_init(out);
+    for (size_t j = 0; j < n; ++j) {
+        exaq_stats_add_one(x[j], j, pilot, &lanes, out);
+        if (j % EXAQ_FLUSH == EXAQ_FLUSH - 1) exaq_stat_lanes_flush(&lanes);
+    }
+    exaq_stat_lanes_total(&lanes, out);
 }
 
 static void moments_scalar(const float *x, size_t n, float shift, double sum[EXAQ_LANES],
@@ -40,35 +44,35 @@ static void abs_deviation_scalar(const float *x, size_t n, float shift, double c
     }
 }
 
-static void code_counts_scalar(const float *x, size_t n, const exaq_quantizer *q,
-                               int64_t counts[EXAQ_MAX_CODES]) {
-    for (size_t j = 0; j < n; ++j)
-        if (!exaq_is_masked(x[j])) ++counts[exaq_quantize_one(x[j], q)];
+static void quantize_count_scalar(const float *x, size_t n, const exaq_quantizer *q,
+                                  uint8_t *codes, int64_t counts[EXAQ_MAX_CODES]) {
+    for (size_t j = 0; j < n; ++j) {
+        if (exaq_is_masked(x[j])) {
+            codes[j] = EXAQ_MASKED_CODE;
+            continue;
+        }
+        const int code = exaq_quantize_one(x[j], q);
+        codes[j] = (uint8_t)code;
+        ++counts[code];
+    }
 }
 
-static void lookup_store_scalar(const float *x, size_t n, const exaq_quantizer *q,
-                                const float table[EXAQ_MAX_CODES], float *y) {
-    for (size_t j = 0; j < n; ++j)
-        y[j] = exaq_is_masked(x[j]) ? 0.0f : table[exaq_quantize_one(x[j], q)];
-}
-
-static void codes_scalar(const float *x, size_t n, const exaq_quantizer *q, uint8_t *codes) {
-    for (size_t j = 0; j < n; ++j)
-        codes[j] = exaq_is_masked(x[j]) ? 0 : (uint8_t)exaq_quantize_one(x[j], q);
+static void expand_scalar(const uint8_t *codes, size_t n, const float table[EXAQ_MAX_CODES],
+                          float *y) {
+    for (size_t j = 0; j < n; ++j) y[j] = codes[j] < EXAQ_MAX_CODES ? table[codes[j]] : 0.0f;
 }
 
 static float exp_nonpositive(float t) {
     if (!(t >= EXAQ_EXP_MIN)) return 0.0f;
     const float k = exaq_round_even(t * EXAQ_LOG2E);
-    float r = t - k * EXAQ_LN2_HI;
-    r = r - k * EXAQ_LN2_LO;
-    float p = EXAQ_EXP_P0;
-    p = p * r + EXAQ_EXP_P1;
-    p = p * r + EXAQ_EXP_P2;
-    p = p * r + EXAQ_EXP_P3;
-    p = p * r + EXAQ_EXP_P4;
-    p = p * r + EXAQ_EXP_P5;
-    p = p * r * r + r + 1.0f;
+    /* in double, as exact as the SIMD kernels' fused multiply-add */
+    const float r = (float)((double)t - (double)k * (double)EXAQ_LN2);
+    float p = EXAQ_EXP_C5;
+    p = p * r + EXAQ_EXP_C4;
+    p = p * r + EXAQ_EXP_C3;
+    p = p * r + EXAQ_EXP_C2;
+    p = p * r + EXAQ_EXP_C1;
+    p = p * r + 1.0f;
     const uint32_t bits = (uint32_t)((int32_t)k + 127) << 23;
     float two_k;
     memcpy(&two_k, &bits, sizeof two_k);
@@ -92,6 +96,6 @@ static void scale_scalar(float *y, size_t n, float factor) {
 }
 
 const exaq_softmax_kernels exaq_softmax_scalar = {
-    summarize_scalar,   moments_scalar, abs_deviation_scalar, code_counts_scalar,
-    lookup_store_scalar, codes_scalar,  exp_store_sum_scalar, scale_scalar,
+    row_max_scalar,        row_stats_scalar, moments_scalar,       abs_deviation_scalar,
+    quantize_count_scalar, expand_scalar,    exp_store_sum_scalar, scale_scalar,
 };

@@ -99,8 +99,7 @@ def softmax_quantized(const float[:, ::1] x, float[:, ::1] y, int bits, str clip
     with nogil:
         rc = exaq_softmax_quantized(exaq_active_backend(), &x[0, 0], rows, n, n,
                                     &y[0, 0], n, &p, &scratch[0], lo_ptr)
-    if rc != 0:
-        raise ValueError("invalid quantization parameters")
+    check_rc(rc)
 
 
 def quantize_codes(const float[:, ::1] x, uint8_t[:, ::1] codes, float[::1] lo_out,
@@ -122,8 +121,7 @@ def quantize_codes(const float[:, ::1] x, uint8_t[:, ::1] codes, float[::1] lo_o
     with nogil:
         rc = exaq_quantize_codes(exaq_active_backend(), xp, rows, n, n, cp, n, &p,
                                  &scratch[0], &lo_out[0], &tables[0, 0])
-    if rc != 0:
-        raise ValueError("invalid quantization parameters")
+    check_rc(rc)
 
 
 def softmax_exact(const float[:, ::1] x, float[:, ::1] y):
@@ -148,6 +146,17 @@ def score_stats(const float[:, ::1] x):
             "invalid_rows": int(s.invalid_rows)}
 
 
+cdef int check_rc(int rc) except -1:
+    if rc == -2:
+        raise MemoryError("exaq_cpu: out of memory")
+    if rc != 0:
+        raise ValueError("invalid quantization parameters")
+    return 0
+
+
 cdef float[::1] cython_float_buffer(Py_ssize_t n):
     from array import array
     return array("f", bytes(4 * n))
+
+
+include "_lutgemm.pxi"
