@@ -35,14 +35,15 @@ typedef struct {
 } exaq_row_stats;
 
 /* The affine quantizer of one row:
- *   t = x - shift                      (float32)
- *   v = (max(t, lo) - lo) * scale       (float32, no fused multiply-add)
- *   q = rint(v)                         (round half to even; t <= 0 keeps q <= levels)
+ *   t = max(x - shift, lo)             (float32)
+ *   v = fma(t, scale, offset)          (one rounding; offset = -lo*scale in float32)
+ *   q = rint(v)                        (round half to even; t <= 0 keeps q <= levels)
  * and masked entries (x == -inf) get EXAQ_MASKED_CODE and are not counted. */
 typedef struct {
     float shift;
     float lo;
     float scale;
+    float offset;
     int levels;  /* 2^bits - 1 */
 } exaq_quantizer;
 

@@ -56,7 +56,7 @@ static void row_stats_avx2(const float *x, size_t n, float pilot, exaq_row_stats
                 /* masked lanes add +0.0, which leaves a sum that is never -0 unchanged */
                 const __m256 d = _mm256_and_ps(_mm256_sub_ps(v, p), live);
                 sum[h] = _mm256_add_ps(sum[h], d);
-                sumsq[h] = _mm256_add_ps(sumsq[h], _mm256_mul_ps(d, d));
+                sumsq[h] = _mm256_fmadd_ps(d, d, sumsq[h]);
             }
         }
         _mm256_storeu_ps(lanes.sum, sum[0]);
@@ -138,14 +138,14 @@ static void abs_deviation_avx2(const float *x, size_t n, float shift, double cen
 }
 
 typedef struct {
-    __m256 shift, lo, scale;
+    __m256 shift, lo, scale, offset;
 } quantizer256;
 
 /* the float32 operations of exaq_quantize_one, in the same order; masked
  * lanes get EXAQ_MASKED_CODE */
 static inline __m256i quantize256(__m256 x, __m256 live, const quantizer256 *q) {
     const __m256 t = _mm256_max_ps(_mm256_sub_ps(x, q->shift), q->lo);
-    const __m256 v = _mm256_mul_ps(_mm256_sub_ps(t, q->lo), q->scale);
+    const __m256 v = _mm256_fmadd_ps(t, q->scale, q->offset);
     const __m256 r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return _mm256_castps_si256(_mm256_blendv_ps(
         _mm256_castsi256_ps(_mm256_set1_epi32(EXAQ_MASKED_CODE)),
@@ -166,7 +166,7 @@ static inline void quantize_count_groups(const float *x, size_t n, const exaq_qu
                                          const int groups) {
     const __m256i one = _mm256_set1_epi32(1);
     const quantizer256 vq = {_mm256_set1_ps(q->shift), _mm256_set1_ps(q->lo),
-                             _mm256_set1_ps(q->scale)};
+                             _mm256_set1_ps(q->scale), _mm256_set1_ps(q->offset)};
     __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                       _mm256_setzero_si256()};
     int since_drain = 0;

@@ -49,7 +49,7 @@ static inline void stats_step(stats512 *s, __m512 v, __mmask16 m, __m512 pilot) 
     s->vmin = _mm512_mask_min_ps(s->vmin, live, s->vmin, v);
     const __m512 d = _mm512_sub_ps(v, pilot);
     s->sum = _mm512_mask_add_ps(s->sum, live, s->sum, d);
-    s->sumsq = _mm512_mask_add_ps(s->sumsq, live, s->sumsq, _mm512_mul_ps(d, d));
+    s->sumsq = _mm512_mask3_fmadd_ps(d, d, s->sumsq, live);
 }
 
 static void row_stats_avx512(const float *x, size_t n, float pilot, exaq_row_stats *out) {
@@ -131,14 +131,14 @@ static void abs_deviation_avx512(const float *x, size_t n, float shift, double c
 }
 
 typedef struct {
-    __m512 shift, lo, scale;
+    __m512 shift, lo, scale, offset;
 } quantizer512;
 
 /* the float32 operations of exaq_quantize_one, in the same order; masked
  * lanes get EXAQ_MASKED_CODE */
 static inline __m512i quantize512(__m512 x, __mmask16 live, const quantizer512 *q) {
     const __m512 t = _mm512_max_ps(_mm512_sub_ps(x, q->shift), q->lo);
-    const __m512 v = _mm512_mul_ps(_mm512_sub_ps(t, q->lo), q->scale);
+    const __m512 v = _mm512_fmadd_ps(t, q->scale, q->offset);
     return _mm512_mask_cvt_roundps_epi32(_mm512_set1_epi32(EXAQ_MASKED_CODE), live, v,
                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
@@ -156,7 +156,7 @@ static inline void quantize_count_groups(const float *x, size_t n, const exaq_qu
                                          uint8_t *codes, int64_t counts[EXAQ_MAX_CODES],
                                          const int groups) {
     const quantizer512 vq = {_mm512_set1_ps(q->shift), _mm512_set1_ps(q->lo),
-                             _mm512_set1_ps(q->scale)};
+                             _mm512_set1_ps(q->scale), _mm512_set1_ps(q->offset)};
     /* one_hot[g][k] = 1 << 8*(k - 4g) for k in group g, else 0 (incl. masked 16) */
     __m512i one_hot[4];
     for (int g = 0; g < 4; ++g) {

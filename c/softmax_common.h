@@ -3,6 +3,8 @@
 #ifndef EXAQ_SOFTMAX_COMMON_H
 #define EXAQ_SOFTMAX_COMMON_H
 
+#include <math.h>
+
 #include "exaq.h"
 
 /* exp(t) = 2^k * p(r), k = rint(t*log2(e)), r = t - k*ln2 in [-ln2/2, ln2/2];
@@ -30,11 +32,13 @@ static inline float exaq_round_even(float v) {
 static inline int exaq_is_masked(float x) { return x == -__builtin_inff(); }
 static inline int exaq_is_invalid(float x) { return x != x || x == __builtin_inff(); }
 
-/* The quantizer of exaq.h, one unmasked entry. */
+/* The quantizer of exaq.h, one unmasked entry.  fmaf is exact everywhere
+ * (an instruction where the ISA has one, correctly rounded in libm otherwise),
+ * which keeps the scalar reference bit-identical to the SIMD kernels. */
 static inline int exaq_quantize_one(float x, const exaq_quantizer *q) {
     float t = x - q->shift;
     if (!(t >= q->lo)) t = q->lo; /* clipped below; also t = -inf from overflow */
-    return (int)exaq_round_even((t - q->lo) * q->scale);
+    return (int)exaq_round_even(fmaf(t, q->scale, q->offset));
 }
 
 /* Float lanes of the row statistics, flushed to double lanes on the shared
@@ -73,7 +77,7 @@ static inline void exaq_stats_add_one(float v, size_t j, float pilot, exaq_stat_
     if (v < out->min) out->min = v;
     const float d = v - pilot;
     a->sum[j % EXAQ_LANES] += d;
-    a->sumsq[j % EXAQ_LANES] += d * d;
+    a->sumsq[j % EXAQ_LANES] = fmaf(d, d, a->sumsq[j % EXAQ_LANES]);
 }
 
 static inline void exaq_row_stats_init(exaq_row_stats *out) {

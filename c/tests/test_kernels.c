@@ -79,8 +79,9 @@ static void compare_kernels(const exaq_backend *ref, const exaq_backend *be, con
     be->softmax->abs_deviation(x, n, a.max, -2.5, d2);
     CHECK(memcmp(d1, d2, sizeof d1) == 0, "%s abs_deviation n=%zu", be->name, n);
     for (int bits = 2; bits <= 4; ++bits) {
-        exaq_quantizer q = {a.max, -4.0f, 0.0f, (1 << bits) - 1};
+        exaq_quantizer q = {a.max, -4.0f, 0.0f, 0.0f, (1 << bits) - 1};
         q.scale = (float)q.levels / 4.0f;
+        q.offset = 4.0f * q.scale;
         int64_t c1[EXAQ_MAX_CODES] = {0}, c2[EXAQ_MAX_CODES] = {0};
         uint8_t *k1 = malloc(n), *k2 = malloc(n);
         ref->softmax->quantize_count(x, n, &q, k1, c1);
