@@ -66,6 +66,7 @@ def extension(name, pyx):
         include_dirs=[C_DIR],
         extra_compile_args=["-O3", "-ffp-contract=off"],
         libraries=["m"],
+        extra_link_args=["-pthread"],  # LUT-GEMM worker threads (c/lutgemm_driver.c)
     )
 
 

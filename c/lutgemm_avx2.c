@@ -1,0 +1,113 @@
+/* LUT-GEMM kernels, AVX2: a 16-row tile is two ymm halves of 8 rows, one lane
+ * per row, each row summed in the scalar kernel's order (bit-exact with it).
+ *  MU4: AVX2 has no 16-entry float permute, so the table is two ymm (entries
+ *       0..7 and 8..15), both read with vpermps (low 3 index bits) and the
+ *       result chosen by index bit 3 with a blend on the sign bit.
+ *  MU8: the paper's 256-entry tables, read with vgatherdps. */
+#include <immintrin.h>
+
+#include "exaq.h"
+
+#define TILE EXAQ_LUT_TILE
+
+#if defined(__GNUC__)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE static inline
+#endif
+
+/* 16-entry lookup: t0 = entries 0..7, t1 = entries 8..15; `sel` has index bit 3
+ * in the sign bit. */
+ALWAYS_INLINE __m256 lookup16(__m256 t0, __m256 t1, __m256i idx, __m256i sel) {
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t0, idx), _mm256_permutevar8x32_ps(t1, idx),
+                            _mm256_castsi256_ps(sel));
+}
+
+ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
+                             size_t t0, size_t t1, float *y, const size_t bits) {
+    const size_t gb = w->group_size / 8;
+    for (size_t t = t0; t < t1; ++t) {
+        __m256 yt[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (size_t g = 0; g < w->groups; ++g) {
+            const size_t tg = t * w->groups + g;
+            const uint8_t *P = w->planes + tg * bits * gb * TILE;
+            const float *A = w->alphas + tg * bits * TILE;
+            const float *T = tables + g * gb * 32;
+            for (int h = 0; h < 2; ++h) {
+                __m256 lo[EXAQ_LUT_MAX_BITS], hi[EXAQ_LUT_MAX_BITS];
+                for (size_t i = 0; i < bits; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
+                for (size_t j = 0; j < gb; ++j) {
+                    const __m256 ta0 = _mm256_loadu_ps(T + j * 32), ta1 = _mm256_loadu_ps(T + j * 32 + 8);
+                    const __m256 tb0 = _mm256_loadu_ps(T + j * 32 + 16), tb1 = _mm256_loadu_ps(T + j * 32 + 24);
+                    for (size_t i = 0; i < bits; ++i) {
+                        const __m128i b = _mm_loadl_epi64((const __m128i *)(P + (i * gb + j) * TILE + 8 * h));
+                        const __m256i idx = _mm256_cvtepu8_epi32(b);
+                        const __m256i hidx = _mm256_srli_epi32(idx, 4);
+                        lo[i] = _mm256_add_ps(lo[i], lookup16(ta0, ta1, idx, _mm256_slli_epi32(idx, 28)));
+                        hi[i] = _mm256_add_ps(hi[i], lookup16(tb0, tb1, hidx, _mm256_slli_epi32(idx, 24)));
+                    }
+                }
+                for (size_t i = 0; i < bits; ++i) {
+                    const __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(A + i * TILE + 8 * h),
+                                                      _mm256_add_ps(lo[i], hi[i]));
+                    yt[h] = _mm256_add_ps(yt[h], prod);
+                }
+                const __m256 off = _mm256_mul_ps(_mm256_loadu_ps(w->offsets + tg * TILE + 8 * h),
+                                                 _mm256_set1_ps(gsum[g]));
+                yt[h] = _mm256_add_ps(yt[h], off);
+            }
+        }
+        _mm256_storeu_ps(y + (t - t0) * TILE, yt[0]);
+        _mm256_storeu_ps(y + (t - t0) * TILE + 8, yt[1]);
+    }
+}
+
+ALWAYS_INLINE void mu8_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
+                             size_t t0, size_t t1, float *y, const size_t bits) {
+    const size_t gb = w->group_size / 8;
+    for (size_t t = t0; t < t1; ++t) {
+        __m256 yt[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (size_t g = 0; g < w->groups; ++g) {
+            const size_t tg = t * w->groups + g;
+            const uint8_t *P = w->planes + tg * bits * gb * TILE;
+            const float *A = w->alphas + tg * bits * TILE;
+            const float *T = tables + g * gb * 256;
+            __m256 acc[EXAQ_LUT_MAX_BITS][2];
+            for (size_t i = 0; i < bits; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+            for (size_t j = 0; j < gb; ++j)
+                for (size_t i = 0; i < bits; ++i) {
+                    const __m128i b = _mm_loadu_si128((const __m128i *)(P + (i * gb + j) * TILE));
+                    const __m256i i0 = _mm256_cvtepu8_epi32(b);
+                    const __m256i i1 = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(b, b));
+                    acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_i32gather_ps(T + j * 256, i0, 4));
+                    acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_i32gather_ps(T + j * 256, i1, 4));
+                }
+            for (int h = 0; h < 2; ++h) {
+                for (size_t i = 0; i < bits; ++i) {
+                    const __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(A + i * TILE + 8 * h), acc[i][h]);
+                    yt[h] = _mm256_add_ps(yt[h], prod);
+                }
+                const __m256 off = _mm256_mul_ps(_mm256_loadu_ps(w->offsets + tg * TILE + 8 * h),
+                                                 _mm256_set1_ps(gsum[g]));
+                yt[h] = _mm256_add_ps(yt[h], off);
+            }
+        }
+        _mm256_storeu_ps(y + (t - t0) * TILE, yt[0]);
+        _mm256_storeu_ps(y + (t - t0) * TILE + 8, yt[1]);
+    }
+}
+
+#define BY_BITS(fn)                                                                       \
+    static void fn##_avx2(const exaq_bcq_matrix *w, const float *tables,                  \
+                          const float *gsum, size_t t0, size_t t1, float *y) {            \
+        switch (w->bits) {                                                                \
+        case 1: fn##_tiles(w, tables, gsum, t0, t1, y, 1); break;                         \
+        case 2: fn##_tiles(w, tables, gsum, t0, t1, y, 2); break;                         \
+        case 3: fn##_tiles(w, tables, gsum, t0, t1, y, 3); break;                         \
+        default: fn##_tiles(w, tables, gsum, t0, t1, y, 4); break;                        \
+        }                                                                                 \
+    }
+BY_BITS(mu4)
+BY_BITS(mu8)
+
+const exaq_lutgemm_kernels exaq_lutgemm_avx2 = {mu4_avx2, mu8_avx2, EXAQ_LUT_MU4};

@@ -1,0 +1,101 @@
+/* LUT-GEMM kernels, AVX-512 (F + BW + VL): one zmm lane per output row of a
+ * 16-row tile, so each row's sums are formed in the scalar kernel's order
+ * (bit-exact with it).
+ *  MU4: the 16-entry float table of 4 activations is one zmm; vpermps picks 16
+ *       entries (one per row) using only the low 4 bits of each dword index, so
+ *       the low nibble needs no masking and the high nibble one shift.
+ *  MU8: the paper's 256-entry tables, read with vgatherdps. */
+#include <immintrin.h>
+
+#include "exaq.h"
+
+#define TILE EXAQ_LUT_TILE
+
+#if defined(__GNUC__)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE static inline
+#endif
+
+ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
+                             size_t t0, size_t t1, float *y, const size_t bits) {
+    const size_t gb = w->group_size / 8;
+    for (size_t t = t0; t < t1; ++t) {
+        __m512 yt = _mm512_setzero_ps();
+        for (size_t g = 0; g < w->groups; ++g) {
+            const size_t tg = t * w->groups + g;
+            const uint8_t *P = w->planes + tg * bits * gb * TILE;
+            const float *A = w->alphas + tg * bits * TILE;
+            const float *T = tables + g * gb * 32;
+            __m512 lo[EXAQ_LUT_MAX_BITS], hi[EXAQ_LUT_MAX_BITS];
+            for (size_t i = 0; i < bits; ++i) lo[i] = hi[i] = _mm512_setzero_ps();
+            for (size_t j = 0; j < gb; ++j) {
+                /* the two tables are loaded once and serve every bit-plane */
+                const __m512 tlo = _mm512_loadu_ps(T + j * 32);
+                const __m512 thi = _mm512_loadu_ps(T + j * 32 + 16);
+                for (size_t i = 0; i < bits; ++i) {
+                    const __m128i b = _mm_loadu_si128((const __m128i *)(P + (i * gb + j) * TILE));
+                    const __m512i idx = _mm512_cvtepu8_epi32(b);
+                    lo[i] = _mm512_add_ps(lo[i], _mm512_permutexvar_ps(idx, tlo));
+                    hi[i] = _mm512_add_ps(hi[i], _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), thi));
+                }
+            }
+            for (size_t i = 0; i < bits; ++i) {
+                const __m512 prod = _mm512_mul_ps(_mm512_loadu_ps(A + i * TILE),
+                                                  _mm512_add_ps(lo[i], hi[i]));
+                yt = _mm512_add_ps(yt, prod);
+            }
+            const __m512 off = _mm512_mul_ps(_mm512_loadu_ps(w->offsets + tg * TILE),
+                                             _mm512_set1_ps(gsum[g]));
+            yt = _mm512_add_ps(yt, off);
+        }
+        _mm512_storeu_ps(y + (t - t0) * TILE, yt);
+    }
+}
+
+ALWAYS_INLINE void mu8_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
+                             size_t t0, size_t t1, float *y, const size_t bits) {
+    const size_t gb = w->group_size / 8;
+    for (size_t t = t0; t < t1; ++t) {
+        __m512 yt = _mm512_setzero_ps();
+        for (size_t g = 0; g < w->groups; ++g) {
+            const size_t tg = t * w->groups + g;
+            const uint8_t *P = w->planes + tg * bits * gb * TILE;
+            const float *A = w->alphas + tg * bits * TILE;
+            const float *T = tables + g * gb * 256;
+            __m512 acc[EXAQ_LUT_MAX_BITS];
+            for (size_t i = 0; i < bits; ++i) acc[i] = _mm512_setzero_ps();
+            for (size_t j = 0; j < gb; ++j)
+                for (size_t i = 0; i < bits; ++i) {
+                    const __m128i b = _mm_loadu_si128((const __m128i *)(P + (i * gb + j) * TILE));
+                    const __m512i idx = _mm512_cvtepu8_epi32(b);
+                    acc[i] = _mm512_add_ps(acc[i], _mm512_i32gather_ps(idx, T + j * 256, 4));
+                }
+            for (size_t i = 0; i < bits; ++i) {
+                const __m512 prod = _mm512_mul_ps(_mm512_loadu_ps(A + i * TILE), acc[i]);
+                yt = _mm512_add_ps(yt, prod);
+            }
+            const __m512 off = _mm512_mul_ps(_mm512_loadu_ps(w->offsets + tg * TILE),
+                                             _mm512_set1_ps(gsum[g]));
+            yt = _mm512_add_ps(yt, off);
+        }
+        _mm512_storeu_ps(y + (t - t0) * TILE, yt);
+    }
+}
+
+/* One instantiation per bit width so the bit-plane loops are fully unrolled
+ * and the accumulators live in registers. */
+#define BY_BITS(fn)                                                                       \
+    static void fn##_avx512(const exaq_bcq_matrix *w, const float *tables,                \
+                            const float *gsum, size_t t0, size_t t1, float *y) {          \
+        switch (w->bits) {                                                                \
+        case 1: fn##_tiles(w, tables, gsum, t0, t1, y, 1); break;                         \
+        case 2: fn##_tiles(w, tables, gsum, t0, t1, y, 2); break;                         \
+        case 3: fn##_tiles(w, tables, gsum, t0, t1, y, 3); break;                         \
+        default: fn##_tiles(w, tables, gsum, t0, t1, y, 4); break;                        \
+        }                                                                                 \
+    }
+BY_BITS(mu4)
+BY_BITS(mu8)
+
+const exaq_lutgemm_kernels exaq_lutgemm_avx512 = {mu4_avx512, mu8_avx512, EXAQ_LUT_MU4};

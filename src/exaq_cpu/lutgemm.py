@@ -1,0 +1,438 @@
+"""LUT-GEMM: weight-only quantized matrix multiplication by table lookups.
+
+Weights are stored in binary-coding quantization (BCQ, ``shared/SPEC.md`` §2):
+every row segment of ``group_size`` input columns is
+
+    w ≈ alpha_0 * b_0 + ... + alpha_{q-1} * b_{q-1} + z,      b_i in {-1, +1}
+
+and ``lut_gemm`` never dequantizes them.  For each run of 4 activations it
+builds the 16 signed partial sums ``±x0 ±x1 ±x2 ±x3`` once (shared by every
+output row), and each 4-bit nibble of a bit-plane picks one of them; the
+partial sums of bit-plane ``i`` are scaled by ``alpha_i`` per group, plus
+``z * sum(x_group)``.  The paper's 256-entry tables over 8 activations are the
+other available design (``table="mu8"``); ``docs/lutgemm.md`` has the
+measurements behind the per-backend default.
+
+    >>> import numpy as np
+    >>> from exaq_cpu import lutgemm
+    >>> W = np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
+    >>> Wq = lutgemm.quantize(W, bits=3, group_size=128)
+    >>> x = np.ones(512, np.float32)
+    >>> y = lutgemm.lut_gemm(x, Wq)            # == x @ Wq.dequantize().T (float rounding)
+    >>> y.shape
+    (256,)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["BCQMatrix", "quantize", "lut_gemm", "uniform_quantize", "preferred_table", "BATCH_CROSSOVER"]
+
+TILE = 16  # rows per kernel tile (one zmm of float32 lanes), see c/lutgemm.h
+METHODS = ("greedy", "alternating", "uniform")
+DEFAULT_ITERS = 15
+#: Tokens (rows of a batched ``x``), by bit width, from which ``lut_gemm(method="auto")``
+#: stops using the LUT kernel and dequantizes the weights, then calls BLAS.  The LUT
+#: cost grows with the bits per token; dequantize+BLAS pays ~35-60 ms for a 4096x4096
+#: dequantization once, then BLAS's per-token cost (measured on AMD EPYC Zen 4,
+#: 1 thread, AVX-512 backend; docs/lutgemm.md).
+BATCH_CROSSOVER = {1: 512, 2: 256, 3: 128, 4: 96}
+_ROW_CHUNK = 1024  # rows fitted at a time, to bound the fitting's temporary memory
+
+
+class BCQMatrix:
+    """A (out_features, in_features) weight matrix in binary-coding quantization.
+
+    Attributes: ``shape``, ``bits``, ``group_size`` (``None`` = one group per
+    row), ``method``, and the packed arrays the kernels read (``planes``,
+    ``alphas``, ``offsets``; layout in ``c/lutgemm.h``).  ``dequantize()`` gives
+    the float32 weights every kernel multiplies by; ``nbytes`` is the packed
+    size.  ``save(path)`` / ``BCQMatrix.load(path)`` use ``.npz``; pickling works.
+    """
+
+    def __init__(self, planes, alphas, offsets, shape, bits, group_size, method=None):
+        rows, cols = (int(v) for v in shape)
+        bits = int(bits)
+        gs = _effective_group(cols, group_size)
+        tiles, groups = -(-rows // TILE), -(-cols // gs)
+        self.planes = np.ascontiguousarray(planes, dtype=np.uint8).reshape(-1)
+        self.alphas = np.ascontiguousarray(alphas, dtype=np.float32).reshape(-1)
+        self.offsets = np.ascontiguousarray(offsets, dtype=np.float32).reshape(-1)
+        if (self.planes.size != tiles * groups * bits * (gs // 8) * TILE
+                or self.alphas.size != tiles * groups * bits * TILE
+                or self.offsets.size != tiles * groups * TILE):
+            raise ValueError("packed arrays do not match shape/bits/group_size")
+        self.shape = (rows, cols)
+        self.bits = bits
+        self.group_size = None if group_size is None else int(group_size)
+        self.method = method
+        self._gs = gs
+
+    # -- geometry ---------------------------------------------------------
+    @property
+    def in_features(self) -> int:
+        return self.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of packed weights: bit-planes plus float32 alphas and offsets."""
+        return self.planes.nbytes + self.alphas.nbytes + self.offsets.nbytes
+
+    def _args(self):
+        return (self.planes, self.alphas, self.offsets, self.shape[0], self.shape[1],
+                self._gs, self.bits)
+
+    # -- conversion -------------------------------------------------------
+    def dequantize(self) -> np.ndarray:
+        """The float32 weights, ``sum_i alpha_i * b_i`` (in order i = 0..bits-1) + offset."""
+        out = np.empty(self.shape, np.float32)
+        _core.bcq_dequantize(*self._args(), out)
+        return out
+
+    @classmethod
+    def from_uniform(cls, codes, scale, zero_point, group_size=128) -> "BCQMatrix":
+        """Exact BCQ form of a uniform asymmetric quantization ``w = scale * (codes - zero_point)``.
+
+        ``codes``: integers in ``0..2**bits-1`` of shape (out, in), ``bits`` taken as
+        the smallest width holding ``codes.max()`` (at least 1) unless codes carry
+        a ``bits`` attribute; ``scale``, ``zero_point``: (out, groups).  With
+        ``alpha_i = scale/2 * 2**i``, ``b_i = 2*bit_i(codes) - 1`` and offset
+        ``scale/2 * (2**bits - 1) - scale*zero_point`` (SPEC §2).  In float32 the
+        result is bit-exact whenever ``scale`` has at most 20 significant bits and
+        ``zero_point`` is an integer in ``0..2**bits-1`` (what ``method="uniform"``
+        produces); otherwise exact up to float32 rounding of the sums.
+        """
+        codes = np.asarray(codes)
+        bits = max(1, int(codes.max()).bit_length()) if codes.size else 1
+        return _from_uniform(codes, np.asarray(scale, np.float64),
+                             np.asarray(zero_point, np.float64), bits, group_size)
+
+    # -- persistence ------------------------------------------------------
+    def save(self, path) -> None:
+        """Write to ``path`` (``.npz``, uncompressed)."""
+        np.savez(path, planes=self.planes, alphas=self.alphas, offsets=self.offsets,
+                 shape=np.array(self.shape, np.int64), bits=np.int64(self.bits),
+                 group_size=np.int64(-1 if self.group_size is None else self.group_size),
+                 method=np.array("" if self.method is None else self.method),
+                 format=np.array("exaq_cpu.BCQMatrix/1"))
+
+    @classmethod
+    def load(cls, path) -> "BCQMatrix":
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["format"]) != "exaq_cpu.BCQMatrix/1":
+                raise ValueError(f"{path!r} is not a saved BCQMatrix")
+            gs = int(f["group_size"])
+            method = str(f["method"]) or None
+            return cls(f["planes"], f["alphas"], f["offsets"], tuple(f["shape"]), int(f["bits"]),
+                       None if gs < 0 else gs, method)
+
+    def __reduce__(self):
+        return (BCQMatrix, (self.planes, self.alphas, self.offsets, self.shape, self.bits,
+                            self.group_size, self.method))
+
+    def __repr__(self):
+        return (f"BCQMatrix(shape={self.shape}, bits={self.bits}, group_size={self.group_size}, "
+                f"method={self.method!r}, nbytes={self.nbytes})")
+
+
+# ---------------------------------------------------------------------------
+# quantization
+
+def _effective_group(cols, group_size):
+    if group_size is None:
+        return max(8, -(-cols // 8) * 8)  # one group per row, rounded up to whole bytes
+    if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral):
+        raise ValueError(f"group_size must be a positive multiple of 8 or None, got {group_size!r}")
+    if group_size <= 0 or group_size % 8:
+        raise ValueError(f"group_size must be a positive multiple of 8 or None, got {group_size!r}")
+    return int(group_size)
+
+
+def _check_bits(bits):
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 1 <= bits <= 4:
+        raise ValueError(f"bits must be an integer in 1..4, got {bits!r}")
+    return int(bits)
+
+
+def _grouped(W, gs):
+    """(rows, groups, gs) float64 view of W zero padded, and the mask of real columns."""
+    rows, cols = W.shape
+    groups = -(-cols // gs)
+    Wp = np.zeros((rows, groups * gs), np.float64)
+    Wp[:, :cols] = W
+    mask = np.zeros(groups * gs, bool)
+    mask[:cols] = True
+    return Wp.reshape(rows, groups, gs), mask.reshape(groups, gs)
+
+
+def _fit_greedy(w, m, bits):
+    """Offset = group mean, then each bit-plane takes the sign of the residual and
+    alpha = mean |residual| (the L2-optimal alpha for that sign pattern)."""
+    cnt = np.maximum(m.sum(-1), 1)
+    z = (w * m).sum(-1) / cnt
+    r = (w - z[..., None]) * m
+    B = np.empty(w.shape[:2] + (bits, w.shape[2]), bool)
+    A = np.empty(w.shape[:2] + (bits,), np.float64)
+    for i in range(bits):
+        B[:, :, i] = r >= 0
+        A[:, :, i] = np.abs(r).sum(-1) / cnt
+        r = (r - np.where(B[:, :, i], A[:, :, i, None], -A[:, :, i, None])) * m
+    return B, A, z
+
+
+def _reconstruct(B, A, z):
+    S = np.where(B, 1.0, -1.0)
+    return np.einsum("rgib,rgi->rgb", S, A) + z[..., None]
+
+
+def _group_sse(w, m, B, A, z):
+    return (((_reconstruct(B, A, z) - w) * m) ** 2).sum(-1)
+
+
+def _refit_scales(w, m, B):
+    """Least-squares alphas and offset for fixed sign patterns (normal equations;
+    a tiny ridge keeps groups with repeated or constant patterns solvable)."""
+    bits = B.shape[2]
+    mb = m[:, None, :].astype(np.float64)  # (groups, 1, gs): padding columns drop out
+    S = np.where(B, 1.0, -1.0) * mb
+    D = np.concatenate([S, np.broadcast_to(mb, S.shape[:2] + (1, S.shape[3]))], 2)
+    G = np.einsum("rgik,rgjk->rgij", D, D)
+    rhs = np.einsum("rgik,rgk->rgi", D, w * m)
+    G = G + np.eye(bits + 1) * (1e-9 * (np.trace(G, axis1=2, axis2=3)[..., None, None] + 1e-30))
+    sol = np.linalg.solve(G, rhs[..., None])[..., 0]
+    return sol[..., :bits], sol[..., bits]
+
+
+def _best_codes(w, A, z):
+    """For fixed alphas and offset, the nearest of the 2^bits levels for every weight."""
+    bits = A.shape[2]
+    combos = ((np.arange(2 ** bits)[:, None] >> np.arange(bits)) & 1).astype(bool)  # (C, bits)
+    levels = np.einsum("ci,rgi->rgc", np.where(combos, 1.0, -1.0), A) + z[..., None]
+    order = np.argsort(levels, -1)
+    srt = np.take_along_axis(levels, order, -1)
+    mids = 0.5 * (srt[..., 1:] + srt[..., :-1])
+    pos = np.zeros(w.shape, np.int64)
+    for c in range(mids.shape[-1]):
+        pos += w > mids[..., c, None]
+    code = np.take_along_axis(order, pos, -1)
+    return ((code[:, :, None, :] >> np.arange(bits)[None, None, :, None]) & 1).astype(bool)
+
+
+def _fit_alternating(w, m, bits, iters):
+    """Xu et al. 2018: start from greedy, then alternate (least-squares alphas and
+    offset given the codes; best codes given alphas and offset).  Each step can
+    only lower the error; a group keeps its previous fit if rounding says otherwise."""
+    B, A, z = _fit_greedy(w, m, bits)
+    err = _group_sse(w, m, B, A, z)
+    for _ in range(iters):
+        A2, z2 = _refit_scales(w, m, B)
+        B2 = _best_codes(w, A2, z2)
+        err2 = _group_sse(w, m, B2, A2, z2)
+        better = err2 < err
+        if not better.any():
+            break
+        B = np.where(better[..., None, None], B2, B)
+        A = np.where(better[..., None], A2, A)
+        z = np.where(better, z2, z)
+        err = np.where(better, err2, err)
+    return B, A, z
+
+
+def _round_significand(s, keep=20):
+    """s rounded to `keep` significant bits, so that s * (integer < 2^4) and s/2 * (odd < 2^5)
+    are exact in float32 and the uniform->BCQ conversion is bit-exact."""
+    mant, exp = np.frexp(s)
+    return np.ldexp(np.round(mant * 2.0 ** keep) / 2.0 ** keep, exp).astype(np.float32).astype(np.float64)
+
+
+def uniform_quantize(W, bits=4, group_size=128):
+    """Round-to-nearest asymmetric quantization: ``(codes, scale, zero_point)``.
+
+    Per group, the range ``[min(w.min(), 0), max(w.max(), 0)]`` (it always holds
+    zero, so the integer zero point lies in ``0..2**bits-1``) is split into
+    ``2**bits - 1`` steps; the scale is rounded to 20 significant bits (a relative
+    change below 1e-6) so that the BCQ form is bit-exact in float32.
+    ``codes``: uint8 (out, in); ``scale``, ``zero_point``: float32 (out, groups).
+    """
+    W = _check_weights(W)
+    bits = _check_bits(bits)
+    gs = _effective_group(W.shape[1], group_size)
+    w, m = _grouped(W, gs)
+    qmax = 2 ** bits - 1
+    lo = np.minimum(np.where(m, w, np.inf).min(-1), 0.0)
+    hi = np.maximum(np.where(m, w, -np.inf).max(-1), 0.0)
+    s = _round_significand(np.float32((hi - lo) / qmax).astype(np.float64))
+    safe = np.where(s > 0, s, 1.0)
+    zp = np.where(s > 0, np.clip(np.round(-lo / safe), 0, qmax), 0.0)
+    u = np.clip(np.round(w / safe[..., None]) + zp[..., None], 0, qmax)
+    u = np.where(s[..., None] > 0, u, zp[..., None])
+    codes = u.reshape(W.shape[0], -1)[:, :W.shape[1]].astype(np.uint8)
+    return codes, s.astype(np.float32), zp.astype(np.float32)
+
+
+def _from_uniform(codes, scale, zp, bits, group_size):
+    rows, cols = codes.shape
+    gs = _effective_group(cols, group_size)
+    groups = -(-cols // gs)
+    if scale.shape != (rows, groups) or zp.shape != (rows, groups):
+        raise ValueError(f"scale and zero_point must have shape {(rows, groups)}")
+    u = np.zeros((rows, groups * gs), np.int64)
+    u[:, :cols] = codes
+    u = u.reshape(rows, groups, gs)
+    B = ((u[:, :, None, :] >> np.arange(bits)[None, None, :, None]) & 1).astype(bool)
+    s = scale.astype(np.float32).astype(np.float64)
+    A = (s[..., None] / 2.0) * 2.0 ** np.arange(bits)
+    z = s / 2.0 * (2 ** bits - 1) - s * zp
+    return _pack(B, A, z, (rows, cols), bits, group_size, "uniform")
+
+
+def _pack(B, A, z, shape, bits, group_size, method):
+    """(rows, groups, bits, gs) codes + (rows, groups, bits) alphas + (rows, groups)
+    offsets -> the tile-interleaved layout of c/lutgemm.h."""
+    rows = shape[0]
+    groups, gs = B.shape[1], B.shape[3]
+    tiles = -(-rows // TILE)
+    pad = tiles * TILE - rows
+    if pad:
+        B = np.concatenate([B, np.zeros((pad,) + B.shape[1:], bool)])
+        A = np.concatenate([A, np.zeros((pad,) + A.shape[1:])])
+        z = np.concatenate([z, np.zeros((pad,) + z.shape[1:])])
+    P = np.packbits(B, axis=-1, bitorder="little")  # (Mp, groups, bits, gs/8)
+    P = P.reshape(tiles, TILE, groups, bits, gs // 8).transpose(0, 2, 3, 4, 1)
+    Al = A.reshape(tiles, TILE, groups, bits).transpose(0, 2, 3, 1)
+    Of = z.reshape(tiles, TILE, groups).transpose(0, 2, 1)
+    return BCQMatrix(P.astype(np.uint8), Al.astype(np.float32), Of.astype(np.float32), shape,
+                     bits, group_size, method)
+
+
+def _check_weights(W):
+    W = np.asarray(W)
+    if W.dtype not in (np.float32, np.float64):
+        raise ValueError(f"W must be float32 or float64, got dtype {W.dtype}")
+    if W.ndim != 2:
+        raise ValueError(f"W must be 2-D (out_features, in_features), got shape {W.shape}")
+    if not np.isfinite(W).all():
+        raise ValueError("W contains NaN or infinity")
+    return W
+
+
+def quantize(W, bits=3, group_size=128, method="alternating", iters=None) -> BCQMatrix:
+    """Quantize ``W`` (out_features, in_features; float32/float64) to BCQ.
+
+    - ``bits``: 1..4 bit-planes.
+    - ``group_size``: input columns sharing one set of alphas and one offset; a
+      positive multiple of 8 (the kernels read whole bytes), or ``None`` for one
+      group per row.  ``in_features`` need not be a multiple of it: the last group
+      is padded internally (the padding is excluded from the fit and multiplies
+      zero activations).
+    - ``method``: ``"greedy"`` (offset = mean, then sign / mean-|residual| per
+      plane), ``"alternating"`` (greedy, then ``iters`` rounds of least-squares
+      alphas+offset given codes and nearest codes given alphas; Xu et al. 2018;
+      never worse than greedy), ``"uniform"`` (round-to-nearest asymmetric
+      ``uniform_quantize`` converted exactly to BCQ, SPEC §2).
+    - ``iters``: alternating rounds (default 15; stops early when no group improves).
+    """
+    W = _check_weights(W)
+    bits = _check_bits(bits)
+    gs = _effective_group(W.shape[1], group_size)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if iters is None:
+        iters = DEFAULT_ITERS
+    if isinstance(iters, bool) or not isinstance(iters, numbers.Integral) or iters < 0:
+        raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+    if method == "uniform":
+        codes, s, zp = uniform_quantize(W, bits, group_size)
+        return _from_uniform(codes, s.astype(np.float64), zp.astype(np.float64), bits, group_size)
+    rows, cols = W.shape
+    groups = -(-cols // gs) if cols else 0
+    B = np.zeros((rows, groups, bits, gs), bool)
+    A = np.zeros((rows, groups, bits))
+    z = np.zeros((rows, groups))
+    for r0 in range(0, rows, _ROW_CHUNK):
+        w, m = _grouped(W[r0:r0 + _ROW_CHUNK], gs)
+        if method == "greedy":
+            fit = _fit_greedy(w, m, bits)
+        else:
+            fit = _fit_alternating(w, m, bits, int(iters))
+        B[r0:r0 + _ROW_CHUNK], A[r0:r0 + _ROW_CHUNK], z[r0:r0 + _ROW_CHUNK] = fit
+    return _pack(B, A, z, (rows, cols), bits, group_size, method)
+
+
+# ---------------------------------------------------------------------------
+# multiplication
+
+_LUT_METHODS = ("auto", "lut", "dequantize")
+_TABLES = ("auto", "mu4", "mu8")
+
+
+def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="auto"):
+    """``x @ Wq.dequantize().T`` without dequantizing: (..., in_features) -> (..., out_features).
+
+    - ``x``: float16/32/64, any leading shape (one token = GEMV is the main case).
+    - ``out``: optional C-contiguous float32 array of the result shape.
+    - ``threads``: worker threads for the LUT kernel (default 1; capped at the
+      number of 16-row tiles).  The GIL is released while the kernel runs.
+    - ``method``: ``"lut"`` (table lookups), ``"dequantize"`` (dequantize, then
+      NumPy/BLAS matmul), or ``"auto"``: LUT below ``BATCH_CROSSOVER[bits]`` tokens,
+      dequantize+BLAS from there on (where the BLAS matmul's reuse of each
+      weight across tokens outweighs the cost of dequantizing).
+    - ``table``: ``"mu4"`` (16-entry tables, vpermps), ``"mu8"`` (256-entry,
+      the paper's), or ``"auto"`` (the active backend's faster design).
+
+    Result float32, equal to ``x @ Wq.dequantize().T`` up to float32 rounding
+    (the tables hold float32 partial sums).
+    """
+    if not isinstance(Wq, BCQMatrix):
+        raise TypeError(f"Wq must be a BCQMatrix, got {type(Wq).__name__}")
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
+    rows, cols = Wq.shape
+    if x.ndim < 1 or x.shape[-1] != cols:
+        raise ValueError(f"x must have shape (..., {cols}), got {x.shape}")
+    if threads is None:
+        threads = 1
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if method not in _LUT_METHODS:
+        raise ValueError(f"method must be one of {_LUT_METHODS}, got {method!r}")
+    if table not in _TABLES:
+        raise ValueError(f"table must be one of {_TABLES}, got {table!r}")
+    lead = x.shape[:-1]
+    tokens = math.prod(lead)
+    if out is None:
+        out = np.empty(lead + (rows,), np.float32)
+    else:
+        if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+            raise ValueError("out must be a float32 numpy array")
+        if out.shape != lead + (rows,):
+            raise ValueError(f"out must have shape {lead + (rows,)}, got {out.shape}")
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous")
+    x2 = np.ascontiguousarray(x.reshape(tokens, cols), dtype=np.float32)
+    y2 = out.reshape(tokens, rows)
+    if method == "dequantize" or (method == "auto" and tokens >= BATCH_CROSSOVER[Wq.bits]):
+        np.matmul(x2, Wq.dequantize().T, out=y2)
+        return out
+    _core.lut_gemm_rows(*Wq._args(), x2, y2, int(threads), table)
+    return out
+
+
+def preferred_table() -> str:
+    """The table design ``table="auto"`` uses on the active backend."""
+    return _core.lut_preferred_design()
+
+
+if os.environ.get("EXAQ_CPU_LUT_CROSSOVER"):  # tuning knob for other machines: one count for all bits
+    BATCH_CROSSOVER = dict.fromkeys(BATCH_CROSSOVER, int(os.environ["EXAQ_CPU_LUT_CROSSOVER"]))

@@ -1,0 +1,207 @@
+"""LUT-GEMM (exaq_cpu.lutgemm): kernels against x @ W_deq.T on every backend and
+both table designs, BCQ fitting quality, the exact uniform->BCQ conversion,
+packing round trips, and argument checking."""
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import exaq_cpu
+from exaq_cpu import lutgemm as L
+
+RNG = np.random.default_rng(1234)
+
+
+def _weights(rows, cols, kind="gauss", seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "gauss":
+        return rng.standard_normal((rows, cols)).astype(np.float32)
+    # heavy-tailed like trained LLM weights: Student-t(3) with a few outlier columns
+    W = rng.standard_t(3, (rows, cols)) * 0.02
+    W[:, rng.choice(cols, max(1, cols // 64), replace=False)] *= 8
+    return W.astype(np.float32)
+
+
+def _assert_matches(y, x, Wq):
+    """1e-4 relative to the error scale of the products (float32 tables)."""
+    Wd = Wq.dequantize().astype(np.float64)
+    ref = x.astype(np.float64) @ Wd.T
+    # error of float32 partial sums scales with |x| times the alphas and offset magnitudes
+    scale = np.abs(x.astype(np.float64)) @ np.abs(Wd).T + np.abs(x).sum(-1, keepdims=True) * 1e-6
+    np.testing.assert_array_less(np.abs(y - ref), 1e-4 * scale + 1e-30)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("table", ["mu4", "mu8"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_lut_gemm_matches_dequantized(backend, bits, table):
+    W = _weights(70, 333, seed=bits)
+    Wq = L.quantize(W, bits=bits, group_size=64, method="greedy")
+    x = RNG.standard_normal((3, 333)).astype(np.float32)
+    _assert_matches(L.lut_gemm(x, Wq, table=table), x, Wq)
+    _assert_matches(L.lut_gemm(x[0], Wq, table=table, threads=2), x[0], Wq)
+
+
+def test_backends_agree_bit_for_bit():
+    W = _weights(100, 520, "heavy")
+    Wq = L.quantize(W, bits=3, group_size=128, method="greedy")
+    x = RNG.standard_normal((2, 520)).astype(np.float32)
+    previous = exaq_cpu.backend()
+    try:
+        for table in ("mu4", "mu8"):
+            results = {}
+            for name in exaq_cpu.backends():
+                exaq_cpu.set_backend(name)
+                results[name] = L.lut_gemm(x, Wq, table=table, method="lut")
+            for name, y in results.items():
+                assert np.array_equal(y, results["scalar"]), (name, table)
+    finally:
+        exaq_cpu.set_backend(previous)
+
+
+def test_threads_and_out(backend):
+    Wq = L.quantize(_weights(200, 256), bits=2, group_size=32, method="greedy")
+    x = RNG.standard_normal((4, 256)).astype(np.float32)
+    y1 = L.lut_gemm(x, Wq, threads=1)
+    out = np.full((4, 200), np.nan, np.float32)
+    assert L.lut_gemm(x, Wq, out=out, threads=3) is out
+    assert np.array_equal(out, y1)
+
+
+def test_batched_shapes_and_auto_switch():
+    Wq = L.quantize(_weights(48, 64), bits=4, group_size=None, method="greedy")
+    x = RNG.standard_normal((2, 3, 64))
+    y = L.lut_gemm(x, Wq)
+    assert y.shape == (2, 3, 48) and y.dtype == np.float32
+    _assert_matches(y, x.astype(np.float32), Wq)
+    big = RNG.standard_normal((L.BATCH_CROSSOVER[4], 64)).astype(np.float32)
+    y_auto, y_lut = L.lut_gemm(big, Wq), L.lut_gemm(big, Wq, method="lut")
+    np.testing.assert_allclose(y_auto, y_lut, rtol=1e-4, atol=1e-4 * np.abs(y_lut).max())
+    assert L.lut_gemm(np.zeros((0, 64), np.float32), Wq).shape == (0, 48)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 150), bits=st.integers(1, 4),
+       group=st.sampled_from([8, 16, 24, 64, 128, None]), tokens=st.integers(1, 3),
+       method=st.sampled_from(["greedy", "uniform", "alternating"]),
+       table=st.sampled_from(["auto", "mu4", "mu8"]), seed=st.integers(0, 2**16))
+def test_hypothesis_shapes(rows, cols, bits, group, tokens, method, table, seed):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((rows, cols)).astype(np.float32)
+    Wq = L.quantize(W, bits=bits, group_size=group, method=method, iters=2)
+    assert Wq.shape == (rows, cols) and Wq.bits == bits and Wq.group_size == group
+    Wd = Wq.dequantize()
+    assert Wd.shape == (rows, cols) and np.isfinite(Wd).all()
+    x = rng.standard_normal((tokens, cols)).astype(np.float32)
+    for name in exaq_cpu.backends():
+        exaq_cpu.set_backend(name)
+        _assert_matches(L.lut_gemm(x, Wq, table=table), x, Wq)
+    exaq_cpu.set_backend(exaq_cpu.backends()[-1])
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_uniform_to_bcq_is_exact(bits):
+    W = _weights(37, 200, "heavy", seed=bits)
+    codes, s, zp = L.uniform_quantize(W, bits=bits, group_size=64)
+    assert codes.max() <= 2 ** bits - 1
+    g = np.arange(200) // 64
+    uniform = (s[:, g] * (codes.astype(np.float32) - zp[:, g])).astype(np.float32)
+    Wq = L.quantize(W, bits=bits, group_size=64, method="uniform")
+    assert np.array_equal(Wq.dequantize(), uniform)
+    # and the round-to-nearest error is what it should be: at most half a step
+    assert (np.abs(uniform - W) <= s[:, g] * 0.5 * (1 + 1e-5) + 1e-12).all()
+    # the general converter, for codes from elsewhere (e.g. GPTQ/AWQ checkpoints)
+    Wu = L.BCQMatrix.from_uniform(codes, s, zp, group_size=64)
+    assert np.array_equal(Wu.dequantize(), uniform)
+
+
+@pytest.mark.parametrize("kind", ["gauss", "heavy"])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_alternating_beats_greedy(kind, bits):
+    W = _weights(64, 512, kind, seed=7)
+    errs = {m: float(np.mean((L.quantize(W, bits=bits, group_size=128, method=m).dequantize() - W) ** 2))
+            for m in ("greedy", "alternating")}
+    assert errs["alternating"] < 0.97 * errs["greedy"], errs
+
+
+def test_more_bits_lower_error():
+    W = _weights(32, 256, "heavy")
+    errs = [np.mean((L.quantize(W, bits=b, method="alternating").dequantize() - W) ** 2) for b in (1, 2, 3, 4)]
+    assert errs == sorted(errs, reverse=True)
+
+
+def test_padding_excluded_from_fit():
+    # 130 columns, groups of 128: the 2-column last group is fitted on its 2 weights only
+    W = _weights(20, 130)
+    Wq = L.quantize(W, bits=1, group_size=128, method="alternating")
+    assert np.abs(Wq.dequantize()[:, 128:] - W[:, 128:]).max() < 1e-5
+
+
+def test_float64_weights_and_rowwise():
+    W = _weights(17, 50).astype(np.float64)
+    Wq = L.quantize(W, bits=2, group_size=None)
+    assert Wq.group_size is None and Wq.shape == (17, 50)
+    x = RNG.standard_normal(50).astype(np.float32)
+    _assert_matches(L.lut_gemm(x, Wq), x, Wq)
+
+
+def test_nbytes_and_compression():
+    Wq = L.quantize(_weights(256, 1024), bits=3, group_size=128, method="greedy")
+    assert Wq.nbytes == Wq.planes.nbytes + Wq.alphas.nbytes + Wq.offsets.nbytes
+    assert Wq.planes.nbytes == 256 * 1024 * 3 // 8
+    assert Wq.nbytes < 256 * 1024 * 4 / 7
+
+
+def test_save_load_and_pickle(tmp_path):
+    Wq = L.quantize(_weights(21, 90), bits=3, group_size=16, method="greedy")
+    path = tmp_path / "w.npz"
+    Wq.save(path)
+    for W2 in (L.BCQMatrix.load(path), pickle.loads(pickle.dumps(Wq))):
+        assert (W2.shape, W2.bits, W2.group_size, W2.method) == (Wq.shape, 3, 16, "greedy")
+        assert np.array_equal(W2.dequantize(), Wq.dequantize())
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises((ValueError, KeyError)):
+        L.BCQMatrix.load(tmp_path / "other.npz")
+
+
+def test_bad_arguments():
+    W = _weights(8, 16)
+    Wq = L.quantize(W, bits=2, group_size=8, method="greedy")
+    x = np.ones(16, np.float32)
+    for kwargs, word in [({"bits": 0}, "bits"), ({"bits": 5}, "bits"), ({"bits": 2.5}, "bits"),
+                         ({"group_size": 12}, "group_size"), ({"group_size": 0}, "group_size"),
+                         ({"method": "kmeans"}, "method"), ({"iters": -1}, "iters")]:
+        with pytest.raises(ValueError, match=word):
+            L.quantize(W, **kwargs)
+    with pytest.raises(ValueError, match="W"):
+        L.quantize(W.astype(np.int32))
+    with pytest.raises(ValueError, match="W"):
+        L.quantize(W[0])
+    with pytest.raises(ValueError, match="W"):
+        L.quantize(np.full((2, 8), np.nan))
+    with pytest.raises(ValueError, match="x"):
+        L.lut_gemm(np.ones(15, np.float32), Wq)
+    with pytest.raises(ValueError, match="x"):
+        L.lut_gemm(np.ones(16, np.int64), Wq)
+    with pytest.raises(ValueError, match="x"):
+        L.lut_gemm(np.float32(1.0), Wq)
+    with pytest.raises(TypeError, match="Wq"):
+        L.lut_gemm(x, W)
+    with pytest.raises(ValueError, match="out"):
+        L.lut_gemm(x, Wq, out=np.empty(7, np.float32))
+    with pytest.raises(ValueError, match="out"):
+        L.lut_gemm(x, Wq, out=np.empty(8, np.float64))
+    with pytest.raises(ValueError, match="threads"):
+        L.lut_gemm(x, Wq, threads=0)
+    with pytest.raises(ValueError, match="method"):
+        L.lut_gemm(x, Wq, method="magic")
+    with pytest.raises(ValueError, match="table"):
+        L.lut_gemm(x, Wq, table="mu16")
+    with pytest.raises(ValueError):
+        L.BCQMatrix(Wq.planes[:-1], Wq.alphas, Wq.offsets, Wq.shape, 2, 8)
+
+
+def test_preferred_table_per_backend(backend):
+    assert L.preferred_table() == {"scalar": "mu8"}.get(backend, "mu4")
