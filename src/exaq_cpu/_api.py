@@ -93,8 +93,7 @@ def _clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
             if bits not in LAPLACE_LAW:
                 raise ValueError(f"clip='laplace' has published laws for bits 2 and 4 only, got bits={bits}")
             return ("laplace",) + LAPLACE_LAW[bits] + (0.0,)
-        from . import clipping  # table-driven modes live with the analysis
-
+        clipping = _clipping_module()
         if clip not in getattr(clipping, "STATS_CLIP_MODES", ()):
             raise ValueError(f"unknown clip mode {clip!r}")
         stats = _core.score_stats(rows)
@@ -108,6 +107,15 @@ def _clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
     if not (value < 0 and math.isfinite(value)):
         raise ValueError(f"a static clip must be a finite negative number, got {clip!r}")
     return "static", 0.0, 0.0, value
+
+
+def _clipping_module():
+    """exaq_cpu.clipping (solver-derived clip modes), imported on first use."""
+    try:
+        from . import clipping
+    except ImportError:  # a build without the analysis module: only kernel modes
+        return None
+    return clipping
 
 
 def _check_out(out, shape, dtype) -> np.ndarray:
@@ -135,7 +143,7 @@ def _result_dtype(dtype) -> np.dtype:
 
 
 def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gauss",
-            floor: str = "exp", out: Optional[np.ndarray] = None, dtype=None) -> np.ndarray:
+            floor: str = "exp", out: Optional[np.ndarray] = None, dtype=None, output: str = "float"):
     """Softmax along ``axis``, EXAQ-quantized (``bits`` = 2, 3, 4) or exact (``bits=None``).
 
     EXAQ (``bits`` given): each row is shifted by its maximum (``t = x - max``),
@@ -170,11 +178,26 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
     float64 are computed in float32.  The result is float32 unless ``dtype`` is
     float16 or float64.  ``out`` (same shape, the result dtype, writable) may be
     ``x`` itself.
+
+    ``output="packed"`` (bits 2, 3, 4; no ``out``/``dtype``) returns an
+    :class:`exaq_cpu.PackedSoftmax` instead: the packed codes and each row's
+    ``2**bits`` probabilities, built without writing any float probability;
+    its ``to_float()`` equals the float output bit for bit (``docs/packed.md``).
     """
     arr = _check_scores(x)
     bits = _check_bits(bits)
     axis = _check_axis(axis, arr.ndim)
     floor = _check_floor(floor)
+    if output != "float":
+        if output != "packed":
+            raise ValueError(f"output must be 'float' or 'packed', got {output!r}")
+        if bits is None:
+            raise ValueError("output='packed' needs bits = 2, 3 or 4")
+        if out is not None or dtype is not None:
+            raise ValueError("output='packed' takes neither out nor dtype")
+        from .packed import _softmax_packed
+
+        return _softmax_packed(arr, bits, axis, clip, floor)
     res_dtype = _result_dtype(dtype)
     if out is not None:
         _check_out(out, arr.shape, res_dtype)
