@@ -47,6 +47,26 @@ typedef struct {
     int levels;  /* 2^bits - 1 */
 } exaq_quantizer;
 
+/* Packed code rows (docs/packed.md): code j of a row sits at bit j*bits of the
+ * row's little-endian bit stream, rows start on a byte boundary, padding is 0.
+ * bits = 2: four codes a byte; 4: two; 3: eight codes in three bytes, codes
+ * straddle byte boundaries.  Mask bitmaps: bit j%8 of byte j/8 set = masked. */
+#define EXAQ_PACKED_BYTES(n, bits) (((size_t)(n) * (size_t)(bits) + 7) / 8)
+#define EXAQ_MASK_BYTES(n) (((size_t)(n) + 7) / 8)
+
+typedef struct {
+    /* codes[0..n) -> packed row (EXAQ_PACKED_BYTES bytes).  Codes >= EXAQ_MAX_CODES are
+     * masked: stored as 0 with their bit set in maskbits (EXAQ_MASK_BYTES bytes, all
+     * written, padding bits 0).  Other codes must be < 2^bits. */
+    void (*pack)(const uint8_t *codes, size_t n, int bits, uint8_t *packed, uint8_t *maskbits);
+    /* packed row -> codes[0..n) */
+    void (*unpack)(const uint8_t *packed, size_t n, int bits, uint8_t *codes);
+    /* LUTsum: sum over the first n codes of a packed row of lut[code] */
+    double (*lutsum)(const uint8_t *packed, size_t n, int bits, const float lut[EXAQ_MAX_CODES]);
+    /* LUTexp + add: sum over byte codes (each < EXAQ_MAX_CODES) of lut[code] */
+    double (*lutexp_sum)(const uint8_t *codes, size_t n, const float lut[EXAQ_MAX_CODES]);
+} exaq_packed_kernels;
+
 typedef struct {
     /* max over non-NaN entries, and whether a NaN or +inf is present */
     float (*row_max)(const float *x, size_t n, int *invalid);
@@ -67,6 +87,7 @@ typedef struct {
     /* y[j] = exp(x[j] - shift) (0 for masked), returns the sum of y */
     double (*exp_store_sum)(const float *x, size_t n, float shift, float *y);
     void (*scale)(float *y, size_t n, float factor);
+    const exaq_packed_kernels *packed; /* pack/unpack/LUTsum of the same ISA */
 } exaq_softmax_kernels;
 
 typedef enum {
@@ -84,6 +105,11 @@ typedef struct {
 } exaq_backend;
 
 /* Per-ISA tables; only those compiled for this architecture exist. */
+extern const exaq_packed_kernels exaq_packed_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const exaq_packed_kernels exaq_packed_avx2;
+extern const exaq_packed_kernels exaq_packed_avx512;
+#endif
 extern const exaq_softmax_kernels exaq_softmax_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const exaq_softmax_kernels exaq_softmax_avx2;
@@ -147,6 +173,41 @@ int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size
                        ptrdiff_t x_stride, float *y, ptrdiff_t y_stride);
 void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_t n,
                       ptrdiff_t x_stride, float *scratch, exaq_call_stats *out);
+
+/* ---- packed output (c/softmax_driver.c, c/packed_*.c, docs/packed.md) ---- */
+
+/* Fused EXAQ softmax straight to packed codes: no float probability is written.
+ * Per row: packed codes (row stride p_stride bytes), 2^bits probabilities in
+ * `tables`, the valid length (1 + index of the last unmasked entry; n for rows
+ * with NaN/+inf, 0 for fully masked rows) in `lengths`, and the mask bitmap row
+ * (m_stride bytes).  *interior_rows = rows with a masked entry before their
+ * valid length (those need the bitmap).  Returns as exaq_softmax_quantized. */
+int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, size_t n,
+                        ptrdiff_t x_stride, const exaq_params *p, float *scratch, float *lo_out,
+                        uint8_t *packed, ptrdiff_t p_stride, float *tables, int64_t *lengths,
+                        uint8_t *maskbits, ptrdiff_t m_stride, int64_t *interior_rows);
+/* The paper's LUTsum: sum of lut[code] over the first n codes of a packed row
+ * through a byte-indexed table of sums (256 entries of four 2-bit codes or two
+ * 4-bit codes; 4096 entries of four 3-bit codes), built once per call for `rows`
+ * rows that share `lut`.  lengths: per-row code counts (NULL: n for every row). */
+void exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t p_stride, size_t n,
+                            const int64_t *lengths, int bits, const float lut[EXAQ_MAX_CODES],
+                            double *sums);
+/* Row loops over the packed kernels of `be`.  maskbits may be NULL.  lutsum:
+ * luts + r*lut_stride is row r's table (lut_stride 0: shared; the scalar backend
+ * then builds the paper's sum table once); lengths as above. */
+void exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n, ptrdiff_t c_stride,
+                    int bits, uint8_t *packed, ptrdiff_t p_stride, uint8_t *maskbits, ptrdiff_t m_stride);
+void exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
+                      ptrdiff_t p_stride, int bits, uint8_t *codes, ptrdiff_t c_stride);
+void exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t p_stride,
+                      size_t n, const int64_t *lengths, int bits, const float *luts,
+                      ptrdiff_t lut_stride, double *sums);
+/* accumulation-phase baselines: sum of lut[code] over byte codes; float sum of exp(x - shift) */
+void exaq_lutexp_sum_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n,
+                          ptrdiff_t c_stride, const float *luts, ptrdiff_t lut_stride, double *sums);
+void exaq_exp_sum_rows(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t x_stride,
+                       const float *shifts, float *y, double *sums);
 
 #ifdef __cplusplus
 }

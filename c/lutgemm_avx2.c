@@ -23,6 +23,19 @@ ALWAYS_INLINE __m256 lookup16(__m256 t0, __m256 t1, __m256i idx, __m256i sel) {
                             _mm256_castsi256_ps(sel));
 }
 
+/* Software prefetch of the (tile, group) PREFETCH_GROUPS ahead: the hardware
+ * prefetcher alone leaves the kernel waiting on DRAM (docs/lutgemm.md). */
+#define PREFETCH_GROUPS 4
+ALWAYS_INLINE void prefetch_ahead(const exaq_bcq_matrix *w, size_t tg, size_t bits, size_t gb) {
+    const size_t ahead = tg + PREFETCH_GROUPS;
+    if (ahead >= w->tiles * w->groups) return;
+    const char *p = (const char *)(w->planes + ahead * bits * gb * TILE);
+    for (size_t o = 0; o < bits * gb * TILE; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+    for (size_t o = 0; o < bits * TILE; o += 16)
+        _mm_prefetch((const char *)(w->alphas + ahead * bits * TILE + o), _MM_HINT_T0);
+    _mm_prefetch((const char *)(w->offsets + ahead * TILE), _MM_HINT_T0);
+}
+
 ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
                              size_t t0, size_t t1, float *y, const size_t bits) {
     const size_t gb = w->group_size / 8;
@@ -33,6 +46,7 @@ ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, cons
             const uint8_t *P = w->planes + tg * bits * gb * TILE;
             const float *A = w->alphas + tg * bits * TILE;
             const float *T = tables + g * gb * 32;
+            prefetch_ahead(w, tg, bits, gb);
             for (int h = 0; h < 2; ++h) {
                 __m256 lo[EXAQ_LUT_MAX_BITS], hi[EXAQ_LUT_MAX_BITS];
                 for (size_t i = 0; i < bits; ++i) lo[i] = hi[i] = _mm256_setzero_ps();

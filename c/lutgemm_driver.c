@@ -99,7 +99,7 @@ int exaq_lutgemm(const exaq_lutgemm_kernels *k, exaq_lut_design design,
     if (design == EXAQ_LUT_AUTO) design = k->preferred;
     if (design != EXAQ_LUT_MU4 && design != EXAQ_LUT_MU8) return -1;
     if (tokens == 0 || w->rows == 0) return 0;
-    if (!x || !y) return -1;
+    if (!y || (!x && w->cols)) return -1;
     if (w->cols == 0) { /* empty sum */
         for (size_t n = 0; n < tokens; ++n) memset(y + (ptrdiff_t)n * y_stride, 0, w->rows * sizeof(float));
         return 0;

@@ -288,4 +288,5 @@ static void scale_avx2(float *y, size_t n, float factor) {
 const exaq_softmax_kernels exaq_softmax_avx2 = {
     row_max_avx2,        row_stats_avx2, moments_avx2,       abs_deviation_avx2,
     quantize_count_avx2, expand_avx2,    exp_store_sum_avx2, scale_avx2,
+    &exaq_packed_avx2,
 };

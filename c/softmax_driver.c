@@ -3,6 +3,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "softmax_common.h"
 
@@ -306,4 +307,122 @@ void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_
     out->min = any ? pm.min : NAN;
     out->mean_abs_dev = any ? pool_abs_deviation(be, x, rows, n, xs, maxima, pm.mean, pm.count) : NAN;
     out->invalid_rows = pm.invalid_rows;
+}
+
+/* ---- fused packed output: codes are packed in the sink, no float probability is written ---- */
+
+typedef struct {
+    uint8_t *packed;
+    ptrdiff_t ps;
+    float *tables;
+    int64_t *lengths;
+    uint8_t *maskbits;
+    ptrdiff_t ms;
+    int bits, ncodes;
+    int64_t interior;
+} packed_sink_ctx;
+
+/* 1 + index of the last entry whose mask bit is clear (0 if none) */
+static size_t valid_length(const uint8_t *maskbits, size_t n) {
+    size_t len = n;
+    while (len % 8 && (maskbits[(len - 1) / 8] >> ((len - 1) % 8) & 1)) --len;
+    if (len % 8) return len;
+    while (len >= 8 && maskbits[len / 8 - 1] == 0xFF) len -= 8;
+    while (len && (maskbits[(len - 1) / 8] >> ((len - 1) % 8) & 1)) --len;
+    return len;
+}
+
+/* any mask bit set among the first len entries */
+static int any_masked_before(const uint8_t *maskbits, size_t len) {
+    const size_t whole = len / 8;
+    uint8_t any = 0;
+    for (size_t b = 0; b < whole; ++b) any |= maskbits[b];
+    if (len % 8) any |= (uint8_t)(maskbits[whole] & ((1u << (len % 8)) - 1u));
+    return any != 0;
+}
+
+static void write_packed(const exaq_backend *be, size_t r, size_t n, int state, const uint8_t *codes,
+                         const float table[EXAQ_MAX_CODES], void *ctx) {
+    packed_sink_ctx *c = (packed_sink_ctx *)ctx;
+    uint8_t *out = c->packed + (ptrdiff_t)r * c->ps, *mask = c->maskbits + (ptrdiff_t)r * c->ms;
+    const size_t mbytes = EXAQ_MASK_BYTES(n);
+    size_t len;
+    if (state == ROW_LIVE) {
+        be->softmax->packed->pack(codes, n, c->bits, out, mask);
+        len = valid_length(mask, n);
+        if (any_masked_before(mask, len)) ++c->interior;
+    } else {
+        memset(out, 0, EXAQ_PACKED_BYTES(n, c->bits));
+        memset(mask, state == ROW_EMPTY ? 0xFF : 0, mbytes);
+        if (state == ROW_EMPTY && n % 8) mask[mbytes - 1] = (uint8_t)((1u << (n % 8)) - 1u);
+        len = state == ROW_EMPTY ? 0 : n;
+    }
+    c->lengths[r] = (int64_t)len;
+    for (int k = 0; k < c->ncodes; ++k)
+        c->tables[r * (size_t)c->ncodes + k] =
+            state == ROW_LIVE ? table[k] : state == ROW_INVALID ? NAN : 0.0f;
+}
+
+int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, size_t n,
+                        ptrdiff_t xs, const exaq_params *p, float *maxima, float *lo_out,
+                        uint8_t *packed, ptrdiff_t ps, float *tables, int64_t *lengths,
+                        uint8_t *maskbits, ptrdiff_t ms, int64_t *interior_rows) {
+    if (!params_valid(p)) return -1;
+    packed_sink_ctx ctx = {packed, ps, tables, lengths, maskbits, ms, p->bits, 1 << p->bits, 0};
+    *interior_rows = 0;
+    if (n == 0) { /* rows of nothing */
+        for (size_t r = 0; r < rows; ++r) {
+            if (lo_out) lo_out[r] = NAN;
+            lengths[r] = 0;
+            for (int k = 0; k < ctx.ncodes; ++k) tables[r * (size_t)ctx.ncodes + k] = 0.0f;
+        }
+        return 0;
+    }
+    const int rc = quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, write_packed, &ctx);
+    *interior_rows = ctx.interior;
+    return rc;
+}
+
+/* ---- row loops over the packed kernels of `be` (the Python layer's entry points) ---- */
+
+void exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n, ptrdiff_t cs,
+                    int bits, uint8_t *packed, ptrdiff_t ps, uint8_t *maskbits, ptrdiff_t ms) {
+    for (size_t r = 0; r < rows; ++r)
+        be->softmax->packed->pack(codes + (ptrdiff_t)r * cs, n, bits, packed + (ptrdiff_t)r * ps,
+                                  maskbits ? maskbits + (ptrdiff_t)r * ms : NULL);
+}
+
+void exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
+                      ptrdiff_t ps, int bits, uint8_t *codes, ptrdiff_t cs) {
+    for (size_t r = 0; r < rows; ++r)
+        be->softmax->packed->unpack(packed + (ptrdiff_t)r * ps, n, bits, codes + (ptrdiff_t)r * cs);
+}
+
+void exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t ps,
+                      size_t n, const int64_t *lengths, int bits, const float *luts,
+                      ptrdiff_t lut_stride, double *sums) {
+    if (be->softmax->packed == &exaq_packed_scalar && lut_stride == 0) { /* one shared table */
+        exaq_lutsum_table_rows(packed, rows, ps, n, lengths, bits, luts, sums);
+        return;
+    }
+    for (size_t r = 0; r < rows; ++r) {
+        size_t len = n;
+        if (lengths) len = lengths[r] < 0 ? 0 : (size_t)lengths[r] < n ? (size_t)lengths[r] : n;
+        sums[r] = be->softmax->packed->lutsum(packed + (ptrdiff_t)r * ps, len, bits,
+                                              luts + (ptrdiff_t)r * lut_stride);
+    }
+}
+
+void exaq_lutexp_sum_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n,
+                          ptrdiff_t cs, const float *luts, ptrdiff_t lut_stride, double *sums) {
+    for (size_t r = 0; r < rows; ++r)
+        sums[r] = be->softmax->packed->lutexp_sum(codes + (ptrdiff_t)r * cs, n,
+                                                  luts + (ptrdiff_t)r * lut_stride);
+}
+
+/* float sum of exp(x - rowmax) per row (exponents stored to `y`, one row of n floats) */
+void exaq_exp_sum_rows(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
+                       const float *shifts, float *y, double *sums) {
+    for (size_t r = 0; r < rows; ++r)
+        sums[r] = be->softmax->exp_store_sum(x + (ptrdiff_t)r * xs, n, shifts[r], y);
 }

@@ -98,4 +98,5 @@ static void scale_scalar(float *y, size_t n, float factor) {
 const exaq_softmax_kernels exaq_softmax_scalar = {
     row_max_scalar,        row_stats_scalar, moments_scalar,       abs_deviation_scalar,
     quantize_count_scalar, expand_scalar,    exp_store_sum_scalar, scale_scalar,
+    &exaq_packed_scalar,
 };

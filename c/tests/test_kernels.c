@@ -143,6 +143,111 @@ static void compare_drivers(const exaq_backend *ref, const exaq_backend *be, con
     free(y1), free(y2), free(scratch), free(lo1), free(lo2);
 }
 
+/* ---- packed codes ---- */
+
+static uint8_t *tight_bytes(size_t count) { return (uint8_t *)malloc(count ? count : 1); }
+
+/* the format of docs/packed.md, written out bit by bit */
+static unsigned naive_code_at(const uint8_t *packed, size_t j, int bits) {
+    unsigned v = 0;
+    for (int b = 0; b < bits; ++b) {
+        const size_t bit = j * (size_t)bits + (size_t)b;
+        v |= (unsigned)((packed[bit / 8] >> (bit % 8)) & 1) << b;
+    }
+    return v;
+}
+
+static void compare_packed(const exaq_backend *ref, const exaq_backend *be, size_t n, int pattern) {
+    const exaq_packed_kernels *pr = ref->softmax->packed, *pb = be->softmax->packed;
+    for (int bits = 2; bits <= 4; ++bits) {
+        const size_t nb = EXAQ_PACKED_BYTES(n, bits), mb = EXAQ_MASK_BYTES(n);
+        uint8_t *codes = tight_bytes(n), *back = tight_bytes(n);
+        for (size_t j = 0; j < n; ++j) {
+            codes[j] = (uint8_t)(uniform() * (1 << bits));
+            if ((pattern == 1 && uniform() < 0.3) || (pattern == 2 && j >= n / 2)) codes[j] = EXAQ_MASKED_CODE;
+        }
+        uint8_t *p1 = tight_bytes(nb), *p2 = tight_bytes(nb), *m1 = tight_bytes(mb), *m2 = tight_bytes(mb);
+        memset(p2, 0xAB, nb), memset(m2, 0xCD, mb); /* garbage: every byte must be written */
+        pr->pack(codes, n, bits, p1, m1);
+        pb->pack(codes, n, bits, p2, m2);
+        CHECK(memcmp(p1, p2, nb) == 0, "%s pack bits=%d n=%zu", be->name, bits, n);
+        CHECK(memcmp(m1, m2, mb) == 0, "%s maskbits bits=%d n=%zu", be->name, bits, n);
+        for (size_t j = 0; j < n; ++j) {
+            const int masked = codes[j] == EXAQ_MASKED_CODE;
+            CHECK(naive_code_at(p1, j, bits) == (masked ? 0u : codes[j]), "pack format bits=%d j=%zu", bits, j);
+            CHECK(((m1[j / 8] >> (j % 8)) & 1) == masked, "mask format j=%zu", j);
+        }
+        for (size_t bit = n * (size_t)bits; bit < 8 * nb; ++bit) /* padding bits are 0 */
+            CHECK(!((p1[bit / 8] >> (bit % 8)) & 1), "padding bits=%d n=%zu", bits, n);
+        for (size_t j = n; j < 8 * mb; ++j) CHECK(!((m1[j / 8] >> (j % 8)) & 1), "mask padding n=%zu", n);
+        pb->pack(codes, n, bits, p2, NULL); /* no bitmap wanted */
+        CHECK(memcmp(p1, p2, nb) == 0, "%s pack without mask bits=%d n=%zu", be->name, bits, n);
+        memset(back, 0xEE, n);
+        pb->unpack(p1, n, bits, back);
+        for (size_t j = 0; j < n; ++j)
+            CHECK(back[j] == (codes[j] == EXAQ_MASKED_CODE ? 0 : codes[j]), "%s unpack bits=%d n=%zu j=%zu",
+                  be->name, bits, n, j);
+        float lut[EXAQ_MAX_CODES];
+        for (int k = 0; k < EXAQ_MAX_CODES; ++k) lut[k] = k < (1 << bits) ? (float)exp(-0.7 * k) + 0.01f * (float)k : 1e30f;
+        double exact = 0.0;
+        for (size_t j = 0; j < n; ++j) exact += lut[naive_code_at(p1, j, bits)];
+        const double rtol = 6e-8 * (double)(n + 16); /* float lanes: n roundings at most */
+        const double s_ref = pr->lutsum(p1, n, bits, lut), s_be = pb->lutsum(p1, n, bits, lut);
+        CHECK(fabs(s_ref - exact) <= rtol * exact + 1e-30, "scalar lutsum bits=%d n=%zu %g vs %g", bits, n, s_ref, exact);
+        CHECK(fabs(s_be - exact) <= rtol * exact + 1e-30, "%s lutsum bits=%d n=%zu %g vs %g", be->name, bits, n, s_be, exact);
+        double rows_sum[2];
+        const int64_t lengths[2] = {(int64_t)n, (int64_t)(n / 3)};
+        exaq_lutsum_table_rows(p1, 2, 0, n, lengths, bits, lut, rows_sum);
+        double exact3 = 0.0;
+        for (size_t j = 0; j < n / 3; ++j) exact3 += lut[naive_code_at(p1, j, bits)];
+        CHECK(fabs(rows_sum[0] - exact) <= rtol * exact && fabs(rows_sum[1] - exact3) <= rtol * exact3 + 1e-30,
+              "table lutsum bits=%d n=%zu", bits, n);
+        const double e_be = pb->lutexp_sum(back, n, lut), e_ref = pr->lutexp_sum(back, n, lut);
+        CHECK(fabs(e_be - exact) <= rtol * exact + 1e-30 && fabs(e_ref - exact) <= rtol * exact + 1e-30,
+              "%s lutexp_sum bits=%d n=%zu", be->name, bits, n);
+        free(codes), free(back), free(p1), free(p2), free(m1), free(m2);
+    }
+}
+
+/* the fused packed softmax against the float softmax and across backends */
+static void compare_packed_driver(const exaq_backend *ref, const exaq_backend *be, const float *x,
+                                  size_t rows, size_t n) {
+    float *scratch = tight_floats(rows), *y = tight_floats(rows * n);
+    for (int bits = 2; bits <= 4; ++bits) {
+        exaq_params p = {bits, EXAQ_CLIP_GAUSS, -1.66, -1.85, -3.0, EXAQ_FLOOR_EXP};
+        const size_t nb = EXAQ_PACKED_BYTES(n, bits), mb = EXAQ_MASK_BYTES(n), nc = (size_t)1 << bits;
+        uint8_t *pk[2], *mk[2];
+        float *tb[2];
+        int64_t *len[2], interior[2];
+        const exaq_backend *bes[2] = {ref, be};
+        for (int i = 0; i < 2; ++i) {
+            pk[i] = tight_bytes(rows * nb), mk[i] = tight_bytes(rows * mb);
+            tb[i] = tight_floats(rows * nc), len[i] = (int64_t *)malloc(rows * sizeof(int64_t) + 1);
+            CHECK(exaq_softmax_packed(bes[i], x, rows, n, n, &p, scratch, NULL, pk[i], nb, tb[i], len[i], mk[i],
+                                      mb, &interior[i]) == 0, "packed rc");
+        }
+        CHECK(memcmp(pk[0], pk[1], rows * nb) == 0 && memcmp(mk[0], mk[1], rows * mb) == 0,
+              "%s packed softmax bits=%d n=%zu", be->name, bits, n);
+        CHECK(interior[0] == interior[1], "%s interior", be->name);
+        for (size_t i = 0; i < rows * nc; ++i) CHECK(same_float(tb[0][i], tb[1][i]), "%s packed table", be->name);
+        for (size_t r = 0; r < rows; ++r) CHECK(len[0][r] == len[1][r], "%s lengths", be->name);
+        /* expanding codes with the table gives the float softmax bit for bit */
+        CHECK(exaq_softmax_quantized(ref, x, rows, n, n, y, n, &p, scratch, NULL) == 0, "rc");
+        for (size_t r = 0; r < rows; ++r)
+            for (size_t j = 0; j < n; ++j) {
+                const int masked = (int)(j >= (size_t)len[1][r]) | ((mk[1][r * mb + j / 8] >> (j % 8)) & 1);
+                const float v = masked && tb[1][r * nc] == tb[1][r * nc] ? 0.0f
+                                                                        : tb[1][r * nc + naive_code_at(pk[1] + r * nb, j, bits)];
+                if (!same_float(v, y[r * n + j])) {
+                    CHECK(0, "%s packed vs float bits=%d n=%zu r=%zu j=%zu", be->name, bits, n, r, j);
+                    break;
+                }
+            }
+        for (int i = 0; i < 2; ++i) free(pk[i]), free(mk[i]), free(tb[i]), free(len[i]);
+    }
+    free(scratch), free(y);
+}
+
 int main(void) {
     const exaq_backend *ref = exaq_get_backend(EXAQ_BACKEND_SCALAR);
     int tested = 0;
@@ -170,6 +275,8 @@ int main(void) {
             float *xs = tight_floats(rows * n);
             for (size_t r = 0; r < rows; ++r) fill_row(xs + r * n, n, (int)(r * 3 % 8));
             compare_drivers(ref, be, xs, rows, n);
+            compare_packed_driver(ref, be, xs, rows, n);
+            for (int pattern = 0; pattern < 3; ++pattern) compare_packed(ref, be, n, pattern);
             free(xs);
         }
         printf("backend %s: checked\n", be->name);

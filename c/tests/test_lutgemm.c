@@ -158,7 +158,8 @@ int main(void) {
     one_case(300, 520, 128, 3, 2, 2); /* several steps of tiles per worker */
     one_case(0, 10, 8, 2, 1, 1);
     one_case(7, 10, 8, 2, 0, 1);
+    one_case(5, 0, 8, 2, 2, 1); /* no columns: y = 0 */
     bad_arguments();
-    printf("test_lutgemm: %d passed, %d failed\n", checks - failures, failures);
+    printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;
 }

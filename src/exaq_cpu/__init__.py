@@ -19,9 +19,11 @@ import warnings
 
 from . import _core
 from ._api import QuantizedRows, quantize, score_stats, softmax
+from .packed import PackedSoftmax, lutsum, pack, packed_row_bytes, unpack
 
 __all__ = [
     "softmax", "quantize", "QuantizedRows", "score_stats",
+    "PackedSoftmax", "pack", "unpack", "lutsum", "packed_row_bytes",
     "backends", "backend", "set_backend", "all_backends", "__version__",
 ]
 __version__ = "0.1.0"

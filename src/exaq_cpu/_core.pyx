@@ -37,6 +37,24 @@ cdef extern from "exaq.h" nogil:
                            ptrdiff_t xs, float *y, ptrdiff_t ys)
     void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_t n,
                           ptrdiff_t xs, float *scratch, exaq_call_stats *out)
+    int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, size_t n,
+                            ptrdiff_t xs, const exaq_params *p, float *scratch, float *lo_out,
+                            uint8_t *packed, ptrdiff_t ps, float *tables, int64_t *lengths,
+                            uint8_t *maskbits, ptrdiff_t ms, int64_t *interior_rows)
+    void exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n,
+                        ptrdiff_t cs, int bits, uint8_t *packed, ptrdiff_t ps, uint8_t *maskbits,
+                        ptrdiff_t ms)
+    void exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
+                          ptrdiff_t ps, int bits, uint8_t *codes, ptrdiff_t cs)
+    void exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t ps,
+                          size_t n, const int64_t *lengths, int bits, const float *luts,
+                          ptrdiff_t lut_stride, double *sums)
+    void exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
+                                const int64_t *lengths, int bits, const float *lut, double *sums)
+    void exaq_lutexp_sum_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n,
+                              ptrdiff_t cs, const float *luts, ptrdiff_t lut_stride, double *sums)
+    void exaq_exp_sum_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
+                           ptrdiff_t xs, const float *shifts, float *y, double *sums)
 
 
 CLIP_MODES = {"gauss": 0, "laplace": 1, "row": 2, "none": 3, "static": 4}
@@ -144,6 +162,132 @@ def score_stats(const float[:, ::1] x):
     return {"sigma": s.sigma, "min": s.min, "mean": s.mean,
             "mean_abs_dev": s.mean_abs_dev, "count": int(s.count),
             "invalid_rows": int(s.invalid_rows)}
+
+
+# ---- packed codes (docs/packed.md) ----
+
+def packed_row_bytes(Py_ssize_t n, int bits):
+    return (n * bits + 7) // 8
+
+
+cdef int check_bits(int bits) except -1:
+    if bits < 2 or bits > 4:
+        raise ValueError(f"bits must be 2, 3 or 4, got {bits}")
+    return 0
+
+
+def softmax_packed(const float[:, ::1] x, uint8_t[:, ::1] packed, float[:, ::1] tables,
+                   int64_t[::1] lengths, uint8_t[:, ::1] maskbits, int bits, str clip,
+                   double slope, double intercept, double static_lo, str floor):
+    """Fused EXAQ softmax to packed codes; returns the number of rows needing the bitmap."""
+    cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
+    check_bits(bits)
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
+    if (packed.shape[0] != rows or packed.shape[1] != (n * bits + 7) // 8
+            or maskbits.shape[0] != rows or maskbits.shape[1] != (n + 7) // 8
+            or tables.shape[0] != rows or tables.shape[1] != (1 << bits) or lengths.shape[0] != rows):
+        raise ValueError("packed output buffers have the wrong shape")
+    if rows == 0:
+        return 0
+    cdef float[::1] scratch = cython_float_buffer(rows)
+    cdef const float *xp = &x[0, 0] if n else NULL
+    cdef uint8_t *pp = &packed[0, 0] if n else NULL
+    cdef uint8_t *mp = &maskbits[0, 0] if n else NULL
+    cdef int64_t interior = 0
+    cdef int rc
+    with nogil:
+        rc = exaq_softmax_packed(exaq_active_backend(), xp, rows, n, n, &p, &scratch[0], NULL,
+                                 pp, packed.shape[1], &tables[0, 0], &lengths[0], mp,
+                                 maskbits.shape[1], &interior)
+    check_rc(rc)
+    return interior
+
+
+def pack_codes(const uint8_t[:, ::1] codes, int bits, uint8_t[:, ::1] packed,
+               uint8_t[:, ::1] maskbits=None):
+    """Rows of byte codes (< 2**bits, or >= 16 for masked) -> packed rows (+ mask bitmap)."""
+    check_bits(bits)
+    cdef Py_ssize_t rows = codes.shape[0], n = codes.shape[1]
+    if packed.shape[0] != rows or packed.shape[1] != (n * bits + 7) // 8:
+        raise ValueError("packed buffer has the wrong shape")
+    if maskbits is not None and (maskbits.shape[0] != rows or maskbits.shape[1] != (n + 7) // 8):
+        raise ValueError("mask buffer has the wrong shape")
+    if rows == 0 or n == 0:
+        return
+    cdef uint8_t *mp = &maskbits[0, 0] if maskbits is not None else NULL
+    cdef ptrdiff_t ms = maskbits.shape[1] if maskbits is not None else 0
+    with nogil:
+        exaq_pack_rows(exaq_active_backend(), &codes[0, 0], rows, n, n, bits, &packed[0, 0],
+                       packed.shape[1], mp, ms)
+
+
+def unpack_codes(const uint8_t[:, ::1] packed, int bits, uint8_t[:, ::1] codes):
+    check_bits(bits)
+    cdef Py_ssize_t rows = codes.shape[0], n = codes.shape[1]
+    if packed.shape[0] != rows or packed.shape[1] != (n * bits + 7) // 8:
+        raise ValueError("packed buffer has the wrong shape")
+    if rows == 0 or n == 0:
+        return
+    with nogil:
+        exaq_unpack_rows(exaq_active_backend(), &packed[0, 0], rows, n, packed.shape[1], bits,
+                         &codes[0, 0], n)
+
+
+def lutsum(const uint8_t[:, ::1] packed, Py_ssize_t n, int bits, const float[:, ::1] luts,
+           double[::1] sums, const int64_t[::1] lengths=None, bint paper_table=False):
+    """Per row: sum of lut[code] over its first n (or lengths[r]) packed codes.
+
+    luts: (1, 16) shared or (rows, 16).  paper_table: the scalar 256/4096-entry
+    byte-table LUTsum whatever the backend (needs a shared lut)."""
+    check_bits(bits)
+    cdef Py_ssize_t rows = packed.shape[0]
+    if packed.shape[1] != (n * bits + 7) // 8 or sums.shape[0] != rows:
+        raise ValueError("packed/sums buffers have the wrong shape")
+    if luts.shape[1] != 16 or luts.shape[0] not in (1, rows):
+        raise ValueError("luts must have shape (1, 16) or (rows, 16)")
+    if lengths is not None and lengths.shape[0] != rows:
+        raise ValueError("lengths has the wrong length")
+    if paper_table and luts.shape[0] != 1 and rows > 1:
+        raise ValueError("the paper's table LUTsum needs one shared lut")
+    if rows == 0:
+        return
+    cdef ptrdiff_t lut_stride = 16 if luts.shape[0] == rows and rows > 1 else 0
+    cdef const uint8_t *pp = &packed[0, 0] if packed.shape[1] else NULL
+    cdef const int64_t *lp = &lengths[0] if lengths is not None else NULL
+    cdef uint8_t zero = 0
+    if pp == NULL:
+        pp = &zero
+    with nogil:
+        if paper_table:
+            exaq_lutsum_table_rows(pp, rows, packed.shape[1], n, lp, bits, &luts[0, 0], &sums[0])
+        else:
+            exaq_lutsum_rows(exaq_active_backend(), pp, rows, packed.shape[1], n, lp, bits,
+                             &luts[0, 0], lut_stride, &sums[0])
+
+
+def lutexp_sum(const uint8_t[:, ::1] codes, const float[:, ::1] luts, double[::1] sums):
+    """Per row: sum of lut[code] over byte codes (each < 16), the LUTexp + add baseline."""
+    cdef Py_ssize_t rows = codes.shape[0], n = codes.shape[1]
+    if luts.shape[1] != 16 or luts.shape[0] not in (1, rows) or sums.shape[0] != rows:
+        raise ValueError("luts/sums have the wrong shape")
+    if rows == 0 or n == 0:
+        return
+    cdef ptrdiff_t lut_stride = 16 if luts.shape[0] == rows and rows > 1 else 0
+    with nogil:
+        exaq_lutexp_sum_rows(exaq_active_backend(), &codes[0, 0], rows, n, n, &luts[0, 0],
+                             lut_stride, &sums[0])
+
+
+def exp_sum(const float[:, ::1] x, const float[::1] shifts, double[::1] sums):
+    """Per row: float sum of exp(x - shift), the float baseline of the accumulation phase."""
+    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
+    if shifts.shape[0] != rows or sums.shape[0] != rows:
+        raise ValueError("shifts/sums have the wrong length")
+    if rows == 0 or n == 0:
+        return
+    cdef float[::1] y = cython_float_buffer(n)
+    with nogil:
+        exaq_exp_sum_rows(exaq_active_backend(), &x[0, 0], rows, n, n, &shifts[0], &y[0], &sums[0])
 
 
 cdef int check_rc(int rc) except -1:

@@ -1,0 +1,326 @@
+"""Packed EXAQ codes: softmax rows as 2/3/4-bit codes plus a per-row probability table.
+
+Format (``docs/packed.md``): along the softmax axis, code ``j`` of a row sits at
+bit ``j*bits`` of the row's little-endian bit stream (bit ``i`` is bit ``i % 8``
+of byte ``i // 8``); every row starts on a byte boundary and is
+``ceil(n*bits/8)`` bytes long, padding bits are 0.  2 bits: four codes a byte,
+4 bits: two, 3 bits: eight codes in three bytes (codes cross byte boundaries).
+Masks: ``lengths`` (valid prefix of each row: 1 + index of its last unmasked
+entry) and, only when some row has a masked entry before that point, a bitmap
+``mask`` (``ceil(n/8)`` bytes a row, bit set = masked, same bit order, which
+``np.unpackbits(..., bitorder="little")`` reads).  Masked entries hold code 0.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Optional, Union
+
+import numpy as np
+
+from . import _core
+from ._api import ClipArg, _check_axis, _check_bits, _clip_params, _rows
+
+_FORMAT_VERSION = 1
+
+
+def packed_row_bytes(n: int, bits: int) -> int:
+    """Bytes of one packed row of ``n`` codes at ``bits`` bits: ``ceil(n*bits/8)``."""
+    return (int(n) * int(bits) + 7) // 8
+
+
+def _as_rows(arr: np.ndarray, axis: int, dtype) -> np.ndarray:
+    moved = np.moveaxis(arr, axis, -1)
+    flat = np.ascontiguousarray(moved, dtype=dtype)
+    return flat.reshape(int(np.prod(moved.shape[:-1], dtype=np.int64)), moved.shape[-1])
+
+
+def _batch(shape: tuple, axis: int) -> tuple:
+    return tuple(shape[:axis]) + tuple(shape[axis + 1:])
+
+
+class PackedSoftmax:
+    """EXAQ softmax output kept as packed codes plus each row's probability table.
+
+    ``codes``: uint8, ``batch_shape + (ceil(n*bits/8),)``, the packed codes of
+    every row (softmax axis moved last, see the module doc for the bit layout).
+    ``table``: float32, ``batch_shape + (2**bits,)``: probability of each code
+    (NaN for rows with NaN/+inf, zeros for fully masked rows).  ``lengths``:
+    int64, ``batch_shape``: valid prefix of each row; entries at or past it are
+    masked.  ``mask``: None, or uint8 ``batch_shape + (ceil(n/8),)`` bitmap (bit
+    set = masked) when some masked entry lies before its row's length.
+    ``shape``/``axis``: the float output's shape and softmax axis.
+    ``batch_shape`` is ``shape`` without ``axis``.
+
+    ``to_float()`` equals ``softmax(x, bits, ...)`` bit for bit.  Picklable;
+    ``save``/``load`` use ``np.savez``.  The constructor checks every array and
+    raises ValueError on inconsistent input.
+    """
+
+    __slots__ = ("codes", "table", "lengths", "mask", "bits", "shape", "axis")
+
+    def __init__(self, codes, table, lengths, mask, bits: int, shape, axis: int):
+        bits = _check_bits(bits, allow_none=False)
+        try:
+            shape = tuple(int(s) for s in shape)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"shape must be a tuple of ints, got {shape!r}") from err
+        if not shape or any(s < 0 for s in shape):
+            raise ValueError(f"invalid shape {shape!r}")
+        try:
+            axis = _check_axis(axis, len(shape))
+        except TypeError as err:
+            raise ValueError(str(err)) from err
+        n = shape[axis]
+        batch = _batch(shape, axis)
+        codes = self._array(codes, "codes", np.uint8, batch + (packed_row_bytes(n, bits),))
+        table = self._array(table, "table", np.float32, batch + (1 << bits,))
+        lengths = self._array(lengths, "lengths", np.int64, batch)
+        if lengths.size and (lengths.min() < 0 or lengths.max() > n):
+            raise ValueError(f"lengths must lie in [0, {n}]")
+        if mask is not None:
+            mask = self._array(mask, "mask", np.uint8, batch + ((n + 7) // 8,))
+        for name, value in (("codes", codes), ("table", table), ("lengths", lengths), ("mask", mask),
+                            ("bits", bits), ("shape", shape), ("axis", axis)):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def _trusted(cls, codes, table, lengths, mask, bits, shape, axis) -> "PackedSoftmax":
+        """Built by the library itself: skips the checks of the constructor."""
+        self = object.__new__(cls)
+        for name, value in (("codes", codes), ("table", table), ("lengths", lengths), ("mask", mask),
+                            ("bits", bits), ("shape", tuple(shape)), ("axis", axis)):
+            object.__setattr__(self, name, value)
+        return self
+
+    @staticmethod
+    def _array(value, name, dtype, shape) -> np.ndarray:
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"{name} must be a numpy array, got {type(value).__name__}")
+        if value.dtype != dtype:
+            raise ValueError(f"{name} must have dtype {np.dtype(dtype)}, got {value.dtype}")
+        if value.shape != shape:
+            raise ValueError(f"{name} has shape {value.shape}, expected {shape}")
+        return value
+
+    def __setattr__(self, name, value):
+        raise AttributeError("PackedSoftmax is immutable")
+
+    def __reduce__(self):
+        return (PackedSoftmax, (self.codes, self.table, self.lengths, self.mask, self.bits,
+                                self.shape, self.axis))
+
+    def __repr__(self) -> str:
+        return (f"PackedSoftmax(shape={self.shape}, axis={self.axis}, bits={self.bits}, "
+                f"mask={'bitmap' if self.mask is not None else 'lengths'}, nbytes={self.nbytes})")
+
+    @property
+    def n(self) -> int:
+        """Length of the softmax axis."""
+        return self.shape[self.axis]
+
+    @property
+    def batch_shape(self) -> tuple:
+        return _batch(self.shape, self.axis)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: packed codes, tables, lengths and the bitmap if any."""
+        return int(self.codes.nbytes + self.table.nbytes + self.lengths.nbytes
+                   + (self.mask.nbytes if self.mask is not None else 0))
+
+    def unpacked_codes(self) -> np.ndarray:
+        """Codes as uint8 in the float output's layout (masked entries 0)."""
+        rows = self._unpack_rows()
+        moved = self.batch_shape + (self.n,)
+        return np.moveaxis(rows.reshape(moved), -1, self.axis)
+
+    def _unpack_rows(self) -> np.ndarray:
+        n, r = self.n, int(np.prod(self.batch_shape, dtype=np.int64))
+        codes = np.empty((r, n), np.uint8)
+        _core.unpack_codes(np.ascontiguousarray(self.codes).reshape(r, self.codes.shape[-1]), self.bits, codes)
+        return codes
+
+    def masked(self) -> np.ndarray:
+        """Boolean mask in the float output's layout: True where the entry is masked."""
+        return np.moveaxis(self._masked_rows().reshape(self.batch_shape + (self.n,)), -1, self.axis)
+
+    def _masked_rows(self) -> np.ndarray:
+        n, r = self.n, int(np.prod(self.batch_shape, dtype=np.int64))
+        out = np.arange(n)[None, :] >= self.lengths.reshape(r, 1)
+        if self.mask is not None and n:
+            bits = np.unpackbits(self.mask.reshape(r, self.mask.shape[-1]), axis=1, count=n, bitorder="little")
+            out |= bits.astype(bool)
+        return out
+
+    def to_float(self, dtype=None) -> np.ndarray:
+        """The probabilities, equal bit for bit to ``softmax(x, bits, ...)`` (float32)."""
+        n, r = self.n, int(np.prod(self.batch_shape, dtype=np.int64))
+        table = self.table.reshape(r, 1 << self.bits)
+        p = np.take_along_axis(table, self._unpack_rows(), axis=1) if n else np.empty((r, 0), np.float32)
+        live = ~np.isnan(table[:, 0])  # rows with NaN/+inf stay NaN everywhere
+        p[self._masked_rows() & live[:, None]] = 0.0
+        result = np.moveaxis(p.reshape(self.batch_shape + (n,)), -1, self.axis)
+        return result if dtype is None else result.astype(dtype)
+
+    def save(self, file: Union[str, os.PathLike, io.IOBase]) -> None:
+        """Write with ``np.savez`` (read back with :meth:`PackedSoftmax.load`)."""
+        np.savez(file, format_version=np.int64(_FORMAT_VERSION), bits=np.int64(self.bits),
+                 axis=np.int64(self.axis), shape=np.asarray(self.shape, np.int64), codes=self.codes,
+                 table=self.table, lengths=self.lengths,
+                 mask=self.mask if self.mask is not None else np.zeros(0, np.uint8),
+                 has_mask=np.bool_(self.mask is not None))
+
+    @classmethod
+    def load(cls, file) -> "PackedSoftmax":
+        """Read a file written by :meth:`save`; ValueError if it is not a valid one."""
+        try:
+            with np.load(file, allow_pickle=False) as f:
+                fields = {k: f[k] for k in ("format_version", "bits", "axis", "shape", "codes", "table",
+                                            "lengths", "mask", "has_mask")}
+        except (KeyError, OSError, EOFError) as err:
+            raise ValueError(f"not a saved PackedSoftmax: {err}") from err
+        except Exception as err:  # zipfile.BadZipFile, corrupt members, ...
+            raise ValueError(f"not a saved PackedSoftmax: {err}") from err
+        if fields["format_version"].shape != () or int(fields["format_version"]) != _FORMAT_VERSION:
+            raise ValueError("unsupported PackedSoftmax format version")
+        for key in ("bits", "axis", "has_mask"):
+            if fields[key].shape != ():
+                raise ValueError(f"corrupt field {key!r}")
+        if fields["shape"].ndim != 1 or fields["shape"].dtype.kind not in "iu":
+            raise ValueError("corrupt field 'shape'")
+        mask = fields["mask"] if bool(fields["has_mask"]) else None
+        return cls(fields["codes"], fields["table"], fields["lengths"], mask, int(fields["bits"]),
+                   tuple(fields["shape"].tolist()), int(fields["axis"]))
+
+
+def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor: str) -> PackedSoftmax:
+    """The fused path of ``softmax(..., output="packed")``: codes are packed in C
+    as each row is quantized; no float probability is written."""
+    rows = _rows(arr, axis)
+    mode, slope, intercept, static_lo = _clip_params(clip, bits, floor, rows)
+    r, n = rows.shape
+    packed = np.empty((r, packed_row_bytes(n, bits)), np.uint8)
+    table = np.empty((r, 1 << bits), np.float32)
+    lengths = np.empty(r, np.int64)
+    maskbits = np.empty((r, (n + 7) // 8), np.uint8)
+    interior = _core.softmax_packed(rows, packed, table, lengths, maskbits, bits, mode, slope, intercept,
+                                    static_lo, floor)
+    batch = _batch(arr.shape, axis)
+    return PackedSoftmax._trusted(packed.reshape(batch + (packed.shape[1],)), table.reshape(batch + (1 << bits,)),
+                         lengths.reshape(batch), maskbits.reshape(batch + (maskbits.shape[1],)) if interior else None,
+                         bits, arr.shape, axis)
+
+
+def pack(codes, bits: int, *, axis: int = -1) -> np.ndarray:
+    """Pack integer codes (each in ``0 .. 2**bits-1``) along ``axis``.
+
+    Returns uint8 with ``axis`` of length ``ceil(n*bits/8)`` (same position);
+    layout in the module doc / ``docs/packed.md``.  ValueError for codes out of
+    range or bits not in (2, 3, 4); TypeError for non-integer input.
+    """
+    bits = _check_bits(bits, allow_none=False)
+    arr = np.asarray(codes)
+    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
+        raise TypeError(f"codes must be integers, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise ValueError("codes must have at least one dimension")
+    axis = _check_axis(axis, arr.ndim)
+    if arr.size and (arr.min() < 0 or arr.max() >= (1 << bits)):
+        raise ValueError(f"codes must lie in [0, {(1 << bits) - 1}] for bits={bits}")
+    rows = _as_rows(arr, axis, np.uint8)
+    out = np.empty((rows.shape[0], packed_row_bytes(rows.shape[1], bits)), np.uint8)
+    _core.pack_codes(rows, bits, out)
+    moved = _batch(arr.shape, axis) + (out.shape[1],)
+    return np.moveaxis(out.reshape(moved), -1, axis)
+
+
+def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1) -> np.ndarray:
+    """Inverse of :func:`pack`: uint8 codes, ``n`` along ``axis``.
+
+    ``n`` defaults to as many codes as the bytes hold (``8*nbytes // bits``).
+    ValueError if ``packed`` is not uint8 or its length along ``axis`` is not
+    ``ceil(n*bits/8)``.
+    """
+    bits = _check_bits(bits, allow_none=False)
+    arr = np.asarray(packed)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"packed codes must be uint8, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise ValueError("packed codes must have at least one dimension")
+    axis = _check_axis(axis, arr.ndim)
+    nbytes = arr.shape[axis]
+    if n is None:
+        n = 8 * nbytes // bits
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    n = int(n)
+    if packed_row_bytes(n, bits) != nbytes:
+        raise ValueError(f"{n} codes of {bits} bits take {packed_row_bytes(n, bits)} bytes, "
+                         f"got {nbytes} along axis {axis}")
+    rows = _as_rows(arr, axis, np.uint8)
+    out = np.empty((rows.shape[0], n), np.uint8)
+    _core.unpack_codes(rows, bits, out)
+    return np.moveaxis(out.reshape(_batch(arr.shape, axis) + (n,)), -1, axis)
+
+
+def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axis: int = -1,
+           method: str = "auto") -> np.ndarray:
+    """LUTsum: per row of packed codes, the sum of ``lut[code]`` over its codes (float64).
+
+    ``lut``: ``2**bits`` floats (shared) or ``batch_shape + (2**bits,)`` (one
+    table a row), e.g. a row's exponent table ``exp(lo + k*|lo|/(2**bits-1))``.
+    ``lengths`` (optional, batch shape): sum only each row's first codes.
+    ``method="auto"``: the active backend's kernel (SIMD backends count codes
+    exactly with popcounts for 2 bits and use in-register tables for 3/4 bits;
+    the scalar backend uses the paper's table); ``"table"``: the paper's LUTsum,
+    a byte-indexed table of sums (256 entries for 2 and 4 bits, 4096 entries
+    indexed by 12 bits for 3 bits), which needs a shared ``lut``.
+    """
+    bits = _check_bits(bits, allow_none=False)
+    if method not in ("auto", "table"):
+        raise ValueError(f"method must be 'auto' or 'table', got {method!r}")
+    arr = np.asarray(packed)
+    if arr.dtype != np.uint8 or arr.ndim == 0:
+        raise ValueError("packed codes must be a uint8 array with at least one dimension")
+    axis = _check_axis(axis, arr.ndim)
+    nbytes = arr.shape[axis]
+    n = 8 * nbytes // bits if n is None else int(n)
+    if n < 0 or packed_row_bytes(n, bits) != nbytes:
+        raise ValueError(f"{n} codes of {bits} bits do not take {nbytes} bytes")
+    rows = _as_rows(arr, axis, np.uint8)
+    batch = _batch(arr.shape, axis)
+    lut_arr = np.asarray(lut, dtype=np.float32)
+    size = 1 << bits
+    if lut_arr.shape == (size,):
+        luts = np.zeros((1, 16), np.float32)
+        luts[0, :size] = lut_arr
+    elif lut_arr.shape == batch + (size,):
+        luts = np.zeros((rows.shape[0], 16), np.float32)
+        luts[:, :size] = lut_arr.reshape(-1, size)
+        if method == "table" and rows.shape[0] > 1:
+            raise ValueError("method='table' needs one shared lut")
+    else:
+        raise ValueError(f"lut must have shape ({size},) or {batch + (size,)}, got {lut_arr.shape}")
+    lens = None
+    if lengths is not None:
+        lens = np.ascontiguousarray(np.broadcast_to(np.asarray(lengths, np.int64), batch)).reshape(-1)
+        if lens.size and (lens.min() < 0 or lens.max() > n):
+            raise ValueError(f"lengths must lie in [0, {n}]")
+    sums = np.empty(rows.shape[0], np.float64)
+    _core.lutsum(rows, n, bits, luts, sums, lens, method == "table")
+    return sums.reshape(batch)
+
+
+def exponent_table(lo, bits: int, floor: str = "exp") -> np.ndarray:
+    """LUTexp of a range low end ``lo``: ``exp(lo + k*|lo|/(2**bits-1))``, last entry 1
+    (``floor="zero"``: entry 0 is 0), float32, shape ``lo.shape + (2**bits,)``."""
+    bits = _check_bits(bits, allow_none=False)
+    lo = np.asarray(lo, np.float64)
+    levels = (1 << bits) - 1
+    k = np.arange(levels + 1)
+    e = np.exp(lo[..., None] + k * (-lo[..., None]) / levels)
+    e[..., levels] = 1.0
+    if floor == "zero":
+        e[..., 0] = 0.0
+    return e.astype(np.float32)
