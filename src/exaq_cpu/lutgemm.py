@@ -190,9 +190,16 @@ def _fit_greedy(w, m, bits):
     return B, A, z
 
 
+def _signs(B):
+    """+-1 as float32 (exact; halves the memory traffic of the float64 fit)."""
+    S = B.astype(np.float32)
+    S *= 2.0
+    S -= 1.0
+    return S
+
+
 def _reconstruct(B, A, z):
-    S = np.where(B, 1.0, -1.0)
-    return np.einsum("rgib,rgi->rgb", S, A) + z[..., None]
+    return np.einsum("rgib,rgi->rgb", _signs(B), A) + z[..., None]
 
 
 def _group_sse(w, m, B, A, z):
@@ -200,15 +207,22 @@ def _group_sse(w, m, B, A, z):
 
 
 def _refit_scales(w, m, B):
-    """Least-squares alphas and offset for fixed sign patterns (normal equations;
-    a tiny ridge keeps groups with repeated or constant patterns solvable)."""
+    """Least-squares alphas and offset for fixed sign patterns, from the normal
+    equations assembled blockwise (signs x signs, signs x mask, count); a tiny
+    ridge keeps groups with repeated or constant patterns solvable."""
     bits = B.shape[2]
-    mb = m[:, None, :].astype(np.float64)  # (groups, 1, gs): padding columns drop out
-    S = np.where(B, 1.0, -1.0) * mb
-    D = np.concatenate([S, np.broadcast_to(mb, S.shape[:2] + (1, S.shape[3]))], 2)
-    G = np.einsum("rgik,rgjk->rgij", D, D)
-    rhs = np.einsum("rgik,rgk->rgi", D, w * m)
-    G = G + np.eye(bits + 1) * (1e-9 * (np.trace(G, axis1=2, axis2=3)[..., None, None] + 1e-30))
+    S = _signs(B)
+    if not m.all():
+        S *= m[:, None, :]  # padding columns drop out of every sum
+    wm = w * m
+    G = np.empty(B.shape[:2] + (bits + 1, bits + 1))
+    G[..., :bits, :bits] = np.einsum("rgik,rgjk->rgij", S, S)
+    G[..., :bits, bits] = G[..., bits, :bits] = S.sum(-1)
+    G[..., bits, bits] = m.sum(-1)
+    rhs = np.empty(B.shape[:2] + (bits + 1,))
+    rhs[..., :bits] = np.einsum("rgik,rgk->rgi", S, wm)
+    rhs[..., bits] = wm.sum(-1)
+    G += np.eye(bits + 1) * (1e-9 * (np.trace(G, axis1=2, axis2=3)[..., None, None] + 1e-30))
     sol = np.linalg.solve(G, rhs[..., None])[..., 0]
     return sol[..., :bits], sol[..., bits]
 
@@ -221,11 +235,11 @@ def _best_codes(w, A, z):
     order = np.argsort(levels, -1)
     srt = np.take_along_axis(levels, order, -1)
     mids = 0.5 * (srt[..., 1:] + srt[..., :-1])
-    pos = np.zeros(w.shape, np.int64)
+    pos = np.zeros(w.shape, np.uint8)  # rank of w among the levels: count of midpoints below it
     for c in range(mids.shape[-1]):
         pos += w > mids[..., c, None]
-    code = np.take_along_axis(order, pos, -1)
-    return ((code[:, :, None, :] >> np.arange(bits)[None, None, :, None]) & 1).astype(bool)
+    code = np.take_along_axis(order.astype(np.uint8), pos.astype(np.intp), -1)
+    return ((code[:, :, None, :] >> np.arange(bits, dtype=np.uint8)[None, None, :, None]) & 1).astype(bool)
 
 
 def _fit_alternating(w, m, bits, iters):
@@ -276,7 +290,7 @@ def uniform_quantize(W, bits=4, group_size=128):
     zp = np.where(s > 0, np.clip(np.round(-lo / safe), 0, qmax), 0.0)
     u = np.clip(np.round(w / safe[..., None]) + zp[..., None], 0, qmax)
     u = np.where(s[..., None] > 0, u, zp[..., None])
-    codes = u.reshape(W.shape[0], -1)[:, :W.shape[1]].astype(np.uint8)
+    codes = u.reshape(W.shape[0], w.shape[1] * gs)[:, :W.shape[1]].astype(np.uint8)
     return codes, s.astype(np.float32), zp.astype(np.float32)
 
 
