@@ -88,7 +88,26 @@ def _median_ms(fn, repeats, min_time=0.3):
     return float(np.median(samples)) * 1e3
 
 
-def report(repeats=15):
+def _interleaved_ms(fns, repeats, min_time=0.05):
+    """Median ms of each callable, timed round-robin (one batch of calls of each per
+    round), so load from other processes hits every column alike."""
+    inner = []
+    for fn in fns:
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        inner.append(max(1, int(min_time / max(time.perf_counter() - t0, 1e-6))))
+    samples = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            for _ in range(inner[k]):
+                fn()
+            samples[k].append((time.perf_counter() - t0) / inner[k])
+    return [float(np.median(s)) * 1e3 for s in samples]
+
+
+def report(repeats=21):
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -96,18 +115,18 @@ def report(repeats=15):
     except (OSError, StopIteration):
         pass
     print(f"CPU: {cpu}, {os.cpu_count()} cores; NumPy {np.__version__}; exaq_cpu backend "
-          f"{exaq_cpu.backend()}, tables {L.preferred_table()}; group_size 128; median of {repeats}\n")
+          f"{exaq_cpu.backend()}, tables {L.preferred_table()}; group_size 128; medians of "
+          f"{repeats} interleaved rounds\n")
     print("| shape (out x in) | NumPy fp32 W@x | bits | LUT 1 thr | GB/s | x vs NumPy | LUT 2 thr "
           "| 2-thr speedup | dequant+matmul | x vs dequant |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for shape in SHAPES:
         W, x = _setup(shape)
-        t_np = _median_ms(lambda: W @ x, repeats)
         for bits in BITS:
             Wq, _ = _setup(shape, bits)
             out = np.empty(shape[0], np.float32)
-            t1 = _median_ms(lambda: L.lut_gemm(x, Wq, out, 1), repeats)
-            t2 = _median_ms(lambda: L.lut_gemm(x, Wq, out, 2), repeats)
+            t_np, t1, t2 = _interleaved_ms([lambda: W @ x, lambda: L.lut_gemm(x, Wq, out, 1),
+                                            lambda: L.lut_gemm(x, Wq, out, 2)], repeats)
             td = _median_ms(lambda: L.lut_gemm(x, Wq, method="dequantize"), 3, min_time=0)
             gbs = Wq.nbytes / (t1 * 1e-3) / 1e9
             print(f"| {shape[0]}x{shape[1]} | {t_np:.2f} ms | {bits} | {t1:.3f} ms | {gbs:.1f} | "

@@ -11,7 +11,7 @@
 /* Tiles a worker runs per token before moving to the next token: the weights
  * of 4 tiles (<= 4*16*4096*4/8 = 128 KiB at K = 4096, 4 bits) stay in L2 while
  * every token of a block reads them. */
-#define TILES_PER_STEP 4
+#define TILES_PER_STEP 4 /* also the unit of work handed to a thread */
 /* Table memory of one token block (more tokens are done in blocks): half of a
  * 1 MiB L2, so the tables of a block stay in L2 while the weights stream by. */
 #define TABLE_BUDGET_BYTES (512u << 10)
@@ -58,21 +58,32 @@ void exaq_lut_build_tables8(const float *x, size_t kpad, float *tables) {
     }
 }
 
+/* One call's work, shared by all its threads.  Steps of TILES_PER_STEP tiles are
+ * handed out dynamically (a counter under a mutex, ~tens of steps per call): on
+ * a machine where another process holds a core, the thread that runs does the
+ * work instead of both waiting for a static half. */
 typedef struct {
     exaq_lut_kernel kernel;
     const exaq_bcq_matrix *w;
     const float *tables; /* token n at tables + n * table_floats */
     const float *gsum;   /* token n at gsum + n * groups */
-    size_t table_floats, tokens, t0, t1;
+    size_t table_floats, tokens;
     float *y;
     ptrdiff_t y_stride;
+    pthread_mutex_t lock;
+    size_t next_tile;
 } lut_job;
 
 static void *run_job(void *arg) {
-    const lut_job *job = (const lut_job *)arg;
+    lut_job *job = (lut_job *)arg;
     float buf[TILES_PER_STEP * TILE];
-    for (size_t t = job->t0; t < job->t1; t += TILES_PER_STEP) {
-        const size_t te = t + TILES_PER_STEP < job->t1 ? t + TILES_PER_STEP : job->t1;
+    for (;;) {
+        pthread_mutex_lock(&job->lock);
+        const size_t t = job->next_tile;
+        job->next_tile = t < job->w->tiles ? t + TILES_PER_STEP : t;
+        pthread_mutex_unlock(&job->lock);
+        if (t >= job->w->tiles) break;
+        const size_t te = t + TILES_PER_STEP < job->w->tiles ? t + TILES_PER_STEP : job->w->tiles;
         const size_t r0 = t * TILE;
         size_t r1 = te * TILE;
         if (r1 > job->w->rows) r1 = job->w->rows;
@@ -117,11 +128,23 @@ int exaq_lutgemm(const exaq_lutgemm_kernels *k, exaq_lut_design design,
     if (!mem) return -2;
     float *tables = mem, *gsum = mem + block * tf, *xpad = gsum + block * w->groups;
 
-    lut_job jobs[64];
     pthread_t tids[64];
     if (threads > 64) threads = 64;
+    if ((size_t)threads > (w->tiles + TILES_PER_STEP - 1) / TILES_PER_STEP)
+        threads = (int)((w->tiles + TILES_PER_STEP - 1) / TILES_PER_STEP);
+    lut_job job;
+    job.kernel = kernel;
+    job.w = w;
+    job.tables = tables;
+    job.gsum = gsum;
+    job.table_floats = tf;
+    job.y_stride = y_stride;
+    if (pthread_mutex_init(&job.lock, NULL) != 0) {
+        free(base);
+        return -2;
+    }
     int rc = 0;
-    for (size_t n0 = 0; n0 < tokens && rc == 0; n0 += block) {
+    for (size_t n0 = 0; n0 < tokens; n0 += block) {
         const size_t nb = n0 + block <= tokens ? block : tokens - n0;
         for (size_t n = 0; n < nb; ++n) {
             const float *xr = x + (ptrdiff_t)(n0 + n) * x_stride;
@@ -136,30 +159,20 @@ int exaq_lutgemm(const exaq_lutgemm_kernels *k, exaq_lut_design design,
                 gsum[n * w->groups + g] = s;
             }
         }
+        job.tokens = nb;
+        job.y = y + (ptrdiff_t)n0 * y_stride;
+        job.next_tile = 0;
+        /* helpers on new threads, and this thread works too; a helper that cannot
+         * be started only means fewer hands: the result is complete either way */
         int started = 0;
-        for (int th = 0; th < threads; ++th) {
-            lut_job *job = &jobs[th];
-            job->kernel = kernel;
-            job->w = w;
-            job->tables = tables;
-            job->gsum = gsum;
-            job->table_floats = tf;
-            job->tokens = nb;
-            job->t0 = w->tiles * (size_t)th / (size_t)threads;
-            job->t1 = w->tiles * (size_t)(th + 1) / (size_t)threads;
-            job->y = y + (ptrdiff_t)n0 * y_stride;
-            job->y_stride = y_stride;
-        }
-        /* workers 1.. on new threads, worker 0 on this one; if a thread cannot be
-         * started its share runs here, so the result is complete either way */
         for (int th = 1; th < threads; ++th) {
-            if (pthread_create(&tids[th], NULL, run_job, &jobs[th]) != 0) break;
+            if (pthread_create(&tids[th], NULL, run_job, &job) != 0) break;
             started = th;
         }
-        run_job(&jobs[0]);
-        for (int th = started + 1; th < threads; ++th) run_job(&jobs[th]);
+        run_job(&job);
         for (int th = 1; th <= started; ++th) pthread_join(tids[th], NULL);
     }
+    pthread_mutex_destroy(&job.lock);
     free(base);
     return rc;
 }

@@ -115,6 +115,10 @@ def test_uniform_to_bcq_is_exact(bits):
     # the general converter, for codes from elsewhere (e.g. GPTQ/AWQ checkpoints)
     Wu = L.BCQMatrix.from_uniform(codes, s, zp, group_size=64)
     assert np.array_equal(Wu.dequantize(), uniform)
+    Wu = L.BCQMatrix.from_uniform(codes, s, zp, group_size=64, bits=4)
+    assert Wu.bits == 4 and np.array_equal(Wu.dequantize(), uniform)
+    with pytest.raises(ValueError, match="codes"):
+        L.BCQMatrix.from_uniform(codes.astype(np.float32), s, zp, group_size=64)
 
 
 @pytest.mark.parametrize("kind", ["gauss", "heavy"])
@@ -205,3 +209,12 @@ def test_bad_arguments():
 
 def test_preferred_table_per_backend(backend):
     assert L.preferred_table() == {"scalar": "mu8"}.get(backend, "mu4")
+
+
+@pytest.mark.parametrize("shape", [(0, 16), (5, 0), (0, 0)])
+@pytest.mark.parametrize("method", ["greedy", "alternating", "uniform"])
+def test_empty_shapes(shape, method):
+    Wq = L.quantize(np.zeros(shape, np.float32), bits=2, method=method)
+    assert Wq.dequantize().shape == shape
+    y = L.lut_gemm(np.ones((2, shape[1]), np.float32), Wq)
+    assert y.shape == (2, shape[0]) and not y.any()

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["BCQMatrix", "quantize", "lut_gemm", "uniform_quantize", "preferred_table", "BATCH_CROSSOVER"]
+__all__ = ["BATCH_CROSSOVER", "BCQMatrix", "lut_gemm", "preferred_table", "quantize", "uniform_quantize"]
 
 TILE = 16  # rows per kernel tile (one zmm of float32 lanes), see c/lutgemm.h
 METHODS = ("greedy", "alternating", "uniform")
@@ -100,20 +100,26 @@ class BCQMatrix:
         return out
 
     @classmethod
-    def from_uniform(cls, codes, scale, zero_point, group_size=128) -> "BCQMatrix":
+    def from_uniform(cls, codes, scale, zero_point, group_size=128, bits=None) -> BCQMatrix:
         """Exact BCQ form of a uniform asymmetric quantization ``w = scale * (codes - zero_point)``.
 
-        ``codes``: integers in ``0..2**bits-1`` of shape (out, in), ``bits`` taken as
-        the smallest width holding ``codes.max()`` (at least 1) unless codes carry
-        a ``bits`` attribute; ``scale``, ``zero_point``: (out, groups).  With
-        ``alpha_i = scale/2 * 2**i``, ``b_i = 2*bit_i(codes) - 1`` and offset
-        ``scale/2 * (2**bits - 1) - scale*zero_point`` (SPEC §2).  In float32 the
-        result is bit-exact whenever ``scale`` has at most 20 significant bits and
-        ``zero_point`` is an integer in ``0..2**bits-1`` (what ``method="uniform"``
-        produces); otherwise exact up to float32 rounding of the sums.
+        ``codes``: integers in ``0..2**bits-1`` of shape (out, in); ``bits`` defaults
+        to the smallest width holding ``codes.max()``; ``scale``, ``zero_point``:
+        (out, groups).  With ``alpha_i = scale/2 * 2**i``, ``b_i = 2*bit_i(codes) - 1``
+        and offset ``scale/2 * (2**bits - 1) - scale*zero_point`` (SPEC §2).  In
+        float32 the result is bit-exact whenever ``scale`` has at most 20 significant
+        bits and ``zero_point`` is an integer in ``0..2**bits-1`` (what
+        ``method="uniform"`` produces); otherwise exact up to float32 rounding.
         """
         codes = np.asarray(codes)
-        bits = max(1, int(codes.max()).bit_length()) if codes.size else 1
+        if codes.ndim != 2 or codes.dtype.kind not in "iu":
+            raise ValueError(f"codes must be a 2-D integer array, got {codes.dtype} {codes.shape}")
+        top = int(codes.max()) if codes.size else 0
+        if bits is None:
+            bits = max(1, top.bit_length())
+        bits = _check_bits(bits)
+        if codes.size and (int(codes.min()) < 0 or top > 2 ** bits - 1):
+            raise ValueError(f"codes must lie in 0..{2 ** bits - 1}")
         return _from_uniform(codes, np.asarray(scale, np.float64),
                              np.asarray(zero_point, np.float64), bits, group_size)
 
@@ -127,7 +133,7 @@ class BCQMatrix:
                  format=np.array("exaq_cpu.BCQMatrix/1"))
 
     @classmethod
-    def load(cls, path) -> "BCQMatrix":
+    def load(cls, path) -> BCQMatrix:
         with np.load(path, allow_pickle=False) as f:
             if str(f["format"]) != "exaq_cpu.BCQMatrix/1":
                 raise ValueError(f"{path!r} is not a saved BCQMatrix")
