@@ -74,12 +74,21 @@ def _check_floor(floor) -> str:
     return floor
 
 
-def _rows(arr: np.ndarray, axis: int) -> np.ndarray:
-    """(rows, n) C-contiguous float32 view or copy, the softmax axis last."""
-    moved = np.moveaxis(arr, axis, -1)
-    n = moved.shape[-1]
-    flat = np.ascontiguousarray(moved, dtype=np.float32)
-    return flat.reshape(-1, n) if flat.size else flat.reshape(int(np.prod(moved.shape[:-1])), n)
+def _rows(arr: np.ndarray, axis: int, dtype=np.float32) -> np.ndarray:
+    """(rows, n) C-contiguous view or copy of ``arr`` in ``dtype``, ``axis`` last."""
+    moved = arr if axis == arr.ndim - 1 else np.moveaxis(arr, axis, -1)
+    flat = np.ascontiguousarray(moved, dtype=dtype)
+    return flat.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
+
+
+def _restore_axis(rows: np.ndarray, batch_shape: tuple, axis: int) -> np.ndarray:
+    """Inverse of :func:`_rows`: (rows, n) back to the caller's layout (a view)."""
+    shaped = rows.reshape(batch_shape + (rows.shape[-1],))
+    return shaped if axis == len(batch_shape) else np.moveaxis(shaped, -1, axis)
+
+
+def _batch_shape(shape: tuple, axis: int) -> tuple:
+    return tuple(shape[:axis]) + tuple(shape[axis + 1:])
 
 
 def _clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
@@ -218,8 +227,7 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
 
     if direct:
         return out
-    moved_shape = arr.shape[:axis] + arr.shape[axis + 1:] + (arr.shape[axis],)
-    result = np.moveaxis(target.reshape(moved_shape), -1, axis)
+    result = _restore_axis(target, _batch_shape(arr.shape, axis), axis)
     if out is not None:
         out[...] = result
         return out
@@ -253,10 +261,9 @@ def quantize(x, bits: int = 2, *, axis: int = -1, clip: ClipArg = "gauss",
     lo = np.empty(rows.shape[0], np.float32)
     table = np.empty((rows.shape[0], 1 << bits), np.float32)
     _core.quantize_codes(rows, codes, lo, table, bits, mode, slope, intercept, static_lo, floor)
-    batch_shape = arr.shape[:axis] + arr.shape[axis + 1:]
-    moved_shape = batch_shape + (arr.shape[axis],)
+    batch_shape = _batch_shape(arr.shape, axis)
     return QuantizedRows(
-        codes=np.moveaxis(codes.reshape(moved_shape), -1, axis),
+        codes=_restore_axis(codes, batch_shape, axis),
         lo=lo.reshape(batch_shape),
         table=table.reshape(batch_shape + (1 << bits,)),
         bits=bits,

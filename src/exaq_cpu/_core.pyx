@@ -1,6 +1,7 @@
 # Thin wrappers: check buffers, release the GIL, call C.  Docs and defaults
 # live in the Python layer (exaq_cpu/__init__.py).
 from libc.stdint cimport int64_t, uint8_t
+from libc.stdlib cimport free, malloc
 
 
 cdef extern from "exaq.h" nogil:
@@ -111,12 +112,12 @@ def softmax_quantized(const float[:, ::1] x, float[:, ::1] y, int bits, str clip
         raise ValueError("lo_out has the wrong length")
     if rows == 0 or n == 0:
         return
-    cdef float[::1] scratch = cython_float_buffer(rows)
+    cdef FloatScratch scratch = FloatScratch(rows)
     cdef float *lo_ptr = &lo_out[0] if lo_out is not None else NULL
     cdef int rc
     with nogil:
         rc = exaq_softmax_quantized(exaq_active_backend(), &x[0, 0], rows, n, n,
-                                    &y[0, 0], n, &p, &scratch[0], lo_ptr)
+                                    &y[0, 0], n, &p, scratch.data, lo_ptr)
     check_rc(rc)
 
 
@@ -132,13 +133,13 @@ def quantize_codes(const float[:, ::1] x, uint8_t[:, ::1] codes, float[::1] lo_o
         raise ValueError("tables buffer has the wrong shape")
     if rows == 0:
         return
-    cdef float[::1] scratch = cython_float_buffer(rows)
+    cdef FloatScratch scratch = FloatScratch(rows)
     cdef const float *xp = &x[0, 0] if n else NULL
     cdef uint8_t *cp = &codes[0, 0] if n else NULL
     cdef int rc
     with nogil:
         rc = exaq_quantize_codes(exaq_active_backend(), xp, rows, n, n, cp, n, &p,
-                                 &scratch[0], &lo_out[0], &tables[0, 0])
+                                 scratch.data, &lo_out[0], &tables[0, 0])
     check_rc(rc)
 
 
@@ -155,10 +156,10 @@ def softmax_exact(const float[:, ::1] x, float[:, ::1] y):
 def score_stats(const float[:, ::1] x):
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
     cdef exaq_call_stats s
-    cdef float[::1] scratch = cython_float_buffer(max(rows, 1))
+    cdef FloatScratch scratch = FloatScratch(rows)
     cdef const float *xp = &x[0, 0] if rows and n else NULL
     with nogil:
-        exaq_score_stats(exaq_active_backend(), xp, rows, n, n, &scratch[0], &s)
+        exaq_score_stats(exaq_active_backend(), xp, rows, n, n, scratch.data, &s)
     return {"sigma": s.sigma, "min": s.min, "mean": s.mean,
             "mean_abs_dev": s.mean_abs_dev, "count": int(s.count),
             "invalid_rows": int(s.invalid_rows)}
@@ -189,14 +190,14 @@ def softmax_packed(const float[:, ::1] x, uint8_t[:, ::1] packed, float[:, ::1] 
         raise ValueError("packed output buffers have the wrong shape")
     if rows == 0:
         return 0
-    cdef float[::1] scratch = cython_float_buffer(rows)
+    cdef FloatScratch scratch = FloatScratch(rows)
     cdef const float *xp = &x[0, 0] if n else NULL
     cdef uint8_t *pp = &packed[0, 0] if n else NULL
     cdef uint8_t *mp = &maskbits[0, 0] if n else NULL
     cdef int64_t interior = 0
     cdef int rc
     with nogil:
-        rc = exaq_softmax_packed(exaq_active_backend(), xp, rows, n, n, &p, &scratch[0], NULL,
+        rc = exaq_softmax_packed(exaq_active_backend(), xp, rows, n, n, &p, scratch.data, NULL,
                                  pp, packed.shape[1], &tables[0, 0], &lengths[0], mp,
                                  maskbits.shape[1], &interior)
     check_rc(rc)
@@ -285,9 +286,9 @@ def exp_sum(const float[:, ::1] x, const float[::1] shifts, double[::1] sums):
         raise ValueError("shifts/sums have the wrong length")
     if rows == 0 or n == 0:
         return
-    cdef float[::1] y = cython_float_buffer(n)
+    cdef FloatScratch y = FloatScratch(n)
     with nogil:
-        exaq_exp_sum_rows(exaq_active_backend(), &x[0, 0], rows, n, n, &shifts[0], &y[0], &sums[0])
+        exaq_exp_sum_rows(exaq_active_backend(), &x[0, 0], rows, n, n, &shifts[0], y.data, &sums[0])
 
 
 cdef int check_rc(int rc) except -1:
@@ -298,9 +299,17 @@ cdef int check_rc(int rc) except -1:
     return 0
 
 
-cdef float[::1] cython_float_buffer(Py_ssize_t n):
-    from array import array
-    return array("f", bytes(4 * n))
+cdef class FloatScratch:
+    """A float buffer owned by one call (freed with it), for per-row maxima."""
+    cdef float *data
+
+    def __cinit__(self, Py_ssize_t n):
+        self.data = <float *>malloc(max(n, 1) * sizeof(float))
+        if self.data == NULL:
+            raise MemoryError("exaq_cpu: out of memory")
+
+    def __dealloc__(self):
+        free(self.data)
 
 
 include "_lutgemm.pxi"

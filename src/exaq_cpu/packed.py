@@ -19,7 +19,7 @@ from typing import Optional, Union
 import numpy as np
 
 from . import _core
-from ._api import ClipArg, _check_axis, _check_bits, _clip_params, _rows
+from ._api import ClipArg, _batch_shape, _check_axis, _check_bits, _clip_params, _restore_axis, _rows
 
 _FORMAT_VERSION = 1
 
@@ -27,16 +27,6 @@ _FORMAT_VERSION = 1
 def packed_row_bytes(n: int, bits: int) -> int:
     """Bytes of one packed row of ``n`` codes at ``bits`` bits: ``ceil(n*bits/8)``."""
     return (int(n) * int(bits) + 7) // 8
-
-
-def _as_rows(arr: np.ndarray, axis: int, dtype) -> np.ndarray:
-    moved = np.moveaxis(arr, axis, -1)
-    flat = np.ascontiguousarray(moved, dtype=dtype)
-    return flat.reshape(int(np.prod(moved.shape[:-1], dtype=np.int64)), moved.shape[-1])
-
-
-def _batch(shape: tuple, axis: int) -> tuple:
-    return tuple(shape[:axis]) + tuple(shape[axis + 1:])
 
 
 class PackedSoftmax:
@@ -72,7 +62,7 @@ class PackedSoftmax:
         except TypeError as err:
             raise ValueError(str(err)) from err
         n = shape[axis]
-        batch = _batch(shape, axis)
+        batch = _batch_shape(shape, axis)
         codes = self._array(codes, "codes", np.uint8, batch + (packed_row_bytes(n, bits),))
         table = self._array(table, "table", np.float32, batch + (1 << bits,))
         lengths = self._array(lengths, "lengths", np.int64, batch)
@@ -121,7 +111,7 @@ class PackedSoftmax:
 
     @property
     def batch_shape(self) -> tuple:
-        return _batch(self.shape, self.axis)
+        return _batch_shape(self.shape, self.axis)
 
     @property
     def nbytes(self) -> int:
@@ -131,9 +121,7 @@ class PackedSoftmax:
 
     def unpacked_codes(self) -> np.ndarray:
         """Codes as uint8 in the float output's layout (masked entries 0)."""
-        rows = self._unpack_rows()
-        moved = self.batch_shape + (self.n,)
-        return np.moveaxis(rows.reshape(moved), -1, self.axis)
+        return _restore_axis(self._unpack_rows(), self.batch_shape, self.axis)
 
     def _unpack_rows(self) -> np.ndarray:
         n, r = self.n, int(np.prod(self.batch_shape, dtype=np.int64))
@@ -143,7 +131,7 @@ class PackedSoftmax:
 
     def masked(self) -> np.ndarray:
         """Boolean mask in the float output's layout: True where the entry is masked."""
-        return np.moveaxis(self._masked_rows().reshape(self.batch_shape + (self.n,)), -1, self.axis)
+        return _restore_axis(self._masked_rows(), self.batch_shape, self.axis)
 
     def _masked_rows(self) -> np.ndarray:
         n, r = self.n, int(np.prod(self.batch_shape, dtype=np.int64))
@@ -160,7 +148,7 @@ class PackedSoftmax:
         p = np.take_along_axis(table, self._unpack_rows(), axis=1) if n else np.empty((r, 0), np.float32)
         live = ~np.isnan(table[:, 0])  # rows with NaN/+inf stay NaN everywhere
         p[self._masked_rows() & live[:, None]] = 0.0
-        result = np.moveaxis(p.reshape(self.batch_shape + (n,)), -1, self.axis)
+        result = _restore_axis(p, self.batch_shape, self.axis)
         return result if dtype is None else result.astype(dtype)
 
     def save(self, file: Union[str, os.PathLike, io.IOBase]) -> None:
@@ -206,7 +194,7 @@ def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor:
     maskbits = np.empty((r, (n + 7) // 8), np.uint8)
     interior = _core.softmax_packed(rows, packed, table, lengths, maskbits, bits, mode, slope, intercept,
                                     static_lo, floor)
-    batch = _batch(arr.shape, axis)
+    batch = _batch_shape(arr.shape, axis)
     return PackedSoftmax._trusted(packed.reshape(batch + (packed.shape[1],)), table.reshape(batch + (1 << bits,)),
                          lengths.reshape(batch), maskbits.reshape(batch + (maskbits.shape[1],)) if interior else None,
                          bits, arr.shape, axis)
@@ -228,11 +216,10 @@ def pack(codes, bits: int, *, axis: int = -1) -> np.ndarray:
     axis = _check_axis(axis, arr.ndim)
     if arr.size and (arr.min() < 0 or arr.max() >= (1 << bits)):
         raise ValueError(f"codes must lie in [0, {(1 << bits) - 1}] for bits={bits}")
-    rows = _as_rows(arr, axis, np.uint8)
+    rows = _rows(arr, axis, np.uint8)
     out = np.empty((rows.shape[0], packed_row_bytes(rows.shape[1], bits)), np.uint8)
     _core.pack_codes(rows, bits, out)
-    moved = _batch(arr.shape, axis) + (out.shape[1],)
-    return np.moveaxis(out.reshape(moved), -1, axis)
+    return _restore_axis(out, _batch_shape(arr.shape, axis), axis)
 
 
 def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1) -> np.ndarray:
@@ -258,10 +245,10 @@ def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1) -> np.
     if packed_row_bytes(n, bits) != nbytes:
         raise ValueError(f"{n} codes of {bits} bits take {packed_row_bytes(n, bits)} bytes, "
                          f"got {nbytes} along axis {axis}")
-    rows = _as_rows(arr, axis, np.uint8)
+    rows = _rows(arr, axis, np.uint8)
     out = np.empty((rows.shape[0], n), np.uint8)
     _core.unpack_codes(rows, bits, out)
-    return np.moveaxis(out.reshape(_batch(arr.shape, axis) + (n,)), -1, axis)
+    return _restore_axis(out, _batch_shape(arr.shape, axis), axis)
 
 
 def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axis: int = -1,
@@ -288,8 +275,8 @@ def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axi
     n = 8 * nbytes // bits if n is None else int(n)
     if n < 0 or packed_row_bytes(n, bits) != nbytes:
         raise ValueError(f"{n} codes of {bits} bits do not take {nbytes} bytes")
-    rows = _as_rows(arr, axis, np.uint8)
-    batch = _batch(arr.shape, axis)
+    rows = _rows(arr, axis, np.uint8)
+    batch = _batch_shape(arr.shape, axis)
     lut_arr = np.asarray(lut, dtype=np.float32)
     size = 1 << bits
     if lut_arr.shape == (size,):
