@@ -1,0 +1,311 @@
+"""Static per-layer (optionally per-head) clip calibration (SPEC 1.10)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ._model import _check_bits, _check_floor
+from ._tablemodes import CLIP_MODES, clip_law
+
+__all__ = ["Calibrator", "numpy_score_stats", "FALLBACK_CLIP"]
+
+_JSON_VERSION = 1
+
+#: Clip returned for a pool with no spread (all shifted scores 0) or no unmasked score.
+FALLBACK_CLIP = -1.0
+
+
+def _usable(v):
+    """Negative clip(s): non-negative values (no spread) become FALLBACK_CLIP."""
+    if np.ndim(v) == 0:
+        v = float(v)
+        return v if v < 0 else FALLBACK_CLIP
+    v = np.asarray(v, dtype=np.float64)
+    return np.where(v < 0, v, FALLBACK_CLIP)
+
+
+def numpy_score_stats(x, *, axis: int = -1) -> dict:
+    """NumPy reference of :func:`exaq_cpu.score_stats` (SPEC 1.3).
+
+    Shift every row (along ``axis``) by its maximum over unmasked entries
+    (``-inf`` is masked), then pool all unmasked shifted scores of the call:
+    ``sigma`` (Bessel, n-1; 0 for fewer than 2 scores), ``min`` (lo_obs),
+    ``mean``, ``mean_abs_dev`` and ``count``.  Rows holding NaN or ``+inf``
+    are left out.  With no unmasked score the float fields are NaN.
+    """
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 0:
+        raise ValueError("scores must have at least one dimension")
+    a = np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis])
+    bad = np.isnan(a).any(axis=1) | np.isposinf(a).any(axis=1)
+    a = a[~bad]
+    with np.errstate(invalid="ignore"):
+        mx = a.max(axis=1, keepdims=True) if a.size else np.zeros((0, 1))
+        t = a - mx
+    t = t[np.isfinite(t)]
+    cnt = int(t.size)
+    if cnt == 0:
+        nan = float("nan")
+        return {"sigma": nan, "min": nan, "mean": nan, "mean_abs_dev": nan, "count": 0}
+    mean = float(t.mean())
+    return {
+        "sigma": float(t.std(ddof=1)) if cnt > 1 else 0.0,
+        "min": float(t.min()),
+        "mean": mean,
+        "mean_abs_dev": float(np.mean(np.abs(t - mean))),
+        "count": cnt,
+    }
+
+
+def _stats_fn():
+    """The compiled :func:`exaq_cpu.score_stats` when importable, else the NumPy one."""
+    try:
+        from exaq_cpu import score_stats  # noqa: WPS433 (lazy: core may not be built)
+        return score_stats
+    except Exception:  # ImportError, or a partially built package
+        return numpy_score_stats
+
+
+class _Layer:
+    __slots__ = ("calls", "sigma", "min", "clip", "frozen_clip", "frozen_min")
+
+    def __init__(self):
+        self.calls = 0
+        self.sigma: List = []
+        self.min: List = []
+        self.clip: List = []       # raw law clip C (before the max with lo_obs)
+        self.frozen_clip = None    # mean C
+        self.frozen_min = None     # mean lo_obs
+
+
+class Calibrator:
+    """Collects score statistics per layer and freezes static clips (SPEC 1.10).
+
+    For each ``name`` (a layer, e.g. ``"layer.3"``), the first ``n_calib``
+    calls of :meth:`observe` compute the statistics of that call's scores
+    (``sigma``, ``lo_obs = min``) and the law's clip ``C`` dynamically, and
+    return ``max(lo_obs, C)`` for that call.  After the ``n_calib``-th call the
+    layer is *frozen*: the mean of ``C`` and the mean of ``lo_obs`` over those
+    calls are kept and every later call returns the static clip
+    ``max(mean lo_obs, mean C)`` without looking at the scores again.
+
+    Parameters
+    ----------
+    n_calib : int
+        Calls per layer before freezing (the reference uses 25).
+    bits : int
+        Code width 2..8, passed to the law.
+    law : str
+        Any mode of :data:`CLIP_MODES` (``"gauss"``, ``"laplace"``, ``"table"``,
+        ``"softmax_kl"``, ...; ``"naive"`` freezes the mean ``lo_obs``).
+    per_head : bool
+        Keep separate statistics per head.  Heads are indexed along
+        ``head_axis`` of the scores (default 1, i.e. scores shaped
+        ``(batch, heads, q, k)``); :meth:`observe` and ``cal[name]`` then give a
+        ``numpy.ndarray`` of shape ``(heads,)``, one clip per head slice
+        ``scores.take(h, axis=head_axis)`` -- apply each to its own slice.
+    head_axis : int
+        The head axis for ``per_head=True`` (ignored otherwise).
+    floor : {"exp", "zero"}
+        Floor the table modes are computed for.
+
+    Example
+    -------
+    >>> cal = Calibrator(n_calib=25, bits=2)
+    >>> clip = cal.observe("layer.3", scores)            # doctest: +SKIP
+    >>> p = exaq_cpu.softmax(scores, bits=2, clip=clip)  # doctest: +SKIP
+    >>> cal.save("clips.json"); cal["layer.3"]           # doctest: +SKIP
+    """
+
+    def __init__(self, n_calib: int = 25, bits: int = 2, law: str = "gauss", per_head: bool = False,
+                 *, head_axis: int = 1, floor: str = "exp"):
+        if isinstance(n_calib, bool) or not isinstance(n_calib, (int, np.integer)) or n_calib < 1:
+            raise ValueError(f"n_calib must be an integer >= 1, got {n_calib!r}")
+        if law not in CLIP_MODES:
+            raise ValueError(f"law must be one of {CLIP_MODES}, got {law!r}")
+        if isinstance(head_axis, bool) or not isinstance(head_axis, (int, np.integer)):
+            raise ValueError(f"head_axis must be an integer, got {head_axis!r}")
+        self.n_calib = int(n_calib)
+        self.bits = _check_bits(bits)
+        self.law = law
+        self.per_head = bool(per_head)
+        self.head_axis = int(head_axis)
+        self.floor = _check_floor(floor)
+        if law == "laplace" and self.bits not in (2, 4):
+            raise ValueError(f"law='laplace' is published for bits 2 and 4 only, got bits={bits}")
+        self._layers: Dict[str, _Layer] = {}
+
+    # ------------------------------------------------------------------ core
+    def _one(self, stats: dict):
+        """(lo_obs, raw C, sigma) for one pool of statistics, None if empty."""
+        if not stats.get("count", 0):
+            return None
+        lo_obs = float(stats["min"])
+        c = float(clip_law(self.law, stats, self.bits, self.floor))
+        if not math.isfinite(c):           # "naive": no clip, freeze lo_obs only
+            c = lo_obs
+        return lo_obs, c, float(stats["sigma"])
+
+    def observe(self, name: str, scores, axis: int = -1):
+        """Record one call's scores for layer ``name``; return the clip to use now.
+
+        While the layer is calibrating the returned clip is dynamic,
+        ``max(lo_obs, C)`` of these scores; once frozen it is the static
+        clip.  Always a negative float (an array of shape ``(heads,)`` with
+        ``per_head``), valid as the static ``clip=`` of :func:`exaq_cpu.softmax`.
+        When there is nothing to clip -- a call whose scores are all masked
+        (not counted) or a pool with no spread (every shifted score is 0, e.g.
+        a single key; counted) -- :data:`FALLBACK_CLIP` is returned: such scores
+        are quantized exactly whatever the clip.
+        """
+        if not isinstance(name, str):
+            raise ValueError(f"name must be a str, got {type(name).__name__}")
+        layer = self._layers.setdefault(name, _Layer())
+        if layer.frozen_clip is not None:
+            layer.calls += 1
+            return self[name]
+        stats_fn = _stats_fn()
+        if self.per_head:
+            arr = np.asarray(scores)
+            ha = self.head_axis % arr.ndim
+            ax = axis % arr.ndim
+            if ha == ax:
+                raise ValueError("head_axis must differ from the softmax axis")
+            res = []
+            for h in range(arr.shape[ha]):
+                st = stats_fn(np.take(arr, h, axis=ha), axis=ax - (ax > ha))
+                res.append(self._one(st))
+            if any(r is None for r in res):
+                return np.full(len(res), FALLBACK_CLIP)
+            lo = np.array([r[0] for r in res])
+            c = np.array([r[1] for r in res])
+            if layer.min and len(layer.min[0]) != lo.size:
+                raise ValueError(f"layer {name!r}: got {lo.size} heads, calibrated with {len(layer.min[0])}")
+            layer.sigma.append([r[2] for r in res])
+            layer.min.append(lo.tolist())
+            layer.clip.append(c.tolist())
+            out = np.maximum(lo, c)
+        else:
+            st = stats_fn(scores, axis=axis)
+            r = self._one(st)
+            if r is None:
+                return FALLBACK_CLIP
+            lo, c, sg = r
+            layer.sigma.append(sg)
+            layer.min.append(lo)
+            layer.clip.append(c)
+            out = max(lo, c)
+        layer.calls += 1
+        if layer.calls >= self.n_calib:
+            self._freeze(layer)
+        return _usable(out)
+
+    def _freeze(self, layer: _Layer):
+        if not layer.clip:
+            raise ValueError("cannot freeze a layer with no observed call")
+        layer.frozen_clip = np.mean(np.asarray(layer.clip, dtype=np.float64), axis=0)
+        layer.frozen_min = np.mean(np.asarray(layer.min, dtype=np.float64), axis=0)
+
+    def freeze(self, name: Optional[str] = None):
+        """Freeze ``name`` (or every calibrating layer) now, from the calls seen so far."""
+        names = [name] if name is not None else [k for k, v in self._layers.items() if v.frozen_clip is None]
+        for k in names:
+            self._freeze(self._get(k))
+
+    # ------------------------------------------------------------ accessors
+    def _get(self, name: str) -> _Layer:
+        try:
+            return self._layers[name]
+        except KeyError:
+            known = ", ".join(repr(k) for k in sorted(self._layers)) or "none"
+            raise KeyError(f"unknown layer {name!r} (known layers: {known})") from None
+
+    def __getitem__(self, name: str):
+        """The frozen static clip of ``name`` (float, or array with ``per_head``).
+
+        KeyError if ``name`` was never observed, ValueError if it is still
+        calibrating.
+        """
+        layer = self._get(name)
+        if layer.frozen_clip is None:
+            raise ValueError(f"layer {name!r} is not frozen yet: {layer.calls} of "
+                             f"{self.n_calib} calibration calls seen")
+        return _usable(np.maximum(layer.frozen_min, layer.frozen_clip))
+
+    def frozen(self, name: str) -> bool:
+        """True once ``name`` has its static clip (KeyError if never observed)."""
+        return self._get(name).frozen_clip is not None
+
+    def __contains__(self, name) -> bool:
+        return name in self._layers
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def names(self) -> list:
+        """Names of every observed layer, in first-seen order."""
+        return list(self._layers)
+
+    def stats(self, name: str) -> dict:
+        """Per-call history of ``name``: lists ``sigma``, ``min`` and ``clip`` (raw C)."""
+        layer = self._get(name)
+        return {"calls": layer.calls, "sigma": list(layer.sigma), "min": list(layer.min),
+                "clip": list(layer.clip)}
+
+    # --------------------------------------------------------- persistence
+    def to_dict(self) -> dict:
+        layers = {}
+        for k, v in self._layers.items():
+            layers[k] = {
+                "calls": v.calls, "sigma": v.sigma, "min": v.min, "clip": v.clip,
+                "frozen_clip": None if v.frozen_clip is None else np.asarray(v.frozen_clip).tolist(),
+                "frozen_min": None if v.frozen_min is None else np.asarray(v.frozen_min).tolist(),
+            }
+        return {"version": _JSON_VERSION, "n_calib": self.n_calib, "bits": self.bits, "law": self.law,
+                "per_head": self.per_head, "head_axis": self.head_axis, "floor": self.floor,
+                "layers": layers}
+
+    def to_json(self, **kwargs) -> str:
+        """The full state (settings, per-call history, frozen clips) as JSON text."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibrator":
+        if d.get("version") != _JSON_VERSION:
+            raise ValueError(f"unsupported calibrator version {d.get('version')!r}")
+        cal = cls(d["n_calib"], d["bits"], d["law"], d["per_head"], head_axis=d["head_axis"],
+                  floor=d["floor"])
+        for k, v in d["layers"].items():
+            layer = _Layer()
+            layer.calls = int(v["calls"])
+            layer.sigma, layer.min, layer.clip = list(v["sigma"]), list(v["min"]), list(v["clip"])
+            if v["frozen_clip"] is not None:
+                layer.frozen_clip = np.asarray(v["frozen_clip"], dtype=np.float64)
+                layer.frozen_min = np.asarray(v["frozen_min"], dtype=np.float64)
+            cal._layers[k] = layer
+        return cal
+
+    @classmethod
+    def from_json(cls, text: str) -> "Calibrator":
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path) -> None:
+        """Write :meth:`to_json` to ``path``."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json(indent=1))
+
+    @classmethod
+    def load(cls, path) -> "Calibrator":
+        """Read a file written by :meth:`save`."""
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())
+
+    def __repr__(self) -> str:
+        fz = sum(v.frozen_clip is not None for v in self._layers.values())
+        return (f"Calibrator(n_calib={self.n_calib}, bits={self.bits}, law={self.law!r}, "
+                f"per_head={self.per_head}, layers={len(self._layers)}, frozen={fz})")
