@@ -12,9 +12,8 @@ from exaq_cpu import clipping as cl
 from exaq_cpu.clipping import _model
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # ---------------------------------------------------------------- helpers
 
@@ -87,7 +86,7 @@ def test_vectorized_broadcast():
                                               (4, 3.0, "zero"), (8, 2.0, "exp")])
 def test_optimum_is_a_true_minimum(bits, sigma, floor):
     c = cl.optimal_clip(sigma, bits, floor=floor)
-    f = lambda x: cl.expected_exp_mse(x, sigma, bits, floor=floor)  # noqa: E731
+    f = lambda x: cl.expected_exp_mse(x, sigma, bits, floor=floor)
     m = f(c)
     for d in (0.01, 0.05, 0.3):
         assert f(c - d) > m and f(c + d) > m

@@ -7,14 +7,15 @@ Examples::
     python -m exaq_cpu.clipping table --bits 3 --objective softmax_kl --floor zero
     python -m exaq_cpu.clipping robustness --bits 2 --sigma 2 5
     python -m exaq_cpu.clipping llama-compare --bits 2 --floor exp zero --tokens 1024
-    python -m exaq_cpu.clipping regen-tables                        # rewrite _tables.py (~8 min)
+    python -m exaq_cpu.clipping regen-tables                        # rewrite _tables.py (~10 min)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -105,7 +106,7 @@ def _cmd_robust(a) -> int:
 
     res = robustness_study(a.bits, a.sigma, n=a.n, rows=a.rows, seed=a.seed, floor=a.floor)
     g = "ratio_gauss" in res[0]
-    print(f"| distribution | sigma | measured sigma | analytic C | best C | exp-MSE ratio analytic/best"
+    print("| distribution | sigma | measured sigma | analytic C | best C | exp-MSE ratio analytic/best"
           + (" | gauss-law C | ratio gauss/best |" if g else " |"))
     print("|---|---|---|---|---|---|" + ("---|---|" if g else ""))
     for r in res:

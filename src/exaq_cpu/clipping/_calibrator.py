@@ -11,7 +11,7 @@ import numpy as np
 from ._model import _check_bits, _check_floor
 from ._tablemodes import CLIP_MODES, clip_law
 
-__all__ = ["Calibrator", "numpy_score_stats", "FALLBACK_CLIP"]
+__all__ = ["FALLBACK_CLIP", "Calibrator", "numpy_score_stats"]
 
 _JSON_VERSION = 1
 
@@ -71,7 +71,7 @@ def _stats_fn():
 
 
 class _Layer:
-    __slots__ = ("calls", "sigma", "min", "clip", "frozen_clip", "frozen_min")
+    __slots__ = ("calls", "clip", "frozen_clip", "frozen_min", "min", "sigma")
 
     def __init__(self):
         self.calls = 0
@@ -274,7 +274,7 @@ class Calibrator:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Calibrator":
+    def from_dict(cls, d: dict) -> Calibrator:
         if d.get("version") != _JSON_VERSION:
             raise ValueError(f"unsupported calibrator version {d.get('version')!r}")
         cal = cls(d["n_calib"], d["bits"], d["law"], d["per_head"], head_axis=d["head_axis"],
@@ -290,7 +290,7 @@ class Calibrator:
         return cal
 
     @classmethod
-    def from_json(cls, text: str) -> "Calibrator":
+    def from_json(cls, text: str) -> Calibrator:
         """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
 
@@ -300,7 +300,7 @@ class Calibrator:
             f.write(self.to_json(indent=1))
 
     @classmethod
-    def load(cls, path) -> "Calibrator":
+    def load(cls, path) -> Calibrator:
         """Read a file written by :meth:`save`."""
         with open(path, encoding="utf-8") as f:
             return cls.from_json(f.read())

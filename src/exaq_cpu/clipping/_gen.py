@@ -1,6 +1,6 @@
 """Regenerate ``_tables.py`` (the shipped sigma -> clip tables).
 
-Run ``python -m exaq_cpu.clipping regen-tables`` (about 5 minutes on one core);
+Run ``python -m exaq_cpu.clipping regen-tables`` (about 10 minutes on one core);
 it overwrites ``src/exaq_cpu/clipping/_tables.py`` next to this file unless
 ``--out`` is given.  The tables are deterministic (numerical integration for
 exp-MSE, fixed-seed Monte Carlo for the row objectives).

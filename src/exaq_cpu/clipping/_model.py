@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 __all__ = [
-    "expected_exp_mse",
-    "optimal_clip",
-    "gauss_clip",
-    "laplace_clip",
-    "fit_linear_law",
-    "LawFit",
+    "FLOORS",
     "GAUSS_LAWS",
     "LAPLACE_LAWS",
-    "FLOORS",
+    "LawFit",
+    "expected_exp_mse",
+    "fit_linear_law",
+    "gauss_clip",
+    "laplace_clip",
+    "optimal_clip",
 ]
 
 #: Published linear laws ``C = -a*sigma - c`` (SPEC section 1.4), keyed by bits -> (a, c).

@@ -7,9 +7,16 @@ import math
 import numpy as np
 
 from ._calibrator import numpy_score_stats
-from ._model import _check_bits, _check_floor, _check_n, _check_sigma, gauss_clip, optimal_clip
+from ._model import (
+    _check_bits,
+    _check_floor,
+    _check_n,
+    _check_sigma,
+    gauss_clip,
+    optimal_clip,
+)
 
-__all__ = ["DISTRIBUTIONS", "sample_rows", "empirical_exp_mse", "robustness_study"]
+__all__ = ["DISTRIBUTIONS", "empirical_exp_mse", "robustness_study", "sample_rows"]
 
 #: Row distributions of the study, each scaled to standard deviation sigma.
 DISTRIBUTIONS = ("gaussian", "uniform", "laplace", "bimodal", "student_t3")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -20,13 +20,13 @@ from ._model import (
 from ._row import ROW_OBJECTIVES
 
 __all__ = [
-    "TABLE_OBJECTIVES",
-    "CLIP_MODES",
     "BEST_MODE",
+    "CLIP_MODES",
+    "TABLE_OBJECTIVES",
+    "clip_from_stats",
+    "clip_law",
     "optimal_clip_table",
     "table_clip",
-    "clip_law",
-    "clip_from_stats",
 ]
 
 #: objectives with a shipped table: the per-entry exp-MSE and the whole-row ones.
@@ -40,7 +40,7 @@ BEST_MODE = "softmax_mse"
 CLIP_MODES = ("naive", "gauss", "laplace", "table") + TABLE_OBJECTIVES + ("accurate",)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shipped():
     from . import _tables
     return _tables
@@ -52,7 +52,7 @@ def _check_objective(objective) -> str:
     return objective
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _table(bits: int, floor: str, objective: str):
     tb = _shipped()
     if objective == "exp_mse":
