@@ -8,29 +8,7 @@
 #include <string.h>
 
 #include "../exaq.h"
-
-static int failures;
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            ++failures;                                                    \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);           \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fputc('\n', stderr);                                           \
-        }                                                                  \
-    } while (0)
-
-static uint64_t rng_state = 88172645463325252ull;
-static double uniform(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float normal(void) {
-    const double u = uniform() + 1e-12, v = uniform();
-    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
+#include "check.h"
 
 /* a block of exactly `count` floats: reading one past the end is a heap overflow */
 static float *tight_floats(size_t count) { return (float *)malloc(count ? count * sizeof(float) : 1); }
