@@ -147,7 +147,11 @@ def bcq_linear_factory(
 
 
 class AttentionSoftmax(Protocol):
-    """Softmax over the last axis of one layer's attention scores ``(heads, queries, keys)``."""
+    """Softmax over the last axis of one layer's attention scores ``(heads, queries, keys)``.
+
+    ``scores`` is a temporary of the attention: an implementation may overwrite it and return it,
+    which saves allocating (and page-faulting) a fresh output of the same size on every call.
+    """
 
     #: Short description used in reports, e.g. ``"float"`` or ``"exaq-2bit-gauss"``.
     label: str
@@ -233,7 +237,8 @@ class ExaqSoftmax:
         clip = self.clip
         if self.calibrator is not None:
             clip = float(self.calibrator.observe(f"layer.{layer}", scores, axis=-1))
-        return self._softmax(scores, self.bits, axis=-1, clip=clip, floor=self.floor)
+        # In place (supported by exaq_cpu.softmax): no new output buffer per call, as FloatSoftmax.
+        return self._softmax(scores, self.bits, axis=-1, clip=clip, floor=self.floor, out=scores)
 
 
 def make_softmax(
