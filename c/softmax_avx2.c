@@ -106,12 +106,7 @@ static void moments_avx2(const float *x, size_t n, float shift, double sum[EXAQ_
         _mm256_storeu_pd(sum + 4 * q, acc[q]);
         _mm256_storeu_pd(sumsq + 4 * q, sq[q]);
     }
-    for (; j < n; ++j) {
-        if (exaq_is_masked(x[j])) continue;
-        const double t = (double)x[j] - (double)shift;
-        sum[j % EXAQ_LANES] += t;
-        sumsq[j % EXAQ_LANES] += t * t;
-    }
+    exaq_moments_from(x, j, n, shift, sum, sumsq);
 }
 
 static void abs_deviation_avx2(const float *x, size_t n, float shift, double center,
@@ -130,11 +125,7 @@ static void abs_deviation_avx2(const float *x, size_t n, float shift, double cen
         }
     }
     for (int q = 0; q < 4; ++q) _mm256_storeu_pd(sum + 4 * q, acc[q]);
-    for (; j < n; ++j) {
-        if (exaq_is_masked(x[j])) continue;
-        const double d = ((double)x[j] - (double)shift) - center;
-        sum[j % EXAQ_LANES] += d < 0 ? -d : d;
-    }
+    exaq_abs_deviation_from(x, j, n, shift, center, sum);
 }
 
 typedef struct {
@@ -191,15 +182,7 @@ static inline void quantize_count_groups(const float *x, size_t n, const exaq_qu
         }
     }
     for (int g = 0; g < groups; ++g) drain_byte_counters(acc[g], counts + 4 * g);
-    for (; j < n; ++j) {
-        if (exaq_is_masked(x[j])) {
-            codes[j] = EXAQ_MASKED_CODE;
-            continue;
-        }
-        const int code = exaq_quantize_one(x[j], q);
-        codes[j] = (uint8_t)code;
-        ++counts[code];
-    }
+    exaq_quantize_count_from(x, j, n, q, codes, counts);
 }
 
 static void quantize_count_avx2(const float *x, size_t n, const exaq_quantizer *q,
@@ -226,7 +209,7 @@ static void expand_avx2(const uint8_t *codes, size_t n, const float table[EXAQ_M
         p = _mm256_and_ps(p, _mm256_castsi256_ps(_mm256_cmpgt_epi32(below_masked, code)));
         _mm256_storeu_ps(y + j, p);
     }
-    for (; j < n; ++j) y[j] = codes[j] < EXAQ_MAX_CODES ? table[codes[j]] : 0.0f;
+    exaq_expand_from(codes, j, n, table, y);
 }
 
 static inline __m256 exp256_nonpositive(__m256 t) {

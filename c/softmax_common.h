@@ -41,6 +41,47 @@ static inline int exaq_quantize_one(float x, const exaq_quantizer *q) {
     return (int)exaq_round_even(fmaf(t, q->scale, q->offset));
 }
 
+/* Entries [from, n) of a row, scalar: the scalar kernels run them from 0, and
+ * the SIMD kernels use them for the entries they do not vectorize, so both
+ * keep the same lane order and arithmetic. */
+static inline void exaq_moments_from(const float *x, size_t from, size_t n, float shift,
+                                     double sum[EXAQ_LANES], double sumsq[EXAQ_LANES]) {
+    for (size_t j = from; j < n; ++j) {
+        if (exaq_is_masked(x[j])) continue;
+        const double t = (double)x[j] - (double)shift;
+        sum[j % EXAQ_LANES] += t;
+        sumsq[j % EXAQ_LANES] += t * t;
+    }
+}
+
+static inline void exaq_abs_deviation_from(const float *x, size_t from, size_t n, float shift,
+                                           double center, double sum[EXAQ_LANES]) {
+    for (size_t j = from; j < n; ++j) {
+        if (exaq_is_masked(x[j])) continue;
+        const double d = ((double)x[j] - (double)shift) - center;
+        sum[j % EXAQ_LANES] += d < 0 ? -d : d;
+    }
+}
+
+static inline void exaq_quantize_count_from(const float *x, size_t from, size_t n,
+                                            const exaq_quantizer *q, uint8_t *codes,
+                                            int64_t counts[EXAQ_MAX_CODES]) {
+    for (size_t j = from; j < n; ++j) {
+        if (exaq_is_masked(x[j])) {
+            codes[j] = EXAQ_MASKED_CODE;
+            continue;
+        }
+        const int code = exaq_quantize_one(x[j], q);
+        codes[j] = (uint8_t)code;
+        ++counts[code];
+    }
+}
+
+static inline void exaq_expand_from(const uint8_t *codes, size_t from, size_t n,
+                                    const float table[EXAQ_MAX_CODES], float *y) {
+    for (size_t j = from; j < n; ++j) y[j] = codes[j] < EXAQ_MAX_CODES ? table[codes[j]] : 0.0f;
+}
+
 /* Float lanes of the row statistics, flushed to double lanes on the shared
  * schedule; SIMD files use these for the entries they do not vectorize. */
 typedef struct {

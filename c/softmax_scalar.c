@@ -27,39 +27,22 @@ static void row_stats_scalar(const float *x, size_t n, float pilot, exaq_row_sta
 
 static void moments_scalar(const float *x, size_t n, float shift, double sum[EXAQ_LANES],
                            double sumsq[EXAQ_LANES]) {
-    for (size_t j = 0; j < n; ++j) {
-        if (exaq_is_masked(x[j])) continue;
-        const double t = (double)x[j] - (double)shift;
-        sum[j % EXAQ_LANES] += t;
-        sumsq[j % EXAQ_LANES] += t * t;
-    }
+    exaq_moments_from(x, 0, n, shift, sum, sumsq);
 }
 
 static void abs_deviation_scalar(const float *x, size_t n, float shift, double center,
                                  double sum[EXAQ_LANES]) {
-    for (size_t j = 0; j < n; ++j) {
-        if (exaq_is_masked(x[j])) continue;
-        const double d = ((double)x[j] - (double)shift) - center;
-        sum[j % EXAQ_LANES] += d < 0 ? -d : d;
-    }
+    exaq_abs_deviation_from(x, 0, n, shift, center, sum);
 }
 
 static void quantize_count_scalar(const float *x, size_t n, const exaq_quantizer *q,
                                   uint8_t *codes, int64_t counts[EXAQ_MAX_CODES]) {
-    for (size_t j = 0; j < n; ++j) {
-        if (exaq_is_masked(x[j])) {
-            codes[j] = EXAQ_MASKED_CODE;
-            continue;
-        }
-        const int code = exaq_quantize_one(x[j], q);
-        codes[j] = (uint8_t)code;
-        ++counts[code];
-    }
+    exaq_quantize_count_from(x, 0, n, q, codes, counts);
 }
 
 static void expand_scalar(const uint8_t *codes, size_t n, const float table[EXAQ_MAX_CODES],
                           float *y) {
-    for (size_t j = 0; j < n; ++j) y[j] = codes[j] < EXAQ_MAX_CODES ? table[codes[j]] : 0.0f;
+    exaq_expand_from(codes, 0, n, table, y);
 }
 
 static float exp_nonpositive(float t) {
