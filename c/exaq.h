@@ -20,6 +20,10 @@ extern "C" {
  * range and so on the codes. */
 #define EXAQ_LANES 16
 #define EXAQ_FLUSH 1024
+/* The float sums of the row statistics (exaq_row_stats) use more lanes: four
+ * independent 16-wide accumulators keep the AVX-512 pass from waiting on the
+ * latency of its adds.  A multiple of every vector width, dividing EXAQ_FLUSH. */
+#define EXAQ_STAT_LANES 64
 #define EXAQ_MAX_CODES 16
 /* code written for a masked (-inf) entry: indexes past every table, reads as 0 */
 #define EXAQ_MASKED_CODE 16
@@ -38,13 +42,18 @@ typedef struct {
  *   t = max(x - shift, lo)             (float32)
  *   v = fma(t, scale, offset)          (one rounding; offset = -lo*scale in float32)
  *   q = rint(v)                        (round half to even; t <= 0 keeps q <= levels)
- * and masked entries (x == -inf) get EXAQ_MASKED_CODE and are not counted. */
+ * and masked entries (x == -inf) get EXAQ_MASKED_CODE and are not counted.
+ * Equivalently q = max(rint(fma(x - shift, scale, offset)), 0): at t = lo the
+ * fma gives the rounding error of lo*scale, far below 1/2, so every t <= lo
+ * rounds to a code <= 0 (SIMD kernels clamp after rounding, in the saturating
+ * narrowing to bytes).  shift is the row maximum, so t <= 0. */
 typedef struct {
     float shift;
     float lo;
     float scale;
     float offset;
-    int levels;  /* 2^bits - 1 */
+    int levels;   /* 2^bits - 1 */
+    int may_mask; /* 0: the caller knows the row holds no -inf (kernels may skip the test) */
 } exaq_quantizer;
 
 /* Packed code rows (docs/packed.md): code j of a row sits at bit j*bits of the

@@ -7,6 +7,7 @@
 #include "softmax_common.h"
 
 #define BLOCK EXAQ_LANES
+#define STAT_GROUPS (EXAQ_STAT_LANES / 8)
 
 static inline __m256 neg_inf8(void) { return _mm256_set1_ps(-__builtin_inff()); }
 
@@ -34,46 +35,53 @@ static float row_max_avx2(const float *x, size_t n, int *invalid) {
     return mx;
 }
 
+typedef struct {
+    __m256 vmax, vmin;
+    int64_t unmasked;
+} extremes256;
+
+static inline void stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *sum, __m256 *sumsq) {
+    const __m256 live = live8(v);
+    e->unmasked += __builtin_popcount((unsigned)_mm256_movemask_ps(live));
+    e->vmax = _mm256_max_ps(e->vmax, v); /* -inf never wins a max */
+    e->vmin = _mm256_min_ps(e->vmin, _mm256_blendv_ps(_mm256_set1_ps(__builtin_inff()), v, live));
+    /* masked lanes add +0.0, which leaves a sum that is never -0 unchanged */
+    const __m256 d = _mm256_and_ps(_mm256_sub_ps(v, pilot), live);
+    *sum = _mm256_add_ps(*sum, d);
+    *sumsq = _mm256_fmadd_ps(d, d, *sumsq);
+}
+
 static void row_stats_avx2(const float *x, size_t n, float pilot, exaq_row_stats *out) {
-    const __m256 p = _mm256_set1_ps(pilot), pos_inf = _mm256_set1_ps(__builtin_inff());
+    const __m256 p = _mm256_set1_ps(pilot);
     exaq_stat_lanes lanes;
     memset(&lanes, 0, sizeof lanes);
     exaq_row_stats_init(out);
-    __m256 vmax = neg_inf8(), vmin = pos_inf;
-    int64_t unmasked = 0;
+    extremes256 st = {neg_inf8(), _mm256_set1_ps(__builtin_inff()), 0};
     for (size_t block = 0; block < n; block += EXAQ_FLUSH) {
         const size_t end = n - block < EXAQ_FLUSH ? n : block + EXAQ_FLUSH;
-        __m256 sum[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-        __m256 sumsq[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        __m256 sum[STAT_GROUPS], sumsq[STAT_GROUPS];
+        for (int g = 0; g < STAT_GROUPS; ++g) sum[g] = sumsq[g] = _mm256_setzero_ps();
         size_t j = block;
-        for (; j + BLOCK <= end; j += BLOCK) {
-            for (int h = 0; h < 2; ++h) {
-                const __m256 v = _mm256_loadu_ps(x + j + 8 * h);
-                const __m256 live = live8(v);
-                unmasked += __builtin_popcount((unsigned)_mm256_movemask_ps(live));
-                vmax = _mm256_max_ps(vmax, v); /* -inf never wins a max */
-                vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(pos_inf, v, live));
-                /* masked lanes add +0.0, which leaves a sum that is never -0 unchanged */
-                const __m256 d = _mm256_and_ps(_mm256_sub_ps(v, p), live);
-                sum[h] = _mm256_add_ps(sum[h], d);
-                sumsq[h] = _mm256_fmadd_ps(d, d, sumsq[h]);
-            }
+        for (; j + EXAQ_STAT_LANES <= end; j += EXAQ_STAT_LANES)
+            for (int g = 0; g < STAT_GROUPS; ++g)
+                stats_step8(_mm256_loadu_ps(x + j + 8 * g), p, &st, &sum[g], &sumsq[g]);
+        for (int g = 0; j + 8 <= end; j += 8, ++g)
+            stats_step8(_mm256_loadu_ps(x + j), p, &st, &sum[g], &sumsq[g]);
+        for (int g = 0; g < STAT_GROUPS; ++g) {
+            _mm256_storeu_ps(lanes.sum + 8 * g, sum[g]);
+            _mm256_storeu_ps(lanes.sumsq + 8 * g, sumsq[g]);
         }
-        _mm256_storeu_ps(lanes.sum, sum[0]);
-        _mm256_storeu_ps(lanes.sum + 8, sum[1]);
-        _mm256_storeu_ps(lanes.sumsq, sumsq[0]);
-        _mm256_storeu_ps(lanes.sumsq + 8, sumsq[1]);
         for (; j < end; ++j) exaq_stats_add_one(x[j], j, pilot, &lanes, out);
         exaq_stat_lanes_flush(&lanes);
     }
     float lanes_max[8], lanes_min[8];
-    _mm256_storeu_ps(lanes_max, vmax);
-    _mm256_storeu_ps(lanes_min, vmin);
+    _mm256_storeu_ps(lanes_max, st.vmax);
+    _mm256_storeu_ps(lanes_min, st.vmin);
     for (int l = 0; l < 8; ++l) {
         if (lanes_max[l] > out->max) out->max = lanes_max[l];
         if (lanes_min[l] < out->min) out->min = lanes_min[l];
     }
-    out->unmasked += unmasked;
+    out->unmasked += st.unmasked;
     exaq_stat_lanes_total(&lanes, out);
 }
 

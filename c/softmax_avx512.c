@@ -37,52 +37,70 @@ static float row_max_avx512(const float *x, size_t n, int *invalid) {
     return mx;
 }
 
+#define STAT_GROUPS (EXAQ_STAT_LANES / W)
+
 typedef struct {
-    __m512 vmax, vmin, sum, sumsq;
+    __m512 vmax, vmin, sum[STAT_GROUPS], sumsq[STAT_GROUPS];
     int64_t unmasked;
 } stats512;
 
-static inline void stats_step(stats512 *s, __m512 v, __mmask16 m, __m512 pilot) {
+/* entries of lane group g (lanes 16g .. 16g+15 of the statistics) */
+static inline void stats_step(stats512 *s, int g, __m512 v, __mmask16 m, __m512 pilot) {
     const __mmask16 live = m & unmasked16(v);
     s->unmasked += __builtin_popcount((unsigned)live);
     s->vmax = _mm512_mask_max_ps(s->vmax, live, s->vmax, v);
     s->vmin = _mm512_mask_min_ps(s->vmin, live, s->vmin, v);
     const __m512 d = _mm512_sub_ps(v, pilot);
-    s->sum = _mm512_mask_add_ps(s->sum, live, s->sum, d);
-    s->sumsq = _mm512_mask3_fmadd_ps(d, d, s->sumsq, live);
+    s->sum[g] = _mm512_mask_add_ps(s->sum[g], live, s->sum[g], d);
+    s->sumsq[g] = _mm512_mask3_fmadd_ps(d, d, s->sumsq[g], live);
+}
+
+/* float lanes of one lane group added into its two double vectors */
+static inline void widen_into(__m512 f, __m512d *lo, __m512d *hi) {
+    *lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
+    *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))));
+}
+
+/* exaq_tree_total over the 64 double lanes held in wide[0..7] (lane l in
+ * vector l / 8), pair for pair in the same order */
+static inline double tree_total512(__m512d wide[8]) {
+    for (int v = 0; v < 4; ++v) wide[v] = _mm512_add_pd(wide[v], wide[v + 4]);
+    for (int v = 0; v < 2; ++v) wide[v] = _mm512_add_pd(wide[v], wide[v + 2]);
+    const __m512d eight = _mm512_add_pd(wide[0], wide[1]);
+    const __m256d four = _mm256_add_pd(_mm512_castpd512_pd256(eight), _mm512_extractf64x4_pd(eight, 1));
+    const __m128d two = _mm_add_pd(_mm256_castpd256_pd128(four), _mm256_extractf128_pd(four, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)));
 }
 
 static void row_stats_avx512(const float *x, size_t n, float pilot, exaq_row_stats *out) {
     const __m512 p = _mm512_set1_ps(pilot);
-    double wide_sum[W] = {0}, wide_sumsq[W] = {0};
-    stats512 s = {_mm512_set1_ps(-__builtin_inff()), _mm512_set1_ps(__builtin_inff()),
-                  _mm512_setzero_ps(), _mm512_setzero_ps(), 0};
+    __m512d wide_sum[2 * STAT_GROUPS], wide_sumsq[2 * STAT_GROUPS];
+    for (int v = 0; v < 2 * STAT_GROUPS; ++v) wide_sum[v] = wide_sumsq[v] = _mm512_setzero_pd();
+    stats512 s;
+    s.vmax = _mm512_set1_ps(-__builtin_inff());
+    s.vmin = _mm512_set1_ps(__builtin_inff());
+    s.unmasked = 0;
     for (size_t block = 0; block < n; block += EXAQ_FLUSH) {
         const size_t end = n - block < EXAQ_FLUSH ? n : block + EXAQ_FLUSH;
+        for (int g = 0; g < STAT_GROUPS; ++g) s.sum[g] = s.sumsq[g] = _mm512_setzero_ps();
         size_t j = block;
-        for (; j + W <= end; j += W) stats_step(&s, _mm512_loadu_ps(x + j), 0xFFFF, p);
-        if (j < end) {
+        for (; j + EXAQ_STAT_LANES <= end; j += EXAQ_STAT_LANES)
+            for (int g = 0; g < STAT_GROUPS; ++g)
+                stats_step(&s, g, _mm512_loadu_ps(x + j + W * g), 0xFFFF, p);
+        for (int g = 0; j < end; j += W, ++g) {
             const __mmask16 m = first_lanes(end - j);
-            stats_step(&s, _mm512_maskz_loadu_ps(m, x + j), m, p);
+            stats_step(&s, g, _mm512_maskz_loadu_ps(m, x + j), m, p);
         }
-        float lanes_sum[W], lanes_sumsq[W];
-        _mm512_storeu_ps(lanes_sum, s.sum);
-        _mm512_storeu_ps(lanes_sumsq, s.sumsq);
-        for (int l = 0; l < W; ++l) {
-            wide_sum[l] += (double)lanes_sum[l];
-            wide_sumsq[l] += (double)lanes_sumsq[l];
+        for (int g = 0; g < STAT_GROUPS; ++g) {
+            widen_into(s.sum[g], &wide_sum[2 * g], &wide_sum[2 * g + 1]);
+            widen_into(s.sumsq[g], &wide_sumsq[2 * g], &wide_sumsq[2 * g + 1]);
         }
-        s.sum = _mm512_setzero_ps();
-        s.sumsq = _mm512_setzero_ps();
     }
     out->max = _mm512_reduce_max_ps(s.vmax);
     out->min = _mm512_reduce_min_ps(s.vmin);
     out->unmasked = s.unmasked;
-    out->sum = out->sumsq = 0.0;
-    for (int l = 0; l < W; ++l) {
-        out->sum += wide_sum[l];
-        out->sumsq += wide_sumsq[l];
-    }
+    out->sum = tree_total512(wide_sum);
+    out->sumsq = tree_total512(wide_sumsq);
 }
 
 static inline __m512d low_half_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
@@ -131,81 +149,99 @@ static void abs_deviation_avx512(const float *x, size_t n, float shift, double c
 }
 
 typedef struct {
-    __m512 shift, lo, scale, offset;
+    __m512 shift, scale, offset;
 } quantizer512;
 
-/* the float32 operations of exaq_quantize_one, in the same order; masked
- * lanes get EXAQ_MASKED_CODE */
-static inline __m512i quantize512(__m512 x, __mmask16 live, const quantizer512 *q) {
-    const __m512 t = _mm512_max_ps(_mm512_sub_ps(x, q->shift), q->lo);
-    const __m512 v = _mm512_fmadd_ps(t, q->scale, q->offset);
+/* Codes of 16 entries as 32-bit lanes, before the clamp at code 0 (see
+ * exaq_quantizer): lanes outside `live` get EXAQ_MASKED_CODE. */
+static inline __m512i raw_codes16(__m512 x, __mmask16 live, const quantizer512 *q) {
+    const __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(x, q->shift), q->scale, q->offset);
     return _mm512_mask_cvt_roundps_epi32(_mm512_set1_epi32(EXAQ_MASKED_CODE), live, v,
                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-/* Counting: code k adds 1 << 8*(k % 4) to the 32-bit lanes of accumulator
- * k / 4 (a one-hot byte, looked up with a permute), so each accumulator holds
- * four byte counters per lane; they are drained before a byte can overflow. */
-static inline void drain_byte_counters(__m512i acc, int64_t *counts4) {
-    const __m512i byte = _mm512_set1_epi32(0xFF);
-    for (int b = 0; b < 4; ++b)
-        counts4[b] += _mm512_reduce_add_epi32(_mm512_and_si512(_mm512_srli_epi32(acc, 8 * b), byte));
+/* Four vectors of 32-bit codes -> 64 byte codes in entry order.  The signed
+ * then unsigned saturation clamps every negative code to 0. */
+static inline __m512i narrow_codes64(__m512i c0, __m512i c1, __m512i c2, __m512i c3) {
+    /* the packs work within 128-bit lanes: dword 4L+s of the result holds
+     * entries 4L..4L+3 of source s; gather them back into source order */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(c0, c1), _mm512_packs_epi32(c2, c3));
+    return _mm512_permutexvar_epi32(order, bytes);
 }
 
-static inline void quantize_count_groups(const float *x, size_t n, const exaq_quantizer *q,
-                                         uint8_t *codes, int64_t counts[EXAQ_MAX_CODES],
-                                         const int groups) {
-    const quantizer512 vq = {_mm512_set1_ps(q->shift), _mm512_set1_ps(q->lo),
-                             _mm512_set1_ps(q->scale), _mm512_set1_ps(q->offset)};
-    /* one_hot[g][k] = 1 << 8*(k - 4g) for k in group g, else 0 (incl. masked 16) */
-    __m512i one_hot[4];
-    for (int g = 0; g < 4; ++g) {
-        int32_t t[W];
-        for (int k = 0; k < W; ++k) t[k] = (k / 4 == g) ? (int32_t)(1u << (8 * (k % 4))) : 0;
-        one_hot[g] = _mm512_loadu_si512(t);
+/* Code counts from bit planes: with B_i the lanes whose code has bit i set,
+ * planes[S] accumulates popcount(AND of B_i, i in S) for every subset S of
+ * the bits (planes[0]: lanes that are not masked).  A Moebius inversion over
+ * the subsets turns them into exact per-code counts at the end. */
+static inline void count_planes(__m512i bytes, int bits, int64_t planes[EXAQ_MAX_CODES]) {
+    __mmask64 b[4];
+    for (int i = 0; i < bits; ++i) b[i] = _mm512_test_epi8_mask(bytes, _mm512_set1_epi8((char)(1 << i)));
+    const __mmask64 masked = _mm512_test_epi8_mask(bytes, _mm512_set1_epi8(EXAQ_MASKED_CODE));
+    planes[0] -= __builtin_popcountll(masked);
+    for (int set = 1; set < (1 << bits); ++set) {
+        uint64_t all = ~(uint64_t)0;
+        for (int i = 0; i < bits; ++i)
+            if (set >> i & 1) all &= b[i];
+        planes[set] += __builtin_popcountll(all);
     }
-    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                      _mm512_setzero_si512()};
-    /* whole vectors in chunks of at most 255, so no byte counter overflows */
+}
+
+static inline void counts_from_planes(int64_t planes[EXAQ_MAX_CODES], int bits,
+                                      int64_t counts[EXAQ_MAX_CODES]) {
+    /* subset sums -> exact counts: undo "sum over supersets" one bit at a time */
+    for (int i = 0; i < bits; ++i)
+        for (int set = 0; set < (1 << bits); ++set)
+            if (!(set >> i & 1)) planes[set] -= planes[set | 1 << i];
+    for (int code = 0; code < (1 << bits); ++code) counts[code] += planes[code];
+}
+
+static inline void quantize_count_bits(const float *x, size_t n, const exaq_quantizer *q,
+                                       uint8_t *codes, int64_t counts[EXAQ_MAX_CODES],
+                                       const int bits, const int may_mask) {
+    const quantizer512 vq = {_mm512_set1_ps(q->shift), _mm512_set1_ps(q->scale),
+                             _mm512_set1_ps(q->offset)};
+    int64_t planes[EXAQ_MAX_CODES] = {0};
     size_t j = 0;
-    while (j + W <= n) {
-        const size_t chunk_end = (n - j) / W > 255 ? j + 255 * W : j + (n - j) / W * W;
-        for (; j < chunk_end; j += W) {
-            const __m512 v = _mm512_loadu_ps(x + j);
-            const __mmask16 live = unmasked16(v);
-            const __m512i code = quantize512(v, live, &vq);
-            /* register down-convert + plain store: the masked memory form is slow on Zen 4 */
-            _mm_storeu_si128((__m128i *)(codes + j), _mm512_cvtepi32_epi8(code));
-            for (int g = 0; g < groups; ++g) /* the permute reads index 16 as 0: mask it */
-                acc[g] = _mm512_mask_add_epi32(acc[g], live, acc[g],
-                                               _mm512_permutexvar_epi32(code, one_hot[g]));
+    for (; j + 4 * W <= n; j += 4 * W) {
+        __m512i c[4];
+        for (int g = 0; g < 4; ++g) {
+            const __m512 v = _mm512_loadu_ps(x + j + W * g);
+            c[g] = raw_codes16(v, may_mask ? unmasked16(v) : (__mmask16)0xFFFF, &vq);
         }
-        for (int g = 0; g < groups; ++g) {
-            drain_byte_counters(acc[g], counts + 4 * g);
-            acc[g] = _mm512_setzero_si512();
-        }
+        const __m512i bytes = narrow_codes64(c[0], c[1], c[2], c[3]);
+        _mm512_storeu_si512(codes + j, bytes);
+        planes[0] += 4 * W;
+        count_planes(bytes, bits, planes);
     }
-    if (j < n) {
-        const __mmask16 m = first_lanes(n - j);
-        const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
-        const __mmask16 live = m & unmasked16(v);
-        const __m512i code = quantize512(v, live, &vq);
-        _mm512_mask_cvtepi32_storeu_epi8(codes + j, m, code);
-        for (int g = 0; g < groups; ++g) {
-            acc[g] = _mm512_mask_add_epi32(acc[g], live, acc[g], _mm512_permutexvar_epi32(code, one_hot[g]));
-            drain_byte_counters(acc[g], counts + 4 * g);
+    if (j < n) { /* lanes past the row read as masked, and are not stored */
+        __m512i c[4];
+        for (int g = 0; g < 4; ++g) {
+            const size_t at = j + W * g;
+            const __mmask16 m = at < n ? first_lanes(n - at) : 0;
+            const __m512 v = _mm512_maskz_loadu_ps(m, x + (at < n ? at : j));
+            c[g] = raw_codes16(v, m & unmasked16(v), &vq);
         }
+        const __m512i bytes = narrow_codes64(c[0], c[1], c[2], c[3]);
+        _mm512_mask_storeu_epi8(codes + j, (__mmask64)(~(uint64_t)0 >> (64 - (n - j))), bytes);
+        planes[0] += 4 * W;
+        count_planes(bytes, bits, planes);
     }
+    counts_from_planes(planes, bits, counts);
 }
 
 static void quantize_count_avx512(const float *x, size_t n, const exaq_quantizer *q,
                                   uint8_t *codes, int64_t counts[EXAQ_MAX_CODES]) {
-    if (q->levels <= 3)
-        quantize_count_groups(x, n, q, codes, counts, 1);
-    else if (q->levels <= 7)
-        quantize_count_groups(x, n, q, codes, counts, 2);
-    else
-        quantize_count_groups(x, n, q, codes, counts, 4);
+    if (q->levels <= 3) {
+        if (q->may_mask) quantize_count_bits(x, n, q, codes, counts, 2, 1);
+        else quantize_count_bits(x, n, q, codes, counts, 2, 0);
+    } else if (q->levels <= 7) {
+        if (q->may_mask) quantize_count_bits(x, n, q, codes, counts, 3, 1);
+        else quantize_count_bits(x, n, q, codes, counts, 3, 0);
+    } else {
+        if (q->may_mask) quantize_count_bits(x, n, q, codes, counts, 4, 1);
+        else quantize_count_bits(x, n, q, codes, counts, 4, 0);
+    }
 }
 
 static void expand_avx512(const uint8_t *codes, size_t n, const float table[EXAQ_MAX_CODES],

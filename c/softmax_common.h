@@ -85,12 +85,12 @@ static inline void exaq_expand_from(const uint8_t *codes, size_t from, size_t n,
 /* Float lanes of the row statistics, flushed to double lanes on the shared
  * schedule; SIMD files use these for the entries they do not vectorize. */
 typedef struct {
-    float sum[EXAQ_LANES], sumsq[EXAQ_LANES];
-    double wide_sum[EXAQ_LANES], wide_sumsq[EXAQ_LANES];
+    float sum[EXAQ_STAT_LANES], sumsq[EXAQ_STAT_LANES];
+    double wide_sum[EXAQ_STAT_LANES], wide_sumsq[EXAQ_STAT_LANES];
 } exaq_stat_lanes;
 
 static inline void exaq_stat_lanes_flush(exaq_stat_lanes *a) {
-    for (int l = 0; l < EXAQ_LANES; ++l) {
+    for (int l = 0; l < EXAQ_STAT_LANES; ++l) {
         a->wide_sum[l] += (double)a->sum[l];
         a->wide_sumsq[l] += (double)a->sumsq[l];
         a->sum[l] = 0.0f;
@@ -98,15 +98,19 @@ static inline void exaq_stat_lanes_flush(exaq_stat_lanes *a) {
     }
 }
 
+/* Lanes summed as a fixed pairwise tree (lane l with lane l + half, halving),
+ * so the adds of one level are independent and the order is the same on every
+ * backend. */
+static inline double exaq_tree_total(double *lanes, int count) {
+    for (int half = count / 2; half >= 1; half /= 2)
+        for (int l = 0; l < half; ++l) lanes[l] += lanes[l + half];
+    return lanes[0];
+}
+
 static inline void exaq_stat_lanes_total(exaq_stat_lanes *a, exaq_row_stats *out) {
     exaq_stat_lanes_flush(a);
-    double s = 0.0, q = 0.0;
-    for (int l = 0; l < EXAQ_LANES; ++l) {
-        s += a->wide_sum[l];
-        q += a->wide_sumsq[l];
-    }
-    out->sum = s;
-    out->sumsq = q;
+    out->sum = exaq_tree_total(a->wide_sum, EXAQ_STAT_LANES);
+    out->sumsq = exaq_tree_total(a->wide_sumsq, EXAQ_STAT_LANES);
 }
 
 /* entry j of a row (j < n) into the statistics; the caller flushes */
@@ -117,8 +121,8 @@ static inline void exaq_stats_add_one(float v, size_t j, float pilot, exaq_stat_
     if (v > out->max) out->max = v;
     if (v < out->min) out->min = v;
     const float d = v - pilot;
-    a->sum[j % EXAQ_LANES] += d;
-    a->sumsq[j % EXAQ_LANES] = fmaf(d, d, a->sumsq[j % EXAQ_LANES]);
+    a->sum[j % EXAQ_STAT_LANES] += d;
+    a->sumsq[j % EXAQ_STAT_LANES] = fmaf(d, d, a->sumsq[j % EXAQ_STAT_LANES]);
 }
 
 static inline void exaq_row_stats_init(exaq_row_stats *out) {

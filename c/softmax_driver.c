@@ -169,6 +169,7 @@ static int prepare_row(const exaq_backend *be, const float *row, size_t n, const
     q->shift = row_max;
     q->lo = lo;
     q->levels = (1 << p->bits) - 1;
+    q->may_mask = 1;
     q->scale = (float)q->levels / -lo;
     q->offset = -lo * q->scale;
     return ROW_LIVE;
