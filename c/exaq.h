@@ -79,8 +79,9 @@ typedef struct {
 typedef struct {
     /* max over non-NaN entries, and whether a NaN or +inf is present */
     float (*row_max)(const float *x, size_t n, int *invalid);
-    /* one pass: every field of exaq_row_stats */
-    void (*row_stats)(const float *x, size_t n, float pilot, exaq_row_stats *out);
+    /* one pass: every field of exaq_row_stats; min only if with_min (else NaN).
+     * pilot 0 lets SIMD kernels skip the subtraction (x - 0 is x exactly). */
+    void (*row_stats)(const float *x, size_t n, float pilot, int with_min, exaq_row_stats *out);
     /* lane sums of t and t*t over unmasked entries, t = (double)x - (double)shift;
      * the overflow-proof path for rows whose float sums overflowed */
     void (*moments)(const float *x, size_t n, float shift,
@@ -96,6 +97,16 @@ typedef struct {
     /* y[j] = exp(x[j] - shift) (0 for masked), returns the sum of y */
     double (*exp_store_sum)(const float *x, size_t n, float shift, float *y);
     void (*scale)(float *y, size_t n, float factor);
+    /* quantize_count straight into the 2-bit packed format: the packed row
+     * (EXAQ_PACKED_BYTES(n, 2) bytes, masked entries 0) and the mask bitmap
+     * (EXAQ_MASK_BYTES(n) bytes, every byte written); counts[k] += unmasked
+     * entries with code k (levels must be 3); returns the masked count. */
+    size_t (*quantize_pack2)(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,
+                             uint8_t *maskbits, int64_t counts[4]);
+    /* y[j] = table[code j of a 2-bit packed row], 0 where maskbits has bit j
+     * set (maskbits NULL: nothing masked) */
+    void (*expand_pack2)(const uint8_t *packed, const uint8_t *maskbits, size_t n,
+                         const float table[4], float *y);
     const exaq_packed_kernels *packed; /* pack/unpack/LUTsum of the same ISA */
 } exaq_softmax_kernels;
 

@@ -40,18 +40,20 @@ typedef struct {
     int64_t unmasked;
 } extremes256;
 
-static inline void stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *sum, __m256 *sumsq) {
+static inline void stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *sum, __m256 *sumsq,
+                               const int with_min, const int centered) {
     const __m256 live = live8(v);
     e->unmasked += __builtin_popcount((unsigned)_mm256_movemask_ps(live));
     e->vmax = _mm256_max_ps(e->vmax, v); /* -inf never wins a max */
-    e->vmin = _mm256_min_ps(e->vmin, _mm256_blendv_ps(_mm256_set1_ps(__builtin_inff()), v, live));
+    if (with_min) e->vmin = _mm256_min_ps(e->vmin, _mm256_blendv_ps(_mm256_set1_ps(__builtin_inff()), v, live));
     /* masked lanes add +0.0, which leaves a sum that is never -0 unchanged */
-    const __m256 d = _mm256_and_ps(_mm256_sub_ps(v, pilot), live);
+    const __m256 d = _mm256_and_ps(centered ? _mm256_sub_ps(v, pilot) : v, live);
     *sum = _mm256_add_ps(*sum, d);
     *sumsq = _mm256_fmadd_ps(d, d, *sumsq);
 }
 
-static void row_stats_avx2(const float *x, size_t n, float pilot, exaq_row_stats *out) {
+static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n, float pilot, exaq_row_stats *out,
+                                     const int with_min, const int centered) {
     const __m256 p = _mm256_set1_ps(pilot);
     exaq_stat_lanes lanes;
     memset(&lanes, 0, sizeof lanes);
@@ -64,9 +66,9 @@ static void row_stats_avx2(const float *x, size_t n, float pilot, exaq_row_stats
         size_t j = block;
         for (; j + EXAQ_STAT_LANES <= end; j += EXAQ_STAT_LANES)
             for (int g = 0; g < STAT_GROUPS; ++g)
-                stats_step8(_mm256_loadu_ps(x + j + 8 * g), p, &st, &sum[g], &sumsq[g]);
+                stats_step8(_mm256_loadu_ps(x + j + 8 * g), p, &st, &sum[g], &sumsq[g], with_min, centered);
         for (int g = 0; j + 8 <= end; j += 8, ++g)
-            stats_step8(_mm256_loadu_ps(x + j), p, &st, &sum[g], &sumsq[g]);
+            stats_step8(_mm256_loadu_ps(x + j), p, &st, &sum[g], &sumsq[g], with_min, centered);
         for (int g = 0; g < STAT_GROUPS; ++g) {
             _mm256_storeu_ps(lanes.sum + 8 * g, sum[g]);
             _mm256_storeu_ps(lanes.sumsq + 8 * g, sumsq[g]);
@@ -83,6 +85,15 @@ static void row_stats_avx2(const float *x, size_t n, float pilot, exaq_row_stats
     }
     out->unmasked += st.unmasked;
     exaq_stat_lanes_total(&lanes, out);
+    if (!with_min) out->min = __builtin_nanf("");
+}
+
+static void row_stats_avx2(const float *x, size_t n, float pilot, int with_min, exaq_row_stats *out) {
+    const int centered = pilot != 0.0f;
+    if (with_min && centered) row_stats_variant(x, n, pilot, out, 1, 1);
+    else if (with_min) row_stats_variant(x, n, pilot, out, 1, 0);
+    else if (centered) row_stats_variant(x, n, pilot, out, 0, 1);
+    else row_stats_variant(x, n, pilot, out, 0, 0);
 }
 
 /* t = (double)x - shift for the four floats of `v4`, zeroed where masked */
@@ -220,6 +231,46 @@ static void expand_avx2(const uint8_t *codes, size_t n, const float table[EXAQ_M
     exaq_expand_from(codes, j, n, table, y);
 }
 
+/* 2-bit rows: byte codes a chunk at a time (in L1), packed right away */
+static size_t quantize_pack2_avx2(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,
+                                  uint8_t *maskbits, int64_t counts[4]) {
+    enum { CHUNK = 512 }; /* a multiple of 8: chunks start on packed and mask byte boundaries */
+    uint8_t codes[CHUNK];
+    int64_t all[EXAQ_MAX_CODES] = {0};
+    size_t masked = 0;
+    for (size_t j = 0; j < n; j += CHUNK) {
+        const size_t len = n - j < CHUNK ? n - j : CHUNK;
+        quantize_count_avx2(x + j, len, q, codes, all);
+        exaq_packed_avx2.pack(codes, len, 2, packed + j / 4, maskbits + j / 8);
+    }
+    for (int k = 0; k < 4; ++k) {
+        counts[k] += all[k];
+        masked += (size_t)all[k];
+    }
+    return n - masked;
+}
+
+static void expand_pack2_avx2(const uint8_t *packed, const uint8_t *maskbits, size_t n,
+                              const float table[4], float *y) {
+    /* the permute reads 3 index bits: code j and the low bit of code j+1 */
+    const __m256 tab = _mm256_setr_ps(table[0], table[1], table[2], table[3], table[0], table[1], table[2],
+                                      table[3]);
+    const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        uint16_t word;
+        memcpy(&word, packed + j / 4, 2);
+        __m256 p = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(_mm256_set1_epi32(word), shifts));
+        if (maskbits) {
+            const __m256i hit = _mm256_and_si256(_mm256_set1_epi32(maskbits[j / 8]), lane_bit);
+            p = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(hit, lane_bit)), p);
+        }
+        _mm256_storeu_ps(y + j, p);
+    }
+    exaq_expand_pack2_from(packed, maskbits, j, n, table, y);
+}
+
 static inline __m256 exp256_nonpositive(__m256 t) {
     const __m256 lowest = _mm256_set1_ps(EXAQ_EXP_MIN);
     const __m256 representable = _mm256_cmp_ps(t, lowest, _CMP_GE_OQ);
@@ -279,5 +330,5 @@ static void scale_avx2(float *y, size_t n, float factor) {
 const exaq_softmax_kernels exaq_softmax_avx2 = {
     row_max_avx2,        row_stats_avx2, moments_avx2,       abs_deviation_avx2,
     quantize_count_avx2, expand_avx2,    exp_store_sum_avx2, scale_avx2,
-    &exaq_packed_avx2,
+    quantize_pack2_avx2, expand_pack2_avx2, &exaq_packed_avx2,
 };

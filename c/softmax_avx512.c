@@ -40,25 +40,30 @@ static float row_max_avx512(const float *x, size_t n, int *invalid) {
 #define STAT_GROUPS (EXAQ_STAT_LANES / W)
 
 typedef struct {
-    __m512 vmax, vmin, sum[STAT_GROUPS], sumsq[STAT_GROUPS];
+    __m512 vmax[STAT_GROUPS], vmin[STAT_GROUPS], sum[STAT_GROUPS], sumsq[STAT_GROUPS];
     int64_t unmasked;
 } stats512;
 
-/* entries of lane group g (lanes 16g .. 16g+15 of the statistics) */
-static inline void stats_step(stats512 *s, int g, __m512 v, __mmask16 m, __m512 pilot) {
+/* entries of lane group g (lanes 16g .. 16g+15 of the statistics; each group
+ * has its own accumulators, so no add waits on the one before); the constant
+ * flags drop the min and the subtraction of a zero pilot */
+static inline void stats_step(stats512 *s, int g, __m512 v, __mmask16 m, __m512 pilot, const int with_min,
+                              const int centered) {
     const __mmask16 live = m & unmasked16(v);
     s->unmasked += __builtin_popcount((unsigned)live);
-    s->vmax = _mm512_mask_max_ps(s->vmax, live, s->vmax, v);
-    s->vmin = _mm512_mask_min_ps(s->vmin, live, s->vmin, v);
-    const __m512 d = _mm512_sub_ps(v, pilot);
+    s->vmax[g] = _mm512_mask_max_ps(s->vmax[g], m, v, s->vmax[g]); /* -inf and NaN never win */
+    if (with_min) s->vmin[g] = _mm512_mask_min_ps(s->vmin[g], live, s->vmin[g], v);
+    const __m512 d = centered ? _mm512_sub_ps(v, pilot) : v;
     s->sum[g] = _mm512_mask_add_ps(s->sum[g], live, s->sum[g], d);
     s->sumsq[g] = _mm512_mask3_fmadd_ps(d, d, s->sumsq[g], live);
 }
 
-/* float lanes of one lane group added into its two double vectors */
-static inline void widen_into(__m512 f, __m512d *lo, __m512d *hi) {
-    *lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
-    *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))));
+/* the 64 float lanes of the groups as 8 double vectors, lane l in vector l / 8 */
+static inline void widen_lanes(const __m512 f[STAT_GROUPS], __m512d wide[2 * STAT_GROUPS]) {
+    for (int g = 0; g < STAT_GROUPS; ++g) {
+        wide[2 * g] = _mm512_cvtps_pd(_mm512_castps512_ps256(f[g]));
+        wide[2 * g + 1] = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f[g]), 1)));
+    }
 }
 
 /* exaq_tree_total over the 64 double lanes held in wide[0..7] (lane l in
@@ -72,13 +77,15 @@ static inline double tree_total512(__m512d wide[8]) {
     return _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)));
 }
 
-static void row_stats_avx512(const float *x, size_t n, float pilot, exaq_row_stats *out) {
+static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n, float pilot, exaq_row_stats *out,
+                                     const int with_min, const int centered) {
     const __m512 p = _mm512_set1_ps(pilot);
-    __m512d wide_sum[2 * STAT_GROUPS], wide_sumsq[2 * STAT_GROUPS];
-    for (int v = 0; v < 2 * STAT_GROUPS; ++v) wide_sum[v] = wide_sumsq[v] = _mm512_setzero_pd();
+    double total_sum = 0.0, total_sumsq = 0.0;
     stats512 s;
-    s.vmax = _mm512_set1_ps(-__builtin_inff());
-    s.vmin = _mm512_set1_ps(__builtin_inff());
+    for (int g = 0; g < STAT_GROUPS; ++g) {
+        s.vmax[g] = _mm512_set1_ps(-__builtin_inff());
+        s.vmin[g] = _mm512_set1_ps(__builtin_inff());
+    }
     s.unmasked = 0;
     for (size_t block = 0; block < n; block += EXAQ_FLUSH) {
         const size_t end = n - block < EXAQ_FLUSH ? n : block + EXAQ_FLUSH;
@@ -86,21 +93,34 @@ static void row_stats_avx512(const float *x, size_t n, float pilot, exaq_row_sta
         size_t j = block;
         for (; j + EXAQ_STAT_LANES <= end; j += EXAQ_STAT_LANES)
             for (int g = 0; g < STAT_GROUPS; ++g)
-                stats_step(&s, g, _mm512_loadu_ps(x + j + W * g), 0xFFFF, p);
+                stats_step(&s, g, _mm512_loadu_ps(x + j + W * g), 0xFFFF, p, with_min, centered);
         for (int g = 0; j < end; j += W, ++g) {
             const __mmask16 m = first_lanes(end - j);
-            stats_step(&s, g, _mm512_maskz_loadu_ps(m, x + j), m, p);
+            stats_step(&s, g, _mm512_maskz_loadu_ps(m, x + j), m, p, with_min, centered);
         }
-        for (int g = 0; g < STAT_GROUPS; ++g) {
-            widen_into(s.sum[g], &wide_sum[2 * g], &wide_sum[2 * g + 1]);
-            widen_into(s.sumsq[g], &wide_sumsq[2 * g], &wide_sumsq[2 * g + 1]);
-        }
+        __m512d wide[2 * STAT_GROUPS];
+        widen_lanes(s.sum, wide);
+        total_sum += tree_total512(wide);
+        widen_lanes(s.sumsq, wide);
+        total_sumsq += tree_total512(wide);
     }
-    out->max = _mm512_reduce_max_ps(s.vmax);
-    out->min = _mm512_reduce_min_ps(s.vmin);
+    for (int g = 1; g < STAT_GROUPS; ++g) {
+        s.vmax[0] = _mm512_max_ps(s.vmax[0], s.vmax[g]);
+        s.vmin[0] = _mm512_min_ps(s.vmin[0], s.vmin[g]);
+    }
+    out->max = _mm512_reduce_max_ps(s.vmax[0]);
+    out->min = with_min ? _mm512_reduce_min_ps(s.vmin[0]) : __builtin_nanf("");
     out->unmasked = s.unmasked;
-    out->sum = tree_total512(wide_sum);
-    out->sumsq = tree_total512(wide_sumsq);
+    out->sum = total_sum;
+    out->sumsq = total_sumsq;
+}
+
+static void row_stats_avx512(const float *x, size_t n, float pilot, int with_min, exaq_row_stats *out) {
+    const int centered = pilot != 0.0f;
+    if (with_min && centered) row_stats_variant(x, n, pilot, out, 1, 1);
+    else if (with_min) row_stats_variant(x, n, pilot, out, 1, 0);
+    else if (centered) row_stats_variant(x, n, pilot, out, 0, 1);
+    else row_stats_variant(x, n, pilot, out, 0, 0);
 }
 
 static inline __m512d low_half_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
@@ -196,7 +216,7 @@ static inline void counts_from_planes(int64_t planes[EXAQ_MAX_CODES], int bits,
     for (int code = 0; code < (1 << bits); ++code) counts[code] += planes[code];
 }
 
-static inline void quantize_count_bits(const float *x, size_t n, const exaq_quantizer *q,
+static inline EXAQ_ALWAYS_INLINE void quantize_count_bits(const float *x, size_t n, const exaq_quantizer *q,
                                        uint8_t *codes, int64_t counts[EXAQ_MAX_CODES],
                                        const int bits, const int may_mask) {
     const quantizer512 vq = {_mm512_set1_ps(q->shift), _mm512_set1_ps(q->scale),
@@ -259,6 +279,88 @@ static void expand_avx512(const uint8_t *codes, size_t n, const float table[EXAQ
     }
 }
 
+/* 2-bit rows straight to the packed format: the codes of 64 entries are
+ * narrowed to bytes (without restoring entry order), counted from their bit
+ * planes, and packed four to a byte by two multiply-adds; one byte permute
+ * then puts the 16 packed bytes in entry order. */
+static inline uint64_t lanes64(__mmask16 m0, __mmask16 m1, __mmask16 m2, __mmask16 m3) {
+    return (uint64_t)m0 | (uint64_t)m1 << 16 | (uint64_t)m2 << 32 | (uint64_t)m3 << 48;
+}
+
+static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,
+                                         uint8_t *maskbits, int64_t counts[4], const int may_mask) {
+    const quantizer512 vq = {_mm512_set1_ps(q->shift), _mm512_set1_ps(q->scale), _mm512_set1_ps(q->offset)};
+    const __m512i pair_weights = _mm512_set1_epi16(0x0401);      /* bytes (1, 4) */
+    const __m512i quad_weights = _mm512_set1_epi32(0x00100001); /* words (1, 16) */
+    /* after the packs, dword 4L+s holds entries 16s+4L .. 16s+4L+3: packed
+     * byte 4s+L is the low byte of that dword */
+    uint8_t gather[64];
+    for (int i = 0; i < 64; ++i) gather[i] = (uint8_t)(i < 16 ? 4 * (4 * (i % 4) + i / 4) : 0);
+    const __m512i order = _mm512_loadu_si512(gather);
+    int64_t ones = 0, twos = 0, threes = 0, live_count = 0;
+    size_t j = 0;
+    for (; j + 4 * W <= n; j += 4 * W) {
+        __m512i c[4];
+        __mmask16 live[4];
+        for (int g = 0; g < 4; ++g) {
+            const __m512 v = _mm512_loadu_ps(x + j + W * g);
+            live[g] = may_mask ? unmasked16(v) : (__mmask16)0xFFFF;
+            const __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(v, vq.shift), vq.scale, vq.offset);
+            c[g] = _mm512_maskz_cvt_roundps_epi32(live[g], u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        }
+        /* saturation clamps negative codes to 0; masked lanes are 0 too */
+        const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
+        const uint64_t bit0 = _cvtmask64_u64(_mm512_test_epi8_mask(bytes, _mm512_set1_epi8(1)));
+        const uint64_t bit1 = _cvtmask64_u64(_mm512_test_epi8_mask(bytes, _mm512_set1_epi8(2)));
+        threes += __builtin_popcountll(bit0 & bit1);
+        ones += __builtin_popcountll(bit0);
+        twos += __builtin_popcountll(bit1);
+        const __m512i quads = _mm512_madd_epi16(_mm512_maddubs_epi16(bytes, pair_weights), quad_weights);
+        _mm_storeu_si128((__m128i *)(packed + j / 4), _mm512_castsi512_si128(_mm512_permutexvar_epi8(order, quads)));
+        const uint64_t masked = may_mask ? ~lanes64(live[0], live[1], live[2], live[3]) : 0;
+        memcpy(maskbits + j / 8, &masked, 8);
+        live_count += 4 * W - __builtin_popcountll(masked);
+    }
+    int64_t tail[4] = {0, 0, 0, 0};
+    const size_t tail_masked = exaq_quantize_pack2_from(x, j, n, q, packed, maskbits, tail);
+    ones -= threes;
+    twos -= threes;
+    counts[0] += live_count - ones - twos - threes + tail[0];
+    counts[1] += ones + tail[1];
+    counts[2] += twos + tail[2];
+    counts[3] += threes + tail[3];
+    return (size_t)((int64_t)j - live_count) + tail_masked;
+}
+
+static size_t quantize_pack2_avx512(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,
+                                    uint8_t *maskbits, int64_t counts[4]) {
+    return q->may_mask ? quantize_pack2_rows(x, n, q, packed, maskbits, counts, 1)
+                       : quantize_pack2_rows(x, n, q, packed, maskbits, counts, 0);
+}
+
+static void expand_pack2_avx512(const uint8_t *packed, const uint8_t *maskbits, size_t n,
+                                const float table[4], float *y) {
+    /* the permute reads 4 index bits: code j and the low bits of code j+1, so
+     * the table is repeated four times */
+    const __m512 tab = _mm512_setr_ps(table[0], table[1], table[2], table[3], table[0], table[1], table[2],
+                                      table[3], table[0], table[1], table[2], table[3], table[0], table[1],
+                                      table[2], table[3]);
+    const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    size_t j = 0;
+    for (; j + W <= n; j += W) {
+        uint32_t word;
+        memcpy(&word, packed + j / 4, 4);
+        __m512 p = _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_set1_epi32((int)word), shifts), tab);
+        if (maskbits) {
+            uint16_t m;
+            memcpy(&m, maskbits + j / 8, 2);
+            p = _mm512_maskz_mov_ps((__mmask16)~m, p);
+        }
+        _mm512_storeu_ps(y + j, p);
+    }
+    exaq_expand_pack2_from(packed, maskbits, j, n, table, y);
+}
+
 /* exp(t) for t <= 0.  t is clamped at EXAQ_EXP_FLOOR, where p * 2^k underflows
  * to exactly 0, so masked (-inf) entries give 0 with no extra select;
  * between that and EXAQ_EXP_MIN the result is denormal (the scalar kernel
@@ -311,5 +413,5 @@ static void scale_avx512(float *y, size_t n, float factor) {
 const exaq_softmax_kernels exaq_softmax_avx512 = {
     row_max_avx512,        row_stats_avx512, moments_avx512,       abs_deviation_avx512,
     quantize_count_avx512, expand_avx512,    exp_store_sum_avx512, scale_avx512,
-    &exaq_packed_avx512,
+    quantize_pack2_avx512, expand_pack2_avx512, &exaq_packed_avx512,
 };

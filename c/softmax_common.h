@@ -7,6 +7,13 @@
 
 #include "exaq.h"
 
+/* kernels specialized on constant flags: every variant gets its own loop */
+#if defined(__GNUC__)
+#define EXAQ_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define EXAQ_ALWAYS_INLINE
+#endif
+
 /* exp(t) = 2^k * p(r), k = rint(t*log2(e)), r = t - k*ln2 in [-ln2/2, ln2/2];
  * p is a degree-5 polynomial with p(0) = 1, fitted here (relative minimax by
  * iteratively reweighted least squares): max relative error 9.5e-8 with these
@@ -82,19 +89,32 @@ static inline void exaq_expand_from(const uint8_t *codes, size_t from, size_t n,
     for (size_t j = from; j < n; ++j) y[j] = codes[j] < EXAQ_MAX_CODES ? table[codes[j]] : 0.0f;
 }
 
-/* Float lanes of the row statistics, flushed to double lanes on the shared
- * schedule; SIMD files use these for the entries they do not vectorize. */
-typedef struct {
-    float sum[EXAQ_STAT_LANES], sumsq[EXAQ_STAT_LANES];
-    double wide_sum[EXAQ_STAT_LANES], wide_sumsq[EXAQ_STAT_LANES];
-} exaq_stat_lanes;
+/* Entries [from, n) of a row quantized into the 2-bit packed format; from is
+ * a multiple of 8, so the packed and mask bytes from from/4 and from/8 on
+ * belong to these entries alone.  Returns the masked count. */
+static inline size_t exaq_quantize_pack2_from(const float *x, size_t from, size_t n, const exaq_quantizer *q,
+                                              uint8_t *packed, uint8_t *maskbits, int64_t counts[4]) {
+    size_t masked = 0;
+    for (size_t b = from / 4; b < EXAQ_PACKED_BYTES(n, 2); ++b) packed[b] = 0;
+    for (size_t b = from / 8; b < EXAQ_MASK_BYTES(n); ++b) maskbits[b] = 0;
+    for (size_t j = from; j < n; ++j) {
+        if (exaq_is_masked(x[j])) {
+            maskbits[j / 8] |= (uint8_t)(1u << (j % 8));
+            ++masked;
+            continue;
+        }
+        const int code = exaq_quantize_one(x[j], q);
+        packed[j / 4] |= (uint8_t)(code << (2 * (j % 4)));
+        ++counts[code];
+    }
+    return masked;
+}
 
-static inline void exaq_stat_lanes_flush(exaq_stat_lanes *a) {
-    for (int l = 0; l < EXAQ_STAT_LANES; ++l) {
-        a->wide_sum[l] += (double)a->sum[l];
-        a->wide_sumsq[l] += (double)a->sumsq[l];
-        a->sum[l] = 0.0f;
-        a->sumsq[l] = 0.0f;
+static inline void exaq_expand_pack2_from(const uint8_t *packed, const uint8_t *maskbits, size_t from,
+                                          size_t n, const float table[4], float *y) {
+    for (size_t j = from; j < n; ++j) {
+        const int masked = maskbits && (maskbits[j / 8] >> (j % 8) & 1);
+        y[j] = masked ? 0.0f : table[(packed[j / 4] >> (2 * (j % 4))) & 3];
     }
 }
 
@@ -107,10 +127,31 @@ static inline double exaq_tree_total(double *lanes, int count) {
     return lanes[0];
 }
 
+/* Float lanes of the row statistics.  Every EXAQ_FLUSH entries of the row
+ * (and at its end) the lanes are widened to double, summed by the lane tree,
+ * and the block's total is added to a double running total, block after
+ * block.  SIMD files use these for the entries they do not vectorize. */
+typedef struct {
+    float sum[EXAQ_STAT_LANES], sumsq[EXAQ_STAT_LANES];
+    double total_sum, total_sumsq;
+} exaq_stat_lanes;
+
+static inline void exaq_stat_lanes_flush(exaq_stat_lanes *a) {
+    double s[EXAQ_STAT_LANES], q[EXAQ_STAT_LANES];
+    for (int l = 0; l < EXAQ_STAT_LANES; ++l) {
+        s[l] = (double)a->sum[l];
+        q[l] = (double)a->sumsq[l];
+        a->sum[l] = 0.0f;
+        a->sumsq[l] = 0.0f;
+    }
+    a->total_sum += exaq_tree_total(s, EXAQ_STAT_LANES);
+    a->total_sumsq += exaq_tree_total(q, EXAQ_STAT_LANES);
+}
+
 static inline void exaq_stat_lanes_total(exaq_stat_lanes *a, exaq_row_stats *out) {
     exaq_stat_lanes_flush(a);
-    out->sum = exaq_tree_total(a->wide_sum, EXAQ_STAT_LANES);
-    out->sumsq = exaq_tree_total(a->wide_sumsq, EXAQ_STAT_LANES);
+    out->sum = a->total_sum;
+    out->sumsq = a->total_sumsq;
 }
 
 /* entry j of a row (j < n) into the statistics; the caller flushes */

@@ -40,11 +40,27 @@ static float pilot_of(const float *row, size_t n) {
     return 0.0f;
 }
 
-static void summarize_row(const exaq_backend *be, const float *row, size_t n, row_summary *out) {
+/* Float sums of x itself lose the spread when the mean dwarfs it
+ * (cancellation in sumsq - sum * mean); such rows are summed again around one
+ * of their values.  The test reads only the lane sums, which every backend
+ * computes bit for bit, so all take the same branch. */
+static int cancels(const exaq_row_stats *s) {
+    const double m2 = s->sumsq - s->sum * (s->sum / (double)s->unmasked);
+    return !(m2 >= 0.25 * s->sumsq);
+}
+
+/* with_min = 0 leaves min NaN (the pass is cheaper without it) */
+static void summarize_row(const exaq_backend *be, const float *row, size_t n, int with_min,
+                          row_summary *out) {
     exaq_row_stats s;
-    const float pilot = pilot_of(row, n);
-    be->softmax->row_stats(row, n, pilot, &s);
-    const int finite = isfinite(s.sum) && isfinite(s.sumsq);
+    float pilot = 0.0f;
+    be->softmax->row_stats(row, n, pilot, with_min, &s);
+    int finite = isfinite(s.sum) && isfinite(s.sumsq);
+    if (finite && s.unmasked > 0 && cancels(&s)) {
+        pilot = pilot_of(row, n);
+        be->softmax->row_stats(row, n, pilot, with_min, &s);
+        finite = isfinite(s.sum) && isfinite(s.sumsq);
+    }
     int invalid = 0;
     if (!finite) be->softmax->row_max(row, n, &invalid); /* NaN/+inf, or only overflow? */
     out->state = invalid ? ROW_INVALID : s.unmasked == 0 ? ROW_EMPTY : ROW_LIVE;
@@ -73,7 +89,7 @@ static void pool_add(pooled_moments *pm, const row_summary *r) {
     pm->mean += delta * (r->count / count);
     pm->m2 += r->m2 + delta * delta * (pm->count * r->count / count);
     pm->count = count;
-    const double lo_row = (double)r->min - (double)r->max;
+    const double lo_row = (double)r->min - (double)r->max; /* NaN without the min */
     if (lo_row < pm->min) pm->min = lo_row;
 }
 
@@ -83,15 +99,16 @@ static double sigma_of(double count, double m2) {
 
 /* Pass 1 over the call: row maxima into `maxima` (NaN for invalid rows, -inf
  * for fully masked ones) and the pooled moments of t over the live rows. */
-static void pool_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
-                      ptrdiff_t xs, float *maxima, pooled_moments *pm) {
+static void pool_rows(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
+                      int with_min, float *maxima, uint8_t *unmasked_rows, pooled_moments *pm) {
     pm->count = pm->mean = pm->m2 = 0.0;
     pm->min = INFINITY;
     pm->invalid_rows = 0;
     for (size_t r = 0; r < rows; ++r) {
         row_summary s;
-        summarize_row(be, x + (ptrdiff_t)r * xs, n, &s);
+        summarize_row(be, x + (ptrdiff_t)r * xs, n, with_min, &s);
         maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
+        if (unmasked_rows) unmasked_rows[r] = s.state == ROW_LIVE && s.count == (double)n;
         if (s.state == ROW_INVALID) ++pm->invalid_rows;
         if (s.state == ROW_LIVE) pool_add(pm, &s);
     }
@@ -124,6 +141,30 @@ static float law_lo(const exaq_params *p, double spread, double observed_min) {
     return finish_lo(observed_min > c ? observed_min : c);
 }
 
+/* Whether the pooled minimum of t is surely below c, from the moments alone:
+ * t lies in [min, 0] with mean mu < 0 and population variance v, and
+ * v <= (0 - mu)(mu - min) (Bhatia-Davis), so min <= mu + v/mu.  The margin
+ * covers the rounding of the float sums. */
+static int min_surely_below(const pooled_moments *pm, double c) {
+    if (!(pm->count > 0 && pm->mean < 0)) return 0;
+    const double bound = pm->mean + (pm->m2 / pm->count) / pm->mean;
+    return bound - 1e-3 * bound < c;
+}
+
+/* the pooled minimum of t over the live rows, in a pass of its own */
+static double pooled_min(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
+                         const float *maxima) {
+    double lo = INFINITY;
+    for (size_t r = 0; r < rows; ++r) {
+        if (!(maxima[r] > -INFINITY)) continue; /* invalid (NaN) or fully masked */
+        exaq_row_stats s;
+        be->softmax->row_stats(x + (ptrdiff_t)r * xs, n, 0.0f, 1, &s);
+        const double lo_row = (double)s.min - (double)maxima[r];
+        if (lo_row < lo) lo = lo_row;
+    }
+    return lo;
+}
+
 static int params_valid(const exaq_params *p) {
     if (p->bits < 2 || p->bits > 4) return 0;
     if (p->clip < EXAQ_CLIP_GAUSS || p->clip > EXAQ_CLIP_STATIC) return 0;
@@ -137,28 +178,33 @@ static int uses_pooled_range(const exaq_params *p) {
 
 /* The range shared by every row of the call (pooled modes fill `maxima`). */
 static float shared_lo(const exaq_backend *be, const float *x, size_t rows, size_t n,
-                       ptrdiff_t xs, const exaq_params *p, float *maxima) {
+                       ptrdiff_t xs, const exaq_params *p, float *maxima, uint8_t *unmasked_rows) {
     if (p->clip == EXAQ_CLIP_STATIC) return finish_lo(p->static_lo);
     if (!uses_pooled_range(p)) return NAN;
     pooled_moments pm;
-    pool_rows(be, x, rows, n, xs, maxima, &pm);
+    pool_rows(be, x, rows, n, xs, p->clip == EXAQ_CLIP_NONE, maxima, unmasked_rows, &pm);
     if (p->clip == EXAQ_CLIP_NONE) return finish_lo(pm.min);
-    if (p->clip == EXAQ_CLIP_GAUSS) return law_lo(p, sigma_of(pm.count, pm.m2), pm.min);
-    return law_lo(p, pool_abs_deviation(be, x, rows, n, xs, maxima, pm.mean, pm.count), pm.min);
+    const double spread = p->clip == EXAQ_CLIP_GAUSS
+                              ? sigma_of(pm.count, pm.m2)
+                              : pool_abs_deviation(be, x, rows, n, xs, maxima, pm.mean, pm.count);
+    const double c = p->law_slope * spread + p->law_intercept;
+    /* the minimum matters only when the clip lies below it */
+    return law_lo(p, spread, min_surely_below(&pm, c) ? -INFINITY : pooled_min(be, x, rows, n, xs, maxima));
 }
 
 /* Fills the row's quantizer; returns its ROW_* state. */
 static int prepare_row(const exaq_backend *be, const float *row, size_t n, const exaq_params *p,
-                       float lo, const float *pooled_max, exaq_quantizer *q) {
+                       float lo, const float *pooled_max, int may_mask, exaq_quantizer *q) {
     float row_max;
     if (pooled_max) {
         row_max = *pooled_max;
     } else if (p->clip == EXAQ_CLIP_ROW) {
         row_summary s;
-        summarize_row(be, row, n, &s);
+        summarize_row(be, row, n, 1, &s);
         if (s.state != ROW_LIVE) return s.state;
         row_max = s.max;
         lo = law_lo(p, sigma_of(s.count, s.m2), (double)s.min - (double)s.max);
+        may_mask = s.count != (double)n;
     } else {
         int invalid;
         row_max = be->softmax->row_max(row, n, &invalid);
@@ -169,115 +215,164 @@ static int prepare_row(const exaq_backend *be, const float *row, size_t n, const
     q->shift = row_max;
     q->lo = lo;
     q->levels = (1 << p->bits) - 1;
-    q->may_mask = 1;
+    q->may_mask = may_mask;
     q->scale = (float)q->levels / -lo;
     q->offset = -lo * q->scale;
     return ROW_LIVE;
 }
 
-/* table[k] = exp(dequantized code k) / (sum over the row's codes), from exact counts */
-static void probability_table(const int64_t counts[EXAQ_MAX_CODES], const exaq_quantizer *q,
-                              exaq_floor_mode floor, float table[EXAQ_MAX_CODES]) {
-    double e[EXAQ_MAX_CODES], total = 0.0;
+/* exp of the dequantized codes of a range (code levels is exactly t = 0) */
+static void code_exponents(const exaq_quantizer *q, exaq_floor_mode floor, double e[EXAQ_MAX_CODES]) {
     const double lo = q->lo, step = -lo / q->levels;
-    for (int k = 0; k <= q->levels; ++k) {
-        if (k == q->levels)
-            e[k] = 1.0; /* code levels is exactly t = 0 */
-        else
-            e[k] = (k == 0 && floor == EXAQ_FLOOR_ZERO) ? 0.0 : exp(lo + k * step);
-        total += (double)counts[k] * e[k];
-    }
-    for (int k = 0; k < EXAQ_MAX_CODES; ++k) table[k] = k <= q->levels ? (float)(e[k] / total) : 0.0f;
+    for (int k = 0; k <= q->levels; ++k)
+        e[k] = k == q->levels ? 1.0 : (k == 0 && floor == EXAQ_FLOOR_ZERO) ? 0.0 : exp(lo + k * step);
+}
+
+/* table[k] = e[k] / (sum over the row's codes), from exact counts */
+static void probability_table(const int64_t counts[EXAQ_MAX_CODES], const double e[EXAQ_MAX_CODES],
+                              int levels, float table[EXAQ_MAX_CODES]) {
+    double total = 0.0;
+    for (int k = 0; k <= levels; ++k) total += (double)counts[k] * e[k];
+    for (int k = 0; k < EXAQ_MAX_CODES; ++k) table[k] = k <= levels ? (float)(e[k] / total) : 0.0f;
 }
 
 static void fill(float *y, size_t n, float v) {
     for (size_t j = 0; j < n; ++j) y[j] = v;
 }
 
-typedef void (*row_sink)(const exaq_backend *be, size_t r, size_t n, int state, const uint8_t *codes,
-                         const float table[EXAQ_MAX_CODES], void *ctx);
+/* One quantized row, handed to a sink: byte codes, or 2-bit codes already
+ * packed where the sink placed them. */
+typedef struct {
+    int state;               /* ROW_*; the rest is set for ROW_LIVE */
+    const uint8_t *codes;    /* byte codes, EXAQ_MASKED_CODE where masked; or NULL */
+    uint8_t *packed;         /* 2-bit packed codes (and maskbits); or NULL */
+    uint8_t *maskbits;
+    size_t masked;           /* masked entries of a packed row */
+    float table[EXAQ_MAX_CODES];
+} coded_row;
+
+typedef struct row_sink row_sink;
+struct row_sink {
+    /* where row r's 2-bit packed codes and mask bitmap go; NULL: byte codes wanted */
+    void (*place)(row_sink *sink, size_t r, uint8_t **packed, uint8_t **maskbits);
+    void (*emit)(row_sink *sink, const exaq_backend *be, size_t r, size_t n, const coded_row *row);
+};
 
 /* Range selection, then every row quantized and tabulated, handed to `sink`. */
 static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
                          ptrdiff_t xs, const exaq_params *p, float *maxima, float *lo_out,
-                         row_sink sink, void *ctx) {
+                         row_sink *sink) {
     if (!params_valid(p)) return -1;
     if (rows == 0 || n == 0) return 0;
-    uint8_t *codes = (uint8_t *)malloc(n);
-    if (!codes) return -2;
-    const float lo = shared_lo(be, x, rows, n, xs, p, maxima);
-    const int pooled = uses_pooled_range(p);
+    const int pooled = uses_pooled_range(p), packs2 = p->bits == 2 && sink->place;
+    uint8_t *codes = packs2 ? NULL : (uint8_t *)malloc(n);
+    uint8_t *unmasked_rows = pooled ? (uint8_t *)malloc(rows) : NULL;
+    if ((!packs2 && !codes) || (pooled && !unmasked_rows)) {
+        free(codes), free(unmasked_rows);
+        return -2;
+    }
+    const float lo = shared_lo(be, x, rows, n, xs, p, maxima, unmasked_rows);
+    int shared_ready = 0; /* the code exponents of a range shared by every row */
+    double e[EXAQ_MAX_CODES];
     for (size_t r = 0; r < rows; ++r) {
         const float *row = x + (ptrdiff_t)r * xs;
         exaq_quantizer q;
-        const int state = prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL, &q);
-        if (lo_out) lo_out[r] = state == ROW_LIVE ? q.lo : NAN;
-        float table[EXAQ_MAX_CODES];
-        if (state == ROW_LIVE) {
+        coded_row out = {0};
+        out.state = prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL,
+                                pooled ? !unmasked_rows[r] : 1, &q);
+        if (lo_out) lo_out[r] = out.state == ROW_LIVE ? q.lo : NAN;
+        if (out.state == ROW_LIVE) {
+            if (!shared_ready || p->clip == EXAQ_CLIP_ROW) {
+                code_exponents(&q, p->floor, e);
+                shared_ready = 1;
+            }
             int64_t counts[EXAQ_MAX_CODES] = {0};
-            be->softmax->quantize_count(row, n, &q, codes, counts);
-            probability_table(counts, &q, p->floor, table);
+            if (packs2) {
+                sink->place(sink, r, &out.packed, &out.maskbits);
+                out.masked = be->softmax->quantize_pack2(row, n, &q, out.packed, out.maskbits, counts);
+            } else {
+                be->softmax->quantize_count(row, n, &q, codes, counts);
+                out.codes = codes;
+            }
+            probability_table(counts, e, q.levels, out.table);
         }
-        sink(be, r, n, state, codes, table, ctx);
+        sink->emit(sink, be, r, n, &out);
     }
-    free(codes);
+    free(codes), free(unmasked_rows);
     return 0;
 }
 
 typedef struct {
+    row_sink base;
     float *y;
     ptrdiff_t ys;
-} prob_sink_ctx;
+    uint8_t *packed, *maskbits; /* one row of 2-bit codes, expanded right away */
+} prob_sink;
 
-static void write_probabilities(const exaq_backend *be, size_t r, size_t n, int state,
-                                const uint8_t *codes, const float table[EXAQ_MAX_CODES], void *ctx) {
-    const prob_sink_ctx *c = (const prob_sink_ctx *)ctx;
+static void place_scratch(row_sink *sink, size_t r, uint8_t **packed, uint8_t **maskbits) {
+    (void)r;
+    *packed = ((prob_sink *)sink)->packed;
+    *maskbits = ((prob_sink *)sink)->maskbits;
+}
+
+static void write_probabilities(row_sink *sink, const exaq_backend *be, size_t r, size_t n,
+                                const coded_row *row) {
+    const prob_sink *c = (const prob_sink *)sink;
     float *out = c->y + (ptrdiff_t)r * c->ys;
-    if (state == ROW_LIVE)
-        be->softmax->expand(codes, n, table, out);
+    if (row->state != ROW_LIVE)
+        fill(out, n, row->state == ROW_INVALID ? NAN : 0.0f);
+    else if (row->packed)
+        be->softmax->expand_pack2(row->packed, row->masked ? row->maskbits : NULL, n, row->table, out);
     else
-        fill(out, n, state == ROW_INVALID ? NAN : 0.0f);
+        be->softmax->expand(row->codes, n, row->table, out);
 }
 
 int exaq_softmax_quantized(const exaq_backend *be, const float *x, size_t rows, size_t n,
                            ptrdiff_t xs, float *y, ptrdiff_t ys, const exaq_params *p,
                            float *maxima, float *lo_out) {
-    prob_sink_ctx ctx = {y, ys};
-    return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, write_probabilities, &ctx);
+    prob_sink sink = {{place_scratch, write_probabilities}, y, ys, NULL, NULL};
+    if (p->bits == 2 && n) {
+        sink.packed = (uint8_t *)malloc(EXAQ_PACKED_BYTES(n, 2) + EXAQ_MASK_BYTES(n));
+        if (!sink.packed) return -2;
+        sink.maskbits = sink.packed + EXAQ_PACKED_BYTES(n, 2);
+    }
+    const int rc = quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
+    free(sink.packed);
+    return rc;
 }
 
 typedef struct {
+    row_sink base;
     uint8_t *codes;
     ptrdiff_t cs;
     float *tables;
     int ncodes;
-} code_sink_ctx;
+} code_sink;
 
-static void write_codes(const exaq_backend *be, size_t r, size_t n, int state,
-                        const uint8_t *codes, const float table[EXAQ_MAX_CODES], void *ctx) {
+static void write_codes(row_sink *sink, const exaq_backend *be, size_t r, size_t n, const coded_row *row) {
     (void)be;
-    const code_sink_ctx *c = (const code_sink_ctx *)ctx;
+    const code_sink *c = (const code_sink *)sink;
     uint8_t *out = c->codes + (ptrdiff_t)r * c->cs;
-    for (size_t j = 0; j < n; ++j)
-        out[j] = (state == ROW_LIVE && codes[j] != EXAQ_MASKED_CODE) ? codes[j] : 0;
+    const int live = row->state == ROW_LIVE;
+    for (size_t j = 0; j < n; ++j) out[j] = (live && row->codes[j] != EXAQ_MASKED_CODE) ? row->codes[j] : 0;
     if (c->tables)
         for (int k = 0; k < c->ncodes; ++k)
             c->tables[r * (size_t)c->ncodes + k] =
-                state == ROW_LIVE ? table[k] : state == ROW_INVALID ? NAN : 0.0f;
+                live ? row->table[k] : row->state == ROW_INVALID ? NAN : 0.0f;
 }
 
 int exaq_quantize_codes(const exaq_backend *be, const float *x, size_t rows, size_t n,
                         ptrdiff_t xs, uint8_t *codes, ptrdiff_t cs, const exaq_params *p,
                         float *maxima, float *lo_out, float *tables) {
-    code_sink_ctx ctx = {codes, cs, tables, 1 << p->bits};
+    code_sink sink = {{NULL, write_codes}, codes, cs, tables, 1 << p->bits};
     if (n == 0 && params_valid(p)) { /* rows of nothing: empty tables */
         for (size_t r = 0; r < rows; ++r) {
             if (lo_out) lo_out[r] = NAN;
-            for (int k = 0; tables && k < ctx.ncodes; ++k) tables[r * (size_t)ctx.ncodes + k] = 0.0f;
+            for (int k = 0; tables && k < sink.ncodes; ++k) tables[r * (size_t)sink.ncodes + k] = 0.0f;
         }
         return 0;
     }
-    return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, write_codes, &ctx);
+    return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
 }
 
 int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size_t n,
@@ -300,7 +395,7 @@ int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size
 void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_t n,
                       ptrdiff_t xs, float *maxima, exaq_call_stats *out) {
     pooled_moments pm = {0, 0, 0, INFINITY, 0};
-    if (rows && n) pool_rows(be, x, rows, n, xs, maxima, &pm);
+    if (rows && n) pool_rows(be, x, rows, n, xs, 1, maxima, NULL, &pm);
     const int any = pm.count > 0;
     out->count = (int64_t)pm.count;
     out->mean = any ? pm.mean : NAN;
@@ -313,6 +408,7 @@ void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_
 /* ---- fused packed output: codes are packed in the sink, no float probability is written ---- */
 
 typedef struct {
+    row_sink base;
     uint8_t *packed;
     ptrdiff_t ps;
     float *tables;
@@ -321,7 +417,7 @@ typedef struct {
     ptrdiff_t ms;
     int bits, ncodes;
     int64_t interior;
-} packed_sink_ctx;
+} packed_sink;
 
 /* 1 + index of the last entry whose mask bit is clear (0 if none) */
 static size_t valid_length(const uint8_t *maskbits, size_t n) {
@@ -342,26 +438,32 @@ static int any_masked_before(const uint8_t *maskbits, size_t len) {
     return any != 0;
 }
 
-static void write_packed(const exaq_backend *be, size_t r, size_t n, int state, const uint8_t *codes,
-                         const float table[EXAQ_MAX_CODES], void *ctx) {
-    packed_sink_ctx *c = (packed_sink_ctx *)ctx;
+static void place_packed_row(row_sink *sink, size_t r, uint8_t **packed, uint8_t **maskbits) {
+    const packed_sink *c = (const packed_sink *)sink;
+    *packed = c->packed + (ptrdiff_t)r * c->ps;
+    *maskbits = c->maskbits + (ptrdiff_t)r * c->ms;
+}
+
+static void write_packed(row_sink *sink, const exaq_backend *be, size_t r, size_t n, const coded_row *row) {
+    packed_sink *c = (packed_sink *)sink;
     uint8_t *out = c->packed + (ptrdiff_t)r * c->ps, *mask = c->maskbits + (ptrdiff_t)r * c->ms;
     const size_t mbytes = EXAQ_MASK_BYTES(n);
     size_t len;
-    if (state == ROW_LIVE) {
-        be->softmax->packed->pack(codes, n, c->bits, out, mask);
-        len = valid_length(mask, n);
-        if (any_masked_before(mask, len)) ++c->interior;
+    if (row->state == ROW_LIVE) {
+        if (!row->packed) be->softmax->packed->pack(row->codes, n, c->bits, out, mask);
+        const int any_masked = row->packed ? row->masked != 0 : 1;
+        len = any_masked ? valid_length(mask, n) : n;
+        if (any_masked && any_masked_before(mask, len)) ++c->interior;
     } else {
         memset(out, 0, EXAQ_PACKED_BYTES(n, c->bits));
-        memset(mask, state == ROW_EMPTY ? 0xFF : 0, mbytes);
-        if (state == ROW_EMPTY && n % 8) mask[mbytes - 1] = (uint8_t)((1u << (n % 8)) - 1u);
-        len = state == ROW_EMPTY ? 0 : n;
+        memset(mask, row->state == ROW_EMPTY ? 0xFF : 0, mbytes);
+        if (row->state == ROW_EMPTY && n % 8) mask[mbytes - 1] = (uint8_t)((1u << (n % 8)) - 1u);
+        len = row->state == ROW_EMPTY ? 0 : n;
     }
     c->lengths[r] = (int64_t)len;
     for (int k = 0; k < c->ncodes; ++k)
         c->tables[r * (size_t)c->ncodes + k] =
-            state == ROW_LIVE ? table[k] : state == ROW_INVALID ? NAN : 0.0f;
+            row->state == ROW_LIVE ? row->table[k] : row->state == ROW_INVALID ? NAN : 0.0f;
 }
 
 int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, size_t n,
@@ -369,18 +471,19 @@ int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, siz
                         uint8_t *packed, ptrdiff_t ps, float *tables, int64_t *lengths,
                         uint8_t *maskbits, ptrdiff_t ms, int64_t *interior_rows) {
     if (!params_valid(p)) return -1;
-    packed_sink_ctx ctx = {packed, ps, tables, lengths, maskbits, ms, p->bits, 1 << p->bits, 0};
+    packed_sink sink = {{p->bits == 2 ? place_packed_row : NULL, write_packed},
+                        packed, ps, tables, lengths, maskbits, ms, p->bits, 1 << p->bits, 0};
     *interior_rows = 0;
     if (n == 0) { /* rows of nothing */
         for (size_t r = 0; r < rows; ++r) {
             if (lo_out) lo_out[r] = NAN;
             lengths[r] = 0;
-            for (int k = 0; k < ctx.ncodes; ++k) tables[r * (size_t)ctx.ncodes + k] = 0.0f;
+            for (int k = 0; k < sink.ncodes; ++k) tables[r * (size_t)sink.ncodes + k] = 0.0f;
         }
         return 0;
     }
-    const int rc = quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, write_packed, &ctx);
-    *interior_rows = ctx.interior;
+    const int rc = quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
+    *interior_rows = sink.interior;
     return rc;
 }
 

@@ -14,7 +14,7 @@ static float row_max_scalar(const float *x, size_t n, int *invalid) {
     return mx;
 }
 
-static void row_stats_scalar(const float *x, size_t n, float pilot, exaq_row_stats *out) {
+static void row_stats_scalar(const float *x, size_t n, float pilot, int with_min, exaq_row_stats *out) {
     exaq_stat_lanes lanes;
     memset(&lanes, 0, sizeof lanes);
     exaq_row_stats_init(out);
@@ -23,6 +23,7 @@ static void row_stats_scalar(const float *x, size_t n, float pilot, exaq_row_sta
         if (j % EXAQ_FLUSH == EXAQ_FLUSH - 1) exaq_stat_lanes_flush(&lanes);
     }
     exaq_stat_lanes_total(&lanes, out);
+    if (!with_min) out->min = __builtin_nanf("");
 }
 
 static void moments_scalar(const float *x, size_t n, float shift, double sum[EXAQ_LANES],
@@ -43,6 +44,16 @@ static void quantize_count_scalar(const float *x, size_t n, const exaq_quantizer
 static void expand_scalar(const uint8_t *codes, size_t n, const float table[EXAQ_MAX_CODES],
                           float *y) {
     exaq_expand_from(codes, 0, n, table, y);
+}
+
+static size_t quantize_pack2_scalar(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,
+                                    uint8_t *maskbits, int64_t counts[4]) {
+    return exaq_quantize_pack2_from(x, 0, n, q, packed, maskbits, counts);
+}
+
+static void expand_pack2_scalar(const uint8_t *packed, const uint8_t *maskbits, size_t n,
+                                const float table[4], float *y) {
+    exaq_expand_pack2_from(packed, maskbits, 0, n, table, y);
 }
 
 static float exp_nonpositive(float t) {
@@ -81,5 +92,5 @@ static void scale_scalar(float *y, size_t n, float factor) {
 const exaq_softmax_kernels exaq_softmax_scalar = {
     row_max_scalar,        row_stats_scalar, moments_scalar,       abs_deviation_scalar,
     quantize_count_scalar, expand_scalar,    exp_store_sum_scalar, scale_scalar,
-    &exaq_packed_scalar,
+    quantize_pack2_scalar, expand_pack2_scalar, &exaq_packed_scalar,
 };

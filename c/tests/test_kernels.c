@@ -40,11 +40,18 @@ static void compare_kernels(const exaq_backend *ref, const exaq_backend *be, con
     if (!bad1) CHECK(m1 == m2, "%s row_max n=%zu", be->name, n);
     exaq_row_stats a, b;
     const float pilot = n ? (x[0] == -INFINITY ? 0.0f : x[0]) : 0.0f;
-    ref->softmax->row_stats(x, n, pilot, &a);
-    be->softmax->row_stats(x, n, pilot, &b);
-    CHECK(a.unmasked == b.unmasked, "%s row_stats n=%zu", be->name, n);
-    CHECK(same_double(a.sum, b.sum) && same_double(a.sumsq, b.sumsq), "%s row_stats sums n=%zu",
-          be->name, n);
+    for (int variant = 0; variant < 4; ++variant) { /* with/without min, zero/non-zero pilot */
+        const float p = variant & 1 ? pilot : 0.0f;
+        ref->softmax->row_stats(x, n, p, variant >> 1, &a);
+        be->softmax->row_stats(x, n, p, variant >> 1, &b);
+        CHECK(a.unmasked == b.unmasked, "%s row_stats n=%zu", be->name, n);
+        CHECK(same_double(a.sum, b.sum) && same_double(a.sumsq, b.sumsq), "%s row_stats sums n=%zu v=%d",
+              be->name, n, variant);
+        if (!(variant >> 1)) CHECK(a.min != a.min && b.min != b.min, "%s row_stats no min n=%zu", be->name, n);
+        if (!bad1 && a.unmasked)
+            CHECK(a.max == b.max && a.max == m1 && same_float(a.min, b.min), "%s row_stats max/min n=%zu",
+                  be->name, n);
+    }
     if (bad1 || a.unmasked == 0) return;
     CHECK(a.max == b.max && a.min == b.min && a.max == m1, "%s row_stats max/min n=%zu", be->name, n);
     double s1[EXAQ_LANES] = {0}, q1[EXAQ_LANES] = {0}, s2[EXAQ_LANES] = {0}, q2[EXAQ_LANES] = {0};
@@ -84,6 +91,39 @@ static void compare_kernels(const exaq_backend *ref, const exaq_backend *be, con
         be->softmax->expand(k1, n, table, y2);
         CHECK(memcmp(y1, y2, n * sizeof(float)) == 0, "%s expand bits=%d n=%zu", be->name, bits, n);
         free(k1), free(k2), free(y1), free(y2);
+    }
+    for (int may_mask = 0; may_mask < 2; ++may_mask) { /* 2-bit codes straight to the packed format */
+        if (!may_mask && a.unmasked != (int64_t)n) continue;
+        exaq_quantizer q = {a.max, -2.5f, 3.0f / 2.5f, 3.0f, 3, may_mask};
+        const size_t nb = EXAQ_PACKED_BYTES(n, 2), mb = EXAQ_MASK_BYTES(n);
+        uint8_t *codes = malloc(n + 1), *p0 = malloc(nb + 1), *m0 = malloc(mb + 1);
+        uint8_t *p1 = malloc(nb + 1), *p2 = malloc(nb + 1), *m1 = malloc(mb + 1), *m2 = malloc(mb + 1);
+        memset(p2, 0xAB, nb), memset(m2, 0xCD, mb); /* every byte must be written */
+        int64_t c0[EXAQ_MAX_CODES] = {0}, c1[4] = {0}, c2[4] = {0};
+        ref->softmax->quantize_count(x, n, &q, codes, c0);
+        ref->softmax->packed->pack(codes, n, 2, p0, m0);
+        const size_t masked1 = ref->softmax->quantize_pack2(x, n, &q, p1, m1, c1);
+        const size_t masked2 = be->softmax->quantize_pack2(x, n, &q, p2, m2, c2);
+        CHECK(memcmp(p0, p1, nb) == 0 && memcmp(m0, m1, mb) == 0 && memcmp(c0, c1, sizeof c1) == 0,
+              "scalar pack2 vs quantize_count + pack n=%zu", n);
+        CHECK(masked1 == masked2 && memcmp(c1, c2, sizeof c1) == 0, "%s pack2 counts n=%zu", be->name, n);
+        CHECK(memcmp(p1, p2, nb) == 0 && memcmp(m1, m2, mb) == 0, "%s pack2 codes n=%zu", be->name, n);
+        CHECK(masked1 == n - (size_t)a.unmasked, "pack2 masked count n=%zu", n);
+        const float table[4] = {0.125f, 0.25f, 0.5f, 1.0f};
+        for (int with_mask = 0; with_mask < 2; ++with_mask) {
+            float *y0 = tight_floats(n), *y1 = tight_floats(n), *y2 = tight_floats(n);
+            float table16[EXAQ_MAX_CODES] = {0};
+            memcpy(table16, table, sizeof table);
+            ref->softmax->expand(codes, n, table16, y0);
+            ref->softmax->expand_pack2(p1, with_mask ? m1 : NULL, n, table, y1);
+            be->softmax->expand_pack2(p1, with_mask ? m1 : NULL, n, table, y2);
+            CHECK(memcmp(y1, y2, n * sizeof(float)) == 0, "%s expand_pack2 n=%zu", be->name, n);
+            for (size_t j = 0; j < n; ++j)
+                CHECK(y1[j] == (with_mask || codes[j] != EXAQ_MASKED_CODE ? y0[j] : table[0]),
+                      "expand_pack2 vs expand n=%zu j=%zu", n, j);
+            free(y0), free(y1), free(y2);
+        }
+        free(codes), free(p0), free(m0), free(p1), free(p2), free(m1), free(m2);
     }
     float *e1 = tight_floats(n), *e2 = tight_floats(n);
     const double t1 = ref->softmax->exp_store_sum(x, n, a.max, e1);
@@ -195,6 +235,59 @@ static void compare_packed(const exaq_backend *ref, const exaq_backend *be, size
     }
 }
 
+/* 2-bit codes of the fused packed path equal the byte-code path's, with the
+ * same tables, in every range mode */
+static void compare_pack2_codes(const exaq_backend *be, const float *x, size_t rows, size_t n,
+                                       double static_range) {
+    const exaq_clip_mode modes[] = {EXAQ_CLIP_GAUSS, EXAQ_CLIP_LAPLACE, EXAQ_CLIP_ROW,
+                                    EXAQ_CLIP_NONE, EXAQ_CLIP_STATIC};
+    const size_t nb = EXAQ_PACKED_BYTES(n, 2), mb = EXAQ_MASK_BYTES(n);
+    float *scratch = tight_floats(rows), *t1 = tight_floats(rows * 4), *t2 = tight_floats(rows * 4);
+    uint8_t *codes = tight_bytes(rows * n), *pk = tight_bytes(rows * nb), *mk = tight_bytes(rows * mb);
+    int64_t *len = (int64_t *)malloc(rows * sizeof(int64_t) + 1), interior;
+    for (int m = 0; m < 5; ++m)
+        for (int fl = 0; fl < 2; ++fl) {
+            const double static_lo = m == 4 && fl ? -1e-30 : static_range; /* also a range of a few ulps */
+            exaq_params p = {2, modes[m], -1.66, -1.85, static_lo, (exaq_floor_mode)fl};
+            CHECK(exaq_quantize_codes(be, x, rows, n, n, codes, n, &p, scratch, NULL, t1) == 0, "rc");
+            CHECK(exaq_softmax_packed(be, x, rows, n, n, &p, scratch, NULL, pk, nb, t2, len, mk, mb, &interior) == 0,
+                  "rc");
+            for (size_t i = 0; i < rows * 4; ++i) CHECK(same_float(t1[i], t2[i]), "%s pack2 tables mode=%d", be->name, m);
+            for (size_t r = 0; r < rows; ++r)
+                for (size_t j = 0; j < n; ++j)
+                    if (codes[r * n + j] != naive_code_at(pk + r * nb, j, 2)) {
+                        CHECK(0, "%s pack2 codes mode=%d floor=%d n=%zu r=%zu j=%zu: %d vs %u", be->name, m, fl,
+                              n, r, j, codes[r * n + j], naive_code_at(pk + r * nb, j, 2));
+                        break;
+                    }
+        }
+    free(scratch), free(t1), free(t2), free(codes), free(pk), free(mk), free(len);
+}
+
+/* Rows whose entries sit a few ulps around the rounding boundaries of a static
+ * range [lo, 0] (t = (k - 1/2) * lo / 3 for 2 bits), where two ways of
+ * computing the codes are most likely to disagree. */
+static void compare_pack2_boundaries(const exaq_backend *be) {
+    static const float shifts[] = {0.0f, 1.7f, -3.3f, 1000.5f, 1e-3f, -250.25f};
+    static const double ranges[] = {-3.0, -2.9, -0.37, -7.1};
+    const size_t rows = 6, n = 3 * 9 + 1;
+    float *x = tight_floats(rows * n);
+    for (size_t ri = 0; ri < sizeof ranges / sizeof *ranges; ++ri) {
+        for (size_t r = 0; r < rows; ++r) {
+            float *row = x + r * n;
+            row[0] = shifts[r];
+            for (int k = 1; k <= 3; ++k)
+                for (int u = -4; u <= 4; ++u) {
+                    float v = shifts[r] + (float)((k - 0.5) * -ranges[ri] / 3.0) + (float)ranges[ri];
+                    for (int step = 0; step < (u < 0 ? -u : u); ++step) v = nextafterf(v, u < 0 ? -INFINITY : INFINITY);
+                    row[1 + (size_t)(k - 1) * 9 + (size_t)(u + 4)] = v > shifts[r] ? shifts[r] : v;
+                }
+        }
+        compare_pack2_codes(be, x, rows, n, ranges[ri]);
+    }
+    free(x);
+}
+
 /* the fused packed softmax against the float softmax and across backends */
 static void compare_packed_driver(const exaq_backend *ref, const exaq_backend *be, const float *x,
                                   size_t rows, size_t n) {
@@ -262,9 +355,11 @@ int main(void) {
             for (size_t r = 0; r < rows; ++r) fill_row(xs + r * n, n, (int)(r * 3 % 8));
             compare_drivers(ref, be, xs, rows, n);
             compare_packed_driver(ref, be, xs, rows, n);
+            compare_pack2_codes(be, xs, rows, n, -3.0);
             for (int pattern = 0; pattern < 3; ++pattern) compare_packed(ref, be, n, pattern);
             free(xs);
         }
+        compare_pack2_boundaries(be);
         printf("backend %s: checked\n", be->name);
     }
     printf("%d failed checks\n", failures);
