@@ -38,23 +38,28 @@ typedef struct {
     double sum, sumsq;
 } exaq_row_stats;
 
-/* The affine quantizer of one row:
- *   t = max(x - shift, lo)             (float32)
- *   v = fma(t, scale, offset)          (one rounding; offset = -lo*scale in float32)
- *   q = rint(v)                        (round half to even; t <= 0 keeps q <= levels)
- * and masked entries (x == -inf) get EXAQ_MASKED_CODE and are not counted.
- * Equivalently q = max(rint(fma(x - shift, scale, offset)), 0): at t = lo the
- * fma gives the rounding error of lo*scale, far below 1/2, so every t <= lo
- * rounds to a code <= 0 (SIMD kernels clamp after rounding, in the saturating
- * narrowing to bytes).  shift is the row maximum, so t <= 0. */
+/* The affine quantizer of one row, range [lo, 0] of t = x - shift, levels+1 codes:
+ *   scale = levels / -lo, offset = -lo * scale          (float32)
+ *   v = fma(x - sub, scale, add)                        (float32, one rounding)
+ *   q = max(rint(v), 0)                                 (round half to even)
+ * with (sub, add) = (0, offset - shift*scale rounded to float) when
+ * |shift*scale| <= EXAQ_FOLD_LIMIT, so the kernels skip the subtraction, and
+ * (shift, offset) otherwise.  Either way v is the code position
+ * (t - lo) * scale to within 2e-5 of a code step, q = 0 for every t <= lo and
+ * q = levels at t = 0.  Masked entries (x == -inf) get EXAQ_MASKED_CODE and
+ * are not counted.  Fill with exaq_quantizer_init. */
+#define EXAQ_FOLD_LIMIT 256.0
 typedef struct {
     float shift;
     float lo;
     float scale;
     float offset;
+    float sub, add;
     int levels;   /* 2^bits - 1 */
     int may_mask; /* 0: the caller knows the row holds no -inf (kernels may skip the test) */
 } exaq_quantizer;
+
+void exaq_quantizer_init(exaq_quantizer *q, float shift, float lo, int levels, int may_mask);
 
 /* Packed code rows (docs/packed.md): code j of a row sits at bit j*bits of the
  * row's little-endian bit stream, rows start on a byte boundary, padding is 0.

@@ -148,18 +148,17 @@ static void abs_deviation_avx2(const float *x, size_t n, float shift, double cen
 }
 
 typedef struct {
-    __m256 shift, lo, scale, offset;
+    __m256 sub, scale, add;
 } quantizer256;
 
-/* the float32 operations of exaq_quantize_one, in the same order; masked
- * lanes get EXAQ_MASKED_CODE */
+/* exaq_quantize_one on 8 lanes; masked lanes get EXAQ_MASKED_CODE */
 static inline __m256i quantize256(__m256 x, __m256 live, const quantizer256 *q) {
-    const __m256 t = _mm256_max_ps(_mm256_sub_ps(x, q->shift), q->lo);
-    const __m256 v = _mm256_fmadd_ps(t, q->scale, q->offset);
+    const __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(x, q->sub), q->scale, q->add);
     const __m256 r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm256_castps_si256(_mm256_blendv_ps(
-        _mm256_castsi256_ps(_mm256_set1_epi32(EXAQ_MASKED_CODE)),
-        _mm256_castsi256_ps(_mm256_cvttps_epi32(r)), live));
+    /* cvtt of -inf or of a huge negative gives INT_MIN, which the max clamps */
+    const __m256i code = _mm256_max_epi32(_mm256_cvttps_epi32(r), _mm256_setzero_si256());
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(_mm256_set1_epi32(EXAQ_MASKED_CODE)),
+                                                _mm256_castsi256_ps(code), live));
 }
 
 /* byte counters in 32-bit lanes, see the AVX-512 file; here the one-hot byte
@@ -175,8 +174,7 @@ static inline void quantize_count_groups(const float *x, size_t n, const exaq_qu
                                          uint8_t *codes, int64_t counts[EXAQ_MAX_CODES],
                                          const int groups) {
     const __m256i one = _mm256_set1_epi32(1);
-    const quantizer256 vq = {_mm256_set1_ps(q->shift), _mm256_set1_ps(q->lo),
-                             _mm256_set1_ps(q->scale), _mm256_set1_ps(q->offset)};
+    const quantizer256 vq = {_mm256_set1_ps(q->sub), _mm256_set1_ps(q->scale), _mm256_set1_ps(q->add)};
     __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                       _mm256_setzero_si256()};
     int since_drain = 0;

@@ -169,14 +169,19 @@ static void abs_deviation_avx512(const float *x, size_t n, float shift, double c
 }
 
 typedef struct {
-    __m512 shift, scale, offset;
+    __m512 sub, scale, add;
 } quantizer512;
 
+static inline quantizer512 quantizer512_of(const exaq_quantizer *q) {
+    const quantizer512 v = {_mm512_set1_ps(q->sub), _mm512_set1_ps(q->scale), _mm512_set1_ps(q->add)};
+    return v;
+}
+
 /* Codes of 16 entries as 32-bit lanes, before the clamp at code 0 (see
- * exaq_quantizer): lanes outside `live` get EXAQ_MASKED_CODE. */
-static inline __m512i raw_codes16(__m512 x, __mmask16 live, const quantizer512 *q) {
-    const __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(x, q->shift), q->scale, q->offset);
-    return _mm512_mask_cvt_roundps_epi32(_mm512_set1_epi32(EXAQ_MASKED_CODE), live, v,
+ * exaq_quantizer): lanes outside `live` get `fill`.  shifted = 0: sub is 0. */
+static inline __m512i raw_codes16(__m512 x, __mmask16 live, const quantizer512 *q, const int shifted, int fill) {
+    const __m512 v = _mm512_fmadd_ps(shifted ? _mm512_sub_ps(x, q->sub) : x, q->scale, q->add);
+    return _mm512_mask_cvt_roundps_epi32(_mm512_set1_epi32(fill), live, v,
                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
@@ -216,31 +221,79 @@ static inline void counts_from_planes(int64_t planes[EXAQ_MAX_CODES], int bits,
     for (int code = 0; code < (1 << bits); ++code) counts[code] += planes[code];
 }
 
+/* 4-bit counts: code k adds 1 << 8*(k % 4) to the 32-bit lanes of counter
+ * k / 4 (a one-hot byte read with a permute), so each counter holds four byte
+ * counts per lane, drained before a byte can overflow.  Cheaper than the 15
+ * bit-plane intersections. */
+typedef struct {
+    __m512i one_hot[4], acc[4];
+    int blocks;
+} byte_counters;
+
+static inline void byte_counters_init(byte_counters *b) {
+    for (int g = 0; g < 4; ++g) {
+        int32_t t[W];
+        for (int k = 0; k < W; ++k) t[k] = (k / 4 == g) ? (int32_t)(1u << (8 * (k % 4))) : 0;
+        b->one_hot[g] = _mm512_loadu_si512(t);
+        b->acc[g] = _mm512_setzero_si512();
+    }
+    b->blocks = 0;
+}
+
+static inline void byte_counters_drain(byte_counters *b, int64_t counts[EXAQ_MAX_CODES]) {
+    const __m512i byte = _mm512_set1_epi32(0xFF);
+    for (int g = 0; g < 4; ++g) {
+        for (int k = 0; k < 4; ++k)
+            counts[4 * g + k] += _mm512_reduce_add_epi32(_mm512_and_si512(_mm512_srli_epi32(b->acc[g], 8 * k), byte));
+        b->acc[g] = _mm512_setzero_si512();
+    }
+    b->blocks = 0;
+}
+
+/* codes of four vectors (raw, before the clamp at 0), lanes outside live uncounted */
+static inline void byte_counters_add(byte_counters *b, const __m512i c[4], const __mmask16 live[4],
+                                     int64_t counts[EXAQ_MAX_CODES]) {
+    for (int v = 0; v < 4; ++v) {
+        const __m512i code = _mm512_max_epi32(c[v], _mm512_setzero_si512());
+        for (int g = 0; g < 4; ++g)
+            b->acc[g] = _mm512_mask_add_epi32(b->acc[g], live[v], b->acc[g], _mm512_permutexvar_epi32(code, b->one_hot[g]));
+    }
+    if (++b->blocks == 63) byte_counters_drain(b, counts);
+}
+
 static inline EXAQ_ALWAYS_INLINE void quantize_count_bits(const float *x, size_t n, const exaq_quantizer *q,
                                        uint8_t *codes, int64_t counts[EXAQ_MAX_CODES],
-                                       const int bits, const int may_mask) {
-    const quantizer512 vq = {_mm512_set1_ps(q->shift), _mm512_set1_ps(q->scale),
-                             _mm512_set1_ps(q->offset)};
+                                       const int bits, const int may_mask, const int shifted) {
+    const quantizer512 vq = quantizer512_of(q);
     int64_t planes[EXAQ_MAX_CODES] = {0};
+    byte_counters bc;
+    if (bits == 4) byte_counters_init(&bc);
     size_t j = 0;
     for (; j + 4 * W <= n; j += 4 * W) {
         __m512i c[4];
+        __mmask16 live[4];
         for (int g = 0; g < 4; ++g) {
             const __m512 v = _mm512_loadu_ps(x + j + W * g);
-            c[g] = raw_codes16(v, may_mask ? unmasked16(v) : (__mmask16)0xFFFF, &vq);
+            live[g] = may_mask ? unmasked16(v) : (__mmask16)0xFFFF;
+            c[g] = raw_codes16(v, live[g], &vq, shifted, EXAQ_MASKED_CODE);
         }
         const __m512i bytes = narrow_codes64(c[0], c[1], c[2], c[3]);
         _mm512_storeu_si512(codes + j, bytes);
-        planes[0] += 4 * W;
-        count_planes(bytes, bits, planes);
+        if (bits == 4) {
+            byte_counters_add(&bc, c, live, counts);
+        } else {
+            planes[0] += 4 * W;
+            count_planes(bytes, bits, planes);
+        }
     }
+    if (bits == 4) byte_counters_drain(&bc, counts);
     if (j < n) { /* lanes past the row read as masked, and are not stored */
         __m512i c[4];
         for (int g = 0; g < 4; ++g) {
             const size_t at = j + W * g;
             const __mmask16 m = at < n ? first_lanes(n - at) : 0;
             const __m512 v = _mm512_maskz_loadu_ps(m, x + (at < n ? at : j));
-            c[g] = raw_codes16(v, m & unmasked16(v), &vq);
+            c[g] = raw_codes16(v, m & unmasked16(v), &vq, shifted, EXAQ_MASKED_CODE);
         }
         const __m512i bytes = narrow_codes64(c[0], c[1], c[2], c[3]);
         _mm512_mask_storeu_epi8(codes + j, (__mmask64)(~(uint64_t)0 >> (64 - (n - j))), bytes);
@@ -250,18 +303,20 @@ static inline EXAQ_ALWAYS_INLINE void quantize_count_bits(const float *x, size_t
     counts_from_planes(planes, bits, counts);
 }
 
+#define QUANTIZE_COUNT(bits)                                                                   \
+    do {                                                                                       \
+        if (q->may_mask && shifted) quantize_count_bits(x, n, q, codes, counts, bits, 1, 1);   \
+        else if (q->may_mask) quantize_count_bits(x, n, q, codes, counts, bits, 1, 0);         \
+        else if (shifted) quantize_count_bits(x, n, q, codes, counts, bits, 0, 1);             \
+        else quantize_count_bits(x, n, q, codes, counts, bits, 0, 0);                          \
+    } while (0)
+
 static void quantize_count_avx512(const float *x, size_t n, const exaq_quantizer *q,
                                   uint8_t *codes, int64_t counts[EXAQ_MAX_CODES]) {
-    if (q->levels <= 3) {
-        if (q->may_mask) quantize_count_bits(x, n, q, codes, counts, 2, 1);
-        else quantize_count_bits(x, n, q, codes, counts, 2, 0);
-    } else if (q->levels <= 7) {
-        if (q->may_mask) quantize_count_bits(x, n, q, codes, counts, 3, 1);
-        else quantize_count_bits(x, n, q, codes, counts, 3, 0);
-    } else {
-        if (q->may_mask) quantize_count_bits(x, n, q, codes, counts, 4, 1);
-        else quantize_count_bits(x, n, q, codes, counts, 4, 0);
-    }
+    const int shifted = q->sub != 0.0f;
+    if (q->levels <= 3) QUANTIZE_COUNT(2);
+    else if (q->levels <= 7) QUANTIZE_COUNT(3);
+    else QUANTIZE_COUNT(4);
 }
 
 static void expand_avx512(const uint8_t *codes, size_t n, const float table[EXAQ_MAX_CODES],
@@ -287,9 +342,10 @@ static inline uint64_t lanes64(__mmask16 m0, __mmask16 m1, __mmask16 m2, __mmask
     return (uint64_t)m0 | (uint64_t)m1 << 16 | (uint64_t)m2 << 32 | (uint64_t)m3 << 48;
 }
 
-static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,
-                                         uint8_t *maskbits, int64_t counts[4], const int may_mask) {
-    const quantizer512 vq = {_mm512_set1_ps(q->shift), _mm512_set1_ps(q->scale), _mm512_set1_ps(q->offset)};
+static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size_t n, const exaq_quantizer *q,
+                                                            uint8_t *packed, uint8_t *maskbits, int64_t counts[4],
+                                                            const int may_mask, const int shifted) {
+    const quantizer512 vq = quantizer512_of(q);
     const __m512i pair_weights = _mm512_set1_epi16(0x0401);      /* bytes (1, 4) */
     const __m512i quad_weights = _mm512_set1_epi32(0x00100001); /* words (1, 16) */
     /* after the packs, dword 4L+s holds entries 16s+4L .. 16s+4L+3: packed
@@ -305,8 +361,7 @@ static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size
         for (int g = 0; g < 4; ++g) {
             const __m512 v = _mm512_loadu_ps(x + j + W * g);
             live[g] = may_mask ? unmasked16(v) : (__mmask16)0xFFFF;
-            const __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(v, vq.shift), vq.scale, vq.offset);
-            c[g] = _mm512_maskz_cvt_roundps_epi32(live[g], u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            c[g] = raw_codes16(v, live[g], &vq, shifted, 0);
         }
         /* saturation clamps negative codes to 0; masked lanes are 0 too */
         const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
@@ -334,8 +389,11 @@ static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size
 
 static size_t quantize_pack2_avx512(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,
                                     uint8_t *maskbits, int64_t counts[4]) {
-    return q->may_mask ? quantize_pack2_rows(x, n, q, packed, maskbits, counts, 1)
-                       : quantize_pack2_rows(x, n, q, packed, maskbits, counts, 0);
+    const int shifted = q->sub != 0.0f;
+    if (q->may_mask && shifted) return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 1, 1);
+    if (q->may_mask) return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 1, 0);
+    if (shifted) return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 0, 1);
+    return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 0, 0);
 }
 
 static void expand_pack2_avx512(const uint8_t *packed, const uint8_t *maskbits, size_t n,

@@ -43,9 +43,8 @@ static inline int exaq_is_invalid(float x) { return x != x || x == __builtin_inf
  * (an instruction where the ISA has one, correctly rounded in libm otherwise),
  * which keeps the scalar reference bit-identical to the SIMD kernels. */
 static inline int exaq_quantize_one(float x, const exaq_quantizer *q) {
-    float t = x - q->shift;
-    if (!(t >= q->lo)) t = q->lo; /* clipped below; also t = -inf from overflow */
-    return (int)exaq_round_even(fmaf(t, q->scale, q->offset));
+    const float v = fmaf(x - q->sub, q->scale, q->add);
+    return v > 0.0f ? (int)exaq_round_even(v) : 0; /* also v = -inf from overflow */
 }
 
 /* Entries [from, n) of a row, scalar: the scalar kernels run them from 0, and

@@ -192,6 +192,23 @@ static float shared_lo(const exaq_backend *be, const float *x, size_t rows, size
     return law_lo(p, spread, min_surely_below(&pm, c) ? -INFINITY : pooled_min(be, x, rows, n, xs, maxima));
 }
 
+void exaq_quantizer_init(exaq_quantizer *q, float shift, float lo, int levels, int may_mask) {
+    q->shift = shift;
+    q->lo = lo;
+    q->levels = levels;
+    q->may_mask = may_mask;
+    q->scale = (float)levels / -lo;
+    q->offset = -lo * q->scale;
+    const double shifted = (double)shift * (double)q->scale;
+    if (fabs(shifted) <= EXAQ_FOLD_LIMIT) {
+        q->sub = 0.0f;
+        q->add = (float)((double)q->offset - shifted);
+    } else {
+        q->sub = shift;
+        q->add = q->offset;
+    }
+}
+
 /* Fills the row's quantizer; returns its ROW_* state. */
 static int prepare_row(const exaq_backend *be, const float *row, size_t n, const exaq_params *p,
                        float lo, const float *pooled_max, int may_mask, exaq_quantizer *q) {
@@ -212,12 +229,7 @@ static int prepare_row(const exaq_backend *be, const float *row, size_t n, const
     }
     const int state = row_state_of_max(row_max);
     if (state != ROW_LIVE) return state;
-    q->shift = row_max;
-    q->lo = lo;
-    q->levels = (1 << p->bits) - 1;
-    q->may_mask = may_mask;
-    q->scale = (float)q->levels / -lo;
-    q->offset = -lo * q->scale;
+    exaq_quantizer_init(q, row_max, lo, (1 << p->bits) - 1, may_mask);
     return ROW_LIVE;
 }
 
@@ -306,23 +318,16 @@ typedef struct {
     row_sink base;
     float *y;
     ptrdiff_t ys;
-    uint8_t *packed, *maskbits; /* one row of 2-bit codes, expanded right away */
 } prob_sink;
 
-static void place_scratch(row_sink *sink, size_t r, uint8_t **packed, uint8_t **maskbits) {
-    (void)r;
-    *packed = ((prob_sink *)sink)->packed;
-    *maskbits = ((prob_sink *)sink)->maskbits;
-}
-
+/* Float output goes through byte codes even for 2 bits: expanding bytes is a
+ * little cheaper than unpacking 2-bit codes, and both stay in L1. */
 static void write_probabilities(row_sink *sink, const exaq_backend *be, size_t r, size_t n,
                                 const coded_row *row) {
     const prob_sink *c = (const prob_sink *)sink;
     float *out = c->y + (ptrdiff_t)r * c->ys;
     if (row->state != ROW_LIVE)
         fill(out, n, row->state == ROW_INVALID ? NAN : 0.0f);
-    else if (row->packed)
-        be->softmax->expand_pack2(row->packed, row->masked ? row->maskbits : NULL, n, row->table, out);
     else
         be->softmax->expand(row->codes, n, row->table, out);
 }
@@ -330,15 +335,8 @@ static void write_probabilities(row_sink *sink, const exaq_backend *be, size_t r
 int exaq_softmax_quantized(const exaq_backend *be, const float *x, size_t rows, size_t n,
                            ptrdiff_t xs, float *y, ptrdiff_t ys, const exaq_params *p,
                            float *maxima, float *lo_out) {
-    prob_sink sink = {{place_scratch, write_probabilities}, y, ys, NULL, NULL};
-    if (p->bits == 2 && n) {
-        sink.packed = (uint8_t *)malloc(EXAQ_PACKED_BYTES(n, 2) + EXAQ_MASK_BYTES(n));
-        if (!sink.packed) return -2;
-        sink.maskbits = sink.packed + EXAQ_PACKED_BYTES(n, 2);
-    }
-    const int rc = quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
-    free(sink.packed);
-    return rc;
+    prob_sink sink = {{NULL, write_probabilities}, y, ys};
+    return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
 }
 
 typedef struct {

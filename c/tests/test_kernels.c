@@ -63,10 +63,11 @@ static void compare_kernels(const exaq_backend *ref, const exaq_backend *be, con
     ref->softmax->abs_deviation(x, n, a.max, -2.5, d1);
     be->softmax->abs_deviation(x, n, a.max, -2.5, d2);
     CHECK(memcmp(d1, d2, sizeof d1) == 0, "%s abs_deviation n=%zu", be->name, n);
-    for (int bits = 2; bits <= 4; ++bits) {
-        exaq_quantizer q = {a.max, -4.0f, 0.0f, 0.0f, (1 << bits) - 1, 1};
-        q.scale = (float)q.levels / 4.0f;
-        q.offset = 4.0f * q.scale;
+    for (int form = 0; form < 6; ++form) {
+        const int bits = 2 + form % 3;
+        exaq_quantizer q;
+        exaq_quantizer_init(&q, a.max, -4.0f, (1 << bits) - 1, 1);
+        if (form >= 3) q.sub = q.shift, q.add = q.offset; /* the unfolded form of large shifts */
         int64_t c1[EXAQ_MAX_CODES] = {0}, c2[EXAQ_MAX_CODES] = {0};
         uint8_t *k1 = malloc(n), *k2 = malloc(n);
         ref->softmax->quantize_count(x, n, &q, k1, c1);
@@ -94,7 +95,8 @@ static void compare_kernels(const exaq_backend *ref, const exaq_backend *be, con
     }
     for (int may_mask = 0; may_mask < 2; ++may_mask) { /* 2-bit codes straight to the packed format */
         if (!may_mask && a.unmasked != (int64_t)n) continue;
-        exaq_quantizer q = {a.max, -2.5f, 3.0f / 2.5f, 3.0f, 3, may_mask};
+        exaq_quantizer q;
+        exaq_quantizer_init(&q, a.max, -2.5f, 3, may_mask);
         const size_t nb = EXAQ_PACKED_BYTES(n, 2), mb = EXAQ_MASK_BYTES(n);
         uint8_t *codes = malloc(n + 1), *p0 = malloc(nb + 1), *m0 = malloc(mb + 1);
         uint8_t *p1 = malloc(nb + 1), *p2 = malloc(nb + 1), *m1 = malloc(mb + 1), *m2 = malloc(mb + 1);
