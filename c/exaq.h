@@ -24,6 +24,8 @@ extern "C" {
  * independent 16-wide accumulators keep the AVX-512 pass from waiting on the
  * latency of its adds.  A multiple of every vector width, dividing EXAQ_FLUSH. */
 #define EXAQ_STAT_LANES 64
+#define EXAQ_STATS_MIN 1
+#define EXAQ_STATS_NO_MASK 2
 #define EXAQ_MAX_CODES 16
 /* code written for a masked (-inf) entry: indexes past every table, reads as 0 */
 #define EXAQ_MASKED_CODE 16
@@ -84,9 +86,11 @@ typedef struct {
 typedef struct {
     /* max over non-NaN entries, and whether a NaN or +inf is present */
     float (*row_max)(const float *x, size_t n, int *invalid);
-    /* one pass: every field of exaq_row_stats; min only if with_min (else NaN).
-     * pilot 0 lets SIMD kernels skip the subtraction (x - 0 is x exactly). */
-    void (*row_stats)(const float *x, size_t n, float pilot, int with_min, exaq_row_stats *out);
+    /* one pass: every field of exaq_row_stats; min only with EXAQ_STATS_MIN
+     * (else NaN); EXAQ_STATS_NO_MASK: -inf is summed like any value (cheaper;
+     * the sums come out non-finite if the row has one).  pilot 0 lets SIMD
+     * kernels skip the subtraction (x - 0 is x exactly). */
+    void (*row_stats)(const float *x, size_t n, float pilot, int flags, exaq_row_stats *out);
     /* lane sums of t and t*t over unmasked entries, t = (double)x - (double)shift;
      * the overflow-proof path for rows whose float sums overflowed */
     void (*moments)(const float *x, size_t n, float shift,

@@ -41,7 +41,16 @@ typedef struct {
 } extremes256;
 
 static inline void stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *sum, __m256 *sumsq,
-                               const int with_min, const int centered) {
+                               const int with_min, const int centered, const int no_mask) {
+    if (no_mask) {
+        e->unmasked += 8;
+        e->vmax = _mm256_max_ps(e->vmax, v);
+        if (with_min) e->vmin = _mm256_min_ps(e->vmin, v);
+        const __m256 d = centered ? _mm256_sub_ps(v, pilot) : v;
+        *sum = _mm256_add_ps(*sum, d);
+        *sumsq = _mm256_fmadd_ps(d, d, *sumsq);
+        return;
+    }
     const __m256 live = live8(v);
     e->unmasked += __builtin_popcount((unsigned)_mm256_movemask_ps(live));
     e->vmax = _mm256_max_ps(e->vmax, v); /* -inf never wins a max */
@@ -53,7 +62,8 @@ static inline void stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *s
 }
 
 static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n, float pilot, exaq_row_stats *out,
-                                     const int with_min, const int centered) {
+                                     const int with_min, const int centered, const int no_mask) {
+    const int flags = (with_min ? EXAQ_STATS_MIN : 0) | (no_mask ? EXAQ_STATS_NO_MASK : 0);
     const __m256 p = _mm256_set1_ps(pilot);
     exaq_stat_lanes lanes;
     memset(&lanes, 0, sizeof lanes);
@@ -66,14 +76,14 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
         size_t j = block;
         for (; j + EXAQ_STAT_LANES <= end; j += EXAQ_STAT_LANES)
             for (int g = 0; g < STAT_GROUPS; ++g)
-                stats_step8(_mm256_loadu_ps(x + j + 8 * g), p, &st, &sum[g], &sumsq[g], with_min, centered);
+                stats_step8(_mm256_loadu_ps(x + j + 8 * g), p, &st, &sum[g], &sumsq[g], with_min, centered, no_mask);
         for (int g = 0; j + 8 <= end; j += 8, ++g)
-            stats_step8(_mm256_loadu_ps(x + j), p, &st, &sum[g], &sumsq[g], with_min, centered);
+            stats_step8(_mm256_loadu_ps(x + j), p, &st, &sum[g], &sumsq[g], with_min, centered, no_mask);
         for (int g = 0; g < STAT_GROUPS; ++g) {
             _mm256_storeu_ps(lanes.sum + 8 * g, sum[g]);
             _mm256_storeu_ps(lanes.sumsq + 8 * g, sumsq[g]);
         }
-        for (; j < end; ++j) exaq_stats_add_one(x[j], j, pilot, &lanes, out);
+        for (; j < end; ++j) exaq_stats_add_one(x[j], j, pilot, flags, &lanes, out);
         exaq_stat_lanes_flush(&lanes);
     }
     float lanes_max[8], lanes_min[8];
@@ -88,12 +98,18 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
     if (!with_min) out->min = __builtin_nanf("");
 }
 
-static void row_stats_avx2(const float *x, size_t n, float pilot, int with_min, exaq_row_stats *out) {
+#define ROW_STATS_VARIANT(min, centered)                                             \
+    do {                                                                             \
+        if (flags & EXAQ_STATS_NO_MASK) row_stats_variant(x, n, pilot, out, min, centered, 1); \
+        else row_stats_variant(x, n, pilot, out, min, centered, 0);                  \
+    } while (0)
+
+static void row_stats_avx2(const float *x, size_t n, float pilot, int flags, exaq_row_stats *out) {
     const int centered = pilot != 0.0f;
-    if (with_min && centered) row_stats_variant(x, n, pilot, out, 1, 1);
-    else if (with_min) row_stats_variant(x, n, pilot, out, 1, 0);
-    else if (centered) row_stats_variant(x, n, pilot, out, 0, 1);
-    else row_stats_variant(x, n, pilot, out, 0, 0);
+    if ((flags & EXAQ_STATS_MIN) && centered) ROW_STATS_VARIANT(1, 1);
+    else if (flags & EXAQ_STATS_MIN) ROW_STATS_VARIANT(1, 0);
+    else if (centered) ROW_STATS_VARIANT(0, 1);
+    else ROW_STATS_VARIANT(0, 0);
 }
 
 /* t = (double)x - shift for the four floats of `v4`, zeroed where masked */

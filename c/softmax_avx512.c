@@ -48,8 +48,8 @@ typedef struct {
  * has its own accumulators, so no add waits on the one before); the constant
  * flags drop the min and the subtraction of a zero pilot */
 static inline void stats_step(stats512 *s, int g, __m512 v, __mmask16 m, __m512 pilot, const int with_min,
-                              const int centered) {
-    const __mmask16 live = m & unmasked16(v);
+                              const int centered, const int no_mask) {
+    const __mmask16 live = no_mask ? m : m & unmasked16(v);
     s->unmasked += __builtin_popcount((unsigned)live);
     s->vmax[g] = _mm512_mask_max_ps(s->vmax[g], m, v, s->vmax[g]); /* -inf and NaN never win */
     if (with_min) s->vmin[g] = _mm512_mask_min_ps(s->vmin[g], live, s->vmin[g], v);
@@ -78,7 +78,7 @@ static inline double tree_total512(__m512d wide[8]) {
 }
 
 static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n, float pilot, exaq_row_stats *out,
-                                     const int with_min, const int centered) {
+                                     const int with_min, const int centered, const int no_mask) {
     const __m512 p = _mm512_set1_ps(pilot);
     double total_sum = 0.0, total_sumsq = 0.0;
     stats512 s;
@@ -93,10 +93,10 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
         size_t j = block;
         for (; j + EXAQ_STAT_LANES <= end; j += EXAQ_STAT_LANES)
             for (int g = 0; g < STAT_GROUPS; ++g)
-                stats_step(&s, g, _mm512_loadu_ps(x + j + W * g), 0xFFFF, p, with_min, centered);
+                stats_step(&s, g, _mm512_loadu_ps(x + j + W * g), 0xFFFF, p, with_min, centered, no_mask);
         for (int g = 0; j < end; j += W, ++g) {
             const __mmask16 m = first_lanes(end - j);
-            stats_step(&s, g, _mm512_maskz_loadu_ps(m, x + j), m, p, with_min, centered);
+            stats_step(&s, g, _mm512_maskz_loadu_ps(m, x + j), m, p, with_min, centered, no_mask);
         }
         __m512d wide[2 * STAT_GROUPS];
         widen_lanes(s.sum, wide);
@@ -115,12 +115,18 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
     out->sumsq = total_sumsq;
 }
 
-static void row_stats_avx512(const float *x, size_t n, float pilot, int with_min, exaq_row_stats *out) {
+#define ROW_STATS_VARIANT(min, centered)                                             \
+    do {                                                                             \
+        if (flags & EXAQ_STATS_NO_MASK) row_stats_variant(x, n, pilot, out, min, centered, 1); \
+        else row_stats_variant(x, n, pilot, out, min, centered, 0);                  \
+    } while (0)
+
+static void row_stats_avx512(const float *x, size_t n, float pilot, int flags, exaq_row_stats *out) {
     const int centered = pilot != 0.0f;
-    if (with_min && centered) row_stats_variant(x, n, pilot, out, 1, 1);
-    else if (with_min) row_stats_variant(x, n, pilot, out, 1, 0);
-    else if (centered) row_stats_variant(x, n, pilot, out, 0, 1);
-    else row_stats_variant(x, n, pilot, out, 0, 0);
+    if ((flags & EXAQ_STATS_MIN) && centered) ROW_STATS_VARIANT(1, 1);
+    else if (flags & EXAQ_STATS_MIN) ROW_STATS_VARIANT(1, 0);
+    else if (centered) ROW_STATS_VARIANT(0, 1);
+    else ROW_STATS_VARIANT(0, 0);
 }
 
 static inline __m512d low_half_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
@@ -349,9 +355,8 @@ static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size
     const __m512i pair_weights = _mm512_set1_epi16(0x0401);      /* bytes (1, 4) */
     const __m512i quad_weights = _mm512_set1_epi32(0x00100001); /* words (1, 16) */
     /* after the packs, dword 4L+s holds entries 16s+4L .. 16s+4L+3: packed
-     * byte 4s+L is the low byte of that dword */
-    uint8_t gather[64];
-    for (int i = 0; i < 64; ++i) gather[i] = (uint8_t)(i < 16 ? 4 * (4 * (i % 4) + i / 4) : 0);
+     * byte 4s+L is the low byte of that dword (i = 4s+L -> 4 * (4L+s)) */
+    static const uint8_t gather[64] = {0, 16, 32, 48, 4, 20, 36, 52, 8, 24, 40, 56, 12, 28, 44, 60};
     const __m512i order = _mm512_loadu_si512(gather);
     int64_t ones = 0, twos = 0, threes = 0, live_count = 0;
     size_t j = 0;

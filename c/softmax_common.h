@@ -154,9 +154,9 @@ static inline void exaq_stat_lanes_total(exaq_stat_lanes *a, exaq_row_stats *out
 }
 
 /* entry j of a row (j < n) into the statistics; the caller flushes */
-static inline void exaq_stats_add_one(float v, size_t j, float pilot, exaq_stat_lanes *a,
+static inline void exaq_stats_add_one(float v, size_t j, float pilot, int flags, exaq_stat_lanes *a,
                                       exaq_row_stats *out) {
-    if (exaq_is_masked(v)) return;
+    if (!(flags & EXAQ_STATS_NO_MASK) && exaq_is_masked(v)) return;
     ++out->unmasked;
     if (v > out->max) out->max = v;
     if (v < out->min) out->min = v;

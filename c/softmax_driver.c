@@ -49,16 +49,25 @@ static int cancels(const exaq_row_stats *s) {
     return !(m2 >= 0.25 * s->sumsq);
 }
 
-/* with_min = 0 leaves min NaN (the pass is cheaper without it) */
+/* with_min = 0 leaves min NaN (the pass is cheaper without it).  A row whose
+ * ends are not masked is first summed without the mask test (-inf would show
+ * as non-finite sums, and the row is summed again with it). */
 static void summarize_row(const exaq_backend *be, const float *row, size_t n, int with_min,
                           row_summary *out) {
     exaq_row_stats s;
     float pilot = 0.0f;
-    be->softmax->row_stats(row, n, pilot, with_min, &s);
+    int flags = with_min ? EXAQ_STATS_MIN : 0;
+    if (!exaq_is_masked(row[0]) && !exaq_is_masked(row[n - 1])) flags |= EXAQ_STATS_NO_MASK;
+    be->softmax->row_stats(row, n, pilot, flags, &s);
     int finite = isfinite(s.sum) && isfinite(s.sumsq);
+    if (!finite && (flags & EXAQ_STATS_NO_MASK)) {
+        flags &= ~EXAQ_STATS_NO_MASK;
+        be->softmax->row_stats(row, n, pilot, flags, &s);
+        finite = isfinite(s.sum) && isfinite(s.sumsq);
+    }
     if (finite && s.unmasked > 0 && cancels(&s)) {
         pilot = pilot_of(row, n);
-        be->softmax->row_stats(row, n, pilot, with_min, &s);
+        be->softmax->row_stats(row, n, pilot, flags, &s);
         finite = isfinite(s.sum) && isfinite(s.sumsq);
     }
     int invalid = 0;
@@ -158,7 +167,7 @@ static double pooled_min(const exaq_backend *be, const float *x, size_t rows, si
     for (size_t r = 0; r < rows; ++r) {
         if (!(maxima[r] > -INFINITY)) continue; /* invalid (NaN) or fully masked */
         exaq_row_stats s;
-        be->softmax->row_stats(x + (ptrdiff_t)r * xs, n, 0.0f, 1, &s);
+        be->softmax->row_stats(x + (ptrdiff_t)r * xs, n, 0.0f, EXAQ_STATS_MIN, &s);
         const double lo_row = (double)s.min - (double)maxima[r];
         if (lo_row < lo) lo = lo_row;
     }
@@ -240,12 +249,15 @@ static void code_exponents(const exaq_quantizer *q, exaq_floor_mode floor, doubl
         e[k] = k == q->levels ? 1.0 : (k == 0 && floor == EXAQ_FLOOR_ZERO) ? 0.0 : exp(lo + k * step);
 }
 
-/* table[k] = e[k] / (sum over the row's codes), from exact counts */
+/* table[k] = e[k] / (sum over the row's codes), from exact counts; entries
+ * past levels are 0 */
 static void probability_table(const int64_t counts[EXAQ_MAX_CODES], const double e[EXAQ_MAX_CODES],
                               int levels, float table[EXAQ_MAX_CODES]) {
     double total = 0.0;
     for (int k = 0; k <= levels; ++k) total += (double)counts[k] * e[k];
-    for (int k = 0; k < EXAQ_MAX_CODES; ++k) table[k] = k <= levels ? (float)(e[k] / total) : 0.0f;
+    const double inverse = 1.0 / total;
+    for (int k = 0; k <= levels; ++k) table[k] = (float)(e[k] * inverse);
+    for (int k = levels + 1; k < EXAQ_MAX_CODES; ++k) table[k] = 0.0f;
 }
 
 static void fill(float *y, size_t n, float v) {
@@ -289,7 +301,8 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
     for (size_t r = 0; r < rows; ++r) {
         const float *row = x + (ptrdiff_t)r * xs;
         exaq_quantizer q;
-        coded_row out = {0};
+        coded_row out;
+        out.codes = NULL, out.packed = out.maskbits = NULL, out.masked = 0;
         out.state = prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL,
                                 pooled ? !unmasked_rows[r] : 1, &q);
         if (lo_out) lo_out[r] = out.state == ROW_LIVE ? q.lo : NAN;

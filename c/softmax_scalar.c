@@ -14,16 +14,16 @@ static float row_max_scalar(const float *x, size_t n, int *invalid) {
     return mx;
 }
 
-static void row_stats_scalar(const float *x, size_t n, float pilot, int with_min, exaq_row_stats *out) {
+static void row_stats_scalar(const float *x, size_t n, float pilot, int flags, exaq_row_stats *out) {
     exaq_stat_lanes lanes;
     memset(&lanes, 0, sizeof lanes);
     exaq_row_stats_init(out);
     for (size_t j = 0; j < n; ++j) {
-        exaq_stats_add_one(x[j], j, pilot, &lanes, out);
+        exaq_stats_add_one(x[j], j, pilot, flags, &lanes, out);
         if (j % EXAQ_FLUSH == EXAQ_FLUSH - 1) exaq_stat_lanes_flush(&lanes);
     }
     exaq_stat_lanes_total(&lanes, out);
-    if (!with_min) out->min = __builtin_nanf("");
+    if (!(flags & EXAQ_STATS_MIN)) out->min = __builtin_nanf("");
 }
 
 static void moments_scalar(const float *x, size_t n, float shift, double sum[EXAQ_LANES],

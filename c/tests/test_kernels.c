@@ -40,14 +40,20 @@ static void compare_kernels(const exaq_backend *ref, const exaq_backend *be, con
     if (!bad1) CHECK(m1 == m2, "%s row_max n=%zu", be->name, n);
     exaq_row_stats a, b;
     const float pilot = n ? (x[0] == -INFINITY ? 0.0f : x[0]) : 0.0f;
-    for (int variant = 0; variant < 4; ++variant) { /* with/without min, zero/non-zero pilot */
+    for (int k = 0; k < 8; ++k) { /* zero/non-zero pilot, min, mask test; ends with min + mask */
+        const int variant = (k + 4) % 8;
         const float p = variant & 1 ? pilot : 0.0f;
-        ref->softmax->row_stats(x, n, p, variant >> 1, &a);
-        be->softmax->row_stats(x, n, p, variant >> 1, &b);
+        const int flags = variant >> 1, with_min = flags & EXAQ_STATS_MIN;
+        ref->softmax->row_stats(x, n, p, flags, &a);
+        be->softmax->row_stats(x, n, p, flags, &b);
         CHECK(a.unmasked == b.unmasked, "%s row_stats n=%zu", be->name, n);
         CHECK(same_double(a.sum, b.sum) && same_double(a.sumsq, b.sumsq), "%s row_stats sums n=%zu v=%d",
               be->name, n, variant);
-        if (!(variant >> 1)) CHECK(a.min != a.min && b.min != b.min, "%s row_stats no min n=%zu", be->name, n);
+        if (!with_min) CHECK(a.min != a.min && b.min != b.min, "%s row_stats no min n=%zu", be->name, n);
+        if (flags & EXAQ_STATS_NO_MASK) {
+            CHECK(a.unmasked == (int64_t)n, "no-mask count n=%zu", n);
+            continue;
+        }
         if (!bad1 && a.unmasked)
             CHECK(a.max == b.max && a.max == m1 && same_float(a.min, b.min), "%s row_stats max/min n=%zu",
                   be->name, n);

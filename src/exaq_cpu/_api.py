@@ -52,6 +52,8 @@ def _check_scores(x) -> np.ndarray:
 
 
 def _check_axis(axis, ndim: int) -> int:
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, without the ABC checks
+        return axis % ndim
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis must be an int, got {type(axis).__name__}")
     axis = int(axis)
@@ -61,6 +63,8 @@ def _check_axis(axis, ndim: int) -> int:
 
 
 def _check_bits(bits, allow_none: bool = True) -> Optional[int]:
+    if type(bits) is int and 2 <= bits <= 4:
+        return bits
     if bits is None and allow_none:
         return None
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or int(bits) not in (2, 3, 4):
@@ -76,6 +80,8 @@ def _check_floor(floor) -> str:
 
 def _rows(arr: np.ndarray, axis: int, dtype=np.float32) -> np.ndarray:
     """(rows, n) C-contiguous view or copy of ``arr`` in ``dtype``, ``axis`` last."""
+    if arr.ndim == 2 and axis == 1 and arr.dtype == dtype and arr.flags.c_contiguous:
+        return arr
     moved = arr if axis == arr.ndim - 1 else np.moveaxis(arr, axis, -1)
     flat = np.ascontiguousarray(moved, dtype=dtype)
     return flat.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
@@ -116,6 +122,18 @@ def _clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
     if not (value < 0 and math.isfinite(value)):
         raise ValueError(f"a static clip must be a finite negative number, got {clip!r}")
     return "static", 0.0, 0.0, value
+
+
+_PACKED = []
+
+
+def _packed_module():
+    """exaq_cpu.packed (it imports this module, so it is looked up on first use)."""
+    if not _PACKED:
+        from . import packed
+
+        _PACKED.append(packed)
+    return _PACKED[0]
 
 
 def _clipping_module():
@@ -204,9 +222,7 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
             raise ValueError("output='packed' needs bits = 2, 3 or 4")
         if out is not None or dtype is not None:
             raise ValueError("output='packed' takes neither out nor dtype")
-        from .packed import _softmax_packed
-
-        return _softmax_packed(arr, bits, axis, clip, floor)
+        return _packed_module()._softmax_packed(arr, bits, axis, clip, floor)
     res_dtype = _result_dtype(dtype)
     if out is not None:
         _check_out(out, arr.shape, res_dtype)

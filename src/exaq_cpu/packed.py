@@ -78,9 +78,14 @@ class PackedSoftmax:
     def _trusted(cls, codes, table, lengths, mask, bits, shape, axis) -> "PackedSoftmax":
         """Built by the library itself: skips the checks of the constructor."""
         self = object.__new__(cls)
-        for name, value in (("codes", codes), ("table", table), ("lengths", lengths), ("mask", mask),
-                            ("bits", bits), ("shape", tuple(shape)), ("axis", axis)):
-            object.__setattr__(self, name, value)
+        put = object.__setattr__
+        put(self, "codes", codes)
+        put(self, "table", table)
+        put(self, "lengths", lengths)
+        put(self, "mask", mask)
+        put(self, "bits", bits)
+        put(self, "shape", tuple(shape))
+        put(self, "axis", axis)
         return self
 
     @staticmethod
@@ -194,10 +199,13 @@ def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor:
     maskbits = np.empty((r, (n + 7) // 8), np.uint8)
     interior = _core.softmax_packed(rows, packed, table, lengths, maskbits, bits, mode, slope, intercept,
                                     static_lo, floor)
-    batch = _batch_shape(arr.shape, axis)
-    return PackedSoftmax._trusted(packed.reshape(batch + (packed.shape[1],)), table.reshape(batch + (1 << bits,)),
-                         lengths.reshape(batch), maskbits.reshape(batch + (maskbits.shape[1],)) if interior else None,
-                         bits, arr.shape, axis)
+    mask = maskbits if interior else None
+    if arr.ndim != 2:  # rows back to the batch shape (views)
+        batch = _batch_shape(arr.shape, axis)
+        packed, table = packed.reshape(batch + (packed.shape[1],)), table.reshape(batch + (1 << bits,))
+        lengths = lengths.reshape(batch)
+        mask = None if mask is None else mask.reshape(batch + (mask.shape[1],))
+    return PackedSoftmax._trusted(packed, table, lengths, mask, bits, arr.shape, axis)
 
 
 def pack(codes, bits: int, *, axis: int = -1) -> np.ndarray:
