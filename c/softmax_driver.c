@@ -45,8 +45,8 @@ static float pilot_of(const float *row, size_t n) {
  * of their values.  The test reads only the lane sums, which every backend
  * computes bit for bit, so all take the same branch. */
 static int cancels(const exaq_row_stats *s) {
-    const double m2 = s->sumsq - s->sum * (s->sum / (double)s->unmasked);
-    return !(m2 >= 0.25 * s->sumsq);
+    /* m2 = sumsq - sum^2 / count < sumsq / 4, without a division */
+    return !(0.75 * s->sumsq * (double)s->unmasked >= s->sum * s->sum);
 }
 
 /* with_min = 0 leaves min NaN (the pass is cheaper without it).  A row whose
@@ -201,13 +201,10 @@ static float shared_lo(const exaq_backend *be, const float *x, size_t rows, size
     return law_lo(p, spread, min_surely_below(&pm, c) ? -INFINITY : pooled_min(be, x, rows, n, xs, maxima));
 }
 
-void exaq_quantizer_init(exaq_quantizer *q, float shift, float lo, int levels, int may_mask) {
+/* a quantizer's range (lo, scale, offset) moved to another row's shift */
+static void quantizer_reshift(exaq_quantizer *q, float shift, int may_mask) {
     q->shift = shift;
-    q->lo = lo;
-    q->levels = levels;
     q->may_mask = may_mask;
-    q->scale = (float)levels / -lo;
-    q->offset = -lo * q->scale;
     const double shifted = (double)shift * (double)q->scale;
     if (fabs(shifted) <= EXAQ_FOLD_LIMIT) {
         q->sub = 0.0f;
@@ -218,7 +215,16 @@ void exaq_quantizer_init(exaq_quantizer *q, float shift, float lo, int levels, i
     }
 }
 
-/* Fills the row's quantizer; returns its ROW_* state. */
+void exaq_quantizer_init(exaq_quantizer *q, float shift, float lo, int levels, int may_mask) {
+    q->lo = lo;
+    q->levels = levels;
+    q->scale = (float)levels / -lo;
+    q->offset = -lo * q->scale;
+    quantizer_reshift(q, shift, may_mask);
+}
+
+/* Fills the row's quantizer (q holds the previous row's, or levels 0); returns
+ * its ROW_* state. */
 static int prepare_row(const exaq_backend *be, const float *row, size_t n, const exaq_params *p,
                        float lo, const float *pooled_max, int may_mask, exaq_quantizer *q) {
     float row_max;
@@ -238,7 +244,11 @@ static int prepare_row(const exaq_backend *be, const float *row, size_t n, const
     }
     const int state = row_state_of_max(row_max);
     if (state != ROW_LIVE) return state;
-    exaq_quantizer_init(q, row_max, lo, (1 << p->bits) - 1, may_mask);
+    const int levels = (1 << p->bits) - 1;
+    if (q->levels == levels && q->lo == lo) /* the previous row's range: same scale */
+        quantizer_reshift(q, row_max, may_mask);
+    else
+        exaq_quantizer_init(q, row_max, lo, levels, may_mask);
     return ROW_LIVE;
 }
 
@@ -298,9 +308,10 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
     const float lo = shared_lo(be, x, rows, n, xs, p, maxima, unmasked_rows);
     int shared_ready = 0; /* the code exponents of a range shared by every row */
     double e[EXAQ_MAX_CODES];
+    exaq_quantizer q;
+    q.levels = 0;
     for (size_t r = 0; r < rows; ++r) {
         const float *row = x + (ptrdiff_t)r * xs;
-        exaq_quantizer q;
         coded_row out;
         out.codes = NULL, out.packed = out.maskbits = NULL, out.masked = 0;
         out.state = prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL,
