@@ -191,6 +191,16 @@ static inline __m512i raw_codes16(__m512 x, __mmask16 live, const quantizer512 *
                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
+/* Raw codes of 64 whole entries; masked lanes (tested only if may_mask) get `fill` */
+static inline void codes64(const float *x, const quantizer512 *vq, const int may_mask, const int shifted,
+                           int fill, __m512i c[4], __mmask16 live[4]) {
+    for (int g = 0; g < 4; ++g) {
+        const __m512 v = _mm512_loadu_ps(x + W * g);
+        live[g] = may_mask ? unmasked16(v) : (__mmask16)0xFFFF;
+        c[g] = raw_codes16(v, live[g], vq, shifted, fill);
+    }
+}
+
 /* Four vectors of 32-bit codes -> 64 byte codes in entry order.  The signed
  * then unsigned saturation clamps every negative code to 0. */
 static inline __m512i narrow_codes64(__m512i c0, __m512i c1, __m512i c2, __m512i c3) {
@@ -278,11 +288,7 @@ static inline EXAQ_ALWAYS_INLINE void quantize_count_bits(const float *x, size_t
     for (; j + 4 * W <= n; j += 4 * W) {
         __m512i c[4];
         __mmask16 live[4];
-        for (int g = 0; g < 4; ++g) {
-            const __m512 v = _mm512_loadu_ps(x + j + W * g);
-            live[g] = may_mask ? unmasked16(v) : (__mmask16)0xFFFF;
-            c[g] = raw_codes16(v, live[g], &vq, shifted, EXAQ_MASKED_CODE);
-        }
+        codes64(x + j, &vq, may_mask, shifted, EXAQ_MASKED_CODE, c, live);
         const __m512i bytes = narrow_codes64(c[0], c[1], c[2], c[3]);
         _mm512_storeu_si512(codes + j, bytes);
         if (bits == 4) {
@@ -363,11 +369,7 @@ static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size
     for (; j + 4 * W <= n; j += 4 * W) {
         __m512i c[4];
         __mmask16 live[4];
-        for (int g = 0; g < 4; ++g) {
-            const __m512 v = _mm512_loadu_ps(x + j + W * g);
-            live[g] = may_mask ? unmasked16(v) : (__mmask16)0xFFFF;
-            c[g] = raw_codes16(v, live[g], &vq, shifted, 0);
-        }
+        codes64(x + j, &vq, may_mask, shifted, 0, c, live);
         /* saturation clamps negative codes to 0; masked lanes are 0 too */
         const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
         const uint64_t bit0 = _cvtmask64_u64(_mm512_test_epi8_mask(bytes, _mm512_set1_epi8(1)));
