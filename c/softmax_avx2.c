@@ -61,6 +61,22 @@ static inline void stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *s
     *sumsq = _mm256_fmadd_ps(d, d, *sumsq);
 }
 
+/* exaq_tree_total of the 64 float lanes widened to double (lane l in vector
+ * l / 4), pair for pair in the same order; zeroes the float lanes */
+static inline double tree_total256(float lanes[EXAQ_STAT_LANES]) {
+    __m256d wide[16];
+    for (int v = 0; v < 8; ++v) {
+        const __m256 f = _mm256_loadu_ps(lanes + 8 * v);
+        wide[2 * v] = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
+        wide[2 * v + 1] = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+        _mm256_storeu_ps(lanes + 8 * v, _mm256_setzero_ps());
+    }
+    for (int half = 8; half >= 1; half /= 2)
+        for (int v = 0; v < half; ++v) wide[v] = _mm256_add_pd(wide[v], wide[v + half]);
+    const __m128d two = _mm_add_pd(_mm256_castpd256_pd128(wide[0]), _mm256_extractf128_pd(wide[0], 1));
+    return _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)));
+}
+
 static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n, float pilot, exaq_row_stats *out,
                                      const int with_min, const int centered, const int no_mask) {
     const int flags = (with_min ? EXAQ_STATS_MIN : 0) | (no_mask ? EXAQ_STATS_NO_MASK : 0);
@@ -71,20 +87,32 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
     extremes256 st = {neg_inf8(), _mm256_set1_ps(__builtin_inff()), 0};
     for (size_t block = 0; block < n; block += EXAQ_FLUSH) {
         const size_t end = n - block < EXAQ_FLUSH ? n : block + EXAQ_FLUSH;
-        __m256 sum[STAT_GROUPS], sumsq[STAT_GROUPS];
-        for (int g = 0; g < STAT_GROUPS; ++g) sum[g] = sumsq[g] = _mm256_setzero_ps();
-        size_t j = block;
-        for (; j + EXAQ_STAT_LANES <= end; j += EXAQ_STAT_LANES)
-            for (int g = 0; g < STAT_GROUPS; ++g)
-                stats_step8(_mm256_loadu_ps(x + j + 8 * g), p, &st, &sum[g], &sumsq[g], with_min, centered, no_mask);
-        for (int g = 0; j + 8 <= end; j += 8, ++g)
-            stats_step8(_mm256_loadu_ps(x + j), p, &st, &sum[g], &sumsq[g], with_min, centered, no_mask);
-        for (int g = 0; g < STAT_GROUPS; ++g) {
-            _mm256_storeu_ps(lanes.sum + 8 * g, sum[g]);
-            _mm256_storeu_ps(lanes.sumsq + 8 * g, sumsq[g]);
+        /* the 8 lane groups in two halves of 4, each half a sweep over the block
+         * (in L1 by the second): 16 accumulators would not fit the 16 registers.
+         * Every lane still adds its entries in entry order. */
+        const size_t whole = block + (end - block) / EXAQ_STAT_LANES * EXAQ_STAT_LANES;
+        for (int half = 0; half < 2; ++half) {
+            __m256 sum[4], sumsq[4];
+            for (int g = 0; g < 4; ++g) sum[g] = sumsq[g] = _mm256_setzero_ps();
+            for (size_t j = block; j < whole; j += EXAQ_STAT_LANES)
+                for (int g = 0; g < 4; ++g)
+                    stats_step8(_mm256_loadu_ps(x + j + 32 * half + 8 * g), p, &st, &sum[g], &sumsq[g], with_min,
+                                centered, no_mask);
+            for (int g = 0; g < 4; ++g) {
+                _mm256_storeu_ps(lanes.sum + 32 * half + 8 * g, sum[g]);
+                _mm256_storeu_ps(lanes.sumsq + 32 * half + 8 * g, sumsq[g]);
+            }
+        }
+        size_t j = whole;
+        for (int g = 0; j + 8 <= end; j += 8, ++g) {
+            __m256 sum = _mm256_loadu_ps(lanes.sum + 8 * g), sumsq = _mm256_loadu_ps(lanes.sumsq + 8 * g);
+            stats_step8(_mm256_loadu_ps(x + j), p, &st, &sum, &sumsq, with_min, centered, no_mask);
+            _mm256_storeu_ps(lanes.sum + 8 * g, sum);
+            _mm256_storeu_ps(lanes.sumsq + 8 * g, sumsq);
         }
         for (; j < end; ++j) exaq_stats_add_one(x[j], j, pilot, flags, &lanes, out);
-        exaq_stat_lanes_flush(&lanes);
+        lanes.total_sum += tree_total256(lanes.sum);
+        lanes.total_sumsq += tree_total256(lanes.sumsq);
     }
     float lanes_max[8], lanes_min[8];
     _mm256_storeu_ps(lanes_max, st.vmax);
@@ -94,7 +122,8 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
         if (lanes_min[l] < out->min) out->min = lanes_min[l];
     }
     out->unmasked += st.unmasked;
-    exaq_stat_lanes_total(&lanes, out);
+    out->sum = lanes.total_sum;
+    out->sumsq = lanes.total_sumsq;
     if (!with_min) out->min = __builtin_nanf("");
 }
 
@@ -218,14 +247,56 @@ static inline void quantize_count_groups(const float *x, size_t n, const exaq_qu
     exaq_quantize_count_from(x, j, n, q, codes, counts);
 }
 
+/* 32 entries at a time, as the AVX-512 kernel: codes narrowed to bytes by
+ * saturating packs (the clamp at 0), counted from bit planes read with
+ * movemask (bit i shifted up to each byte's top bit).  4 bits keep the one-hot
+ * counters (15 plane intersections cost more). */
+static inline EXAQ_ALWAYS_INLINE void quantize_count_planes(const float *x, size_t n, const exaq_quantizer *q,
+                                                            uint8_t *codes, int64_t counts[EXAQ_MAX_CODES],
+                                                            const int bits, const int may_mask, const int shifted) {
+    const __m256 sub = _mm256_set1_ps(q->sub), scale = _mm256_set1_ps(q->scale), add = _mm256_set1_ps(q->add);
+    const __m256i masked_code = _mm256_set1_epi32(EXAQ_MASKED_CODE);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7); /* packs work per 128-bit lane */
+    int64_t planes[EXAQ_MAX_CODES] = {0};
+    size_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m256i c[4];
+        for (int g = 0; g < 4; ++g) {
+            const __m256 v = _mm256_loadu_ps(x + j + 8 * g);
+            /* RNE by the default rounding mode, as exaq_round_even; -inf and huge
+             * negatives convert to INT_MIN, which the packs saturate to 0 */
+            c[g] = _mm256_cvtps_epi32(_mm256_fmadd_ps(shifted ? _mm256_sub_ps(v, sub) : v, scale, add));
+            if (may_mask)
+                c[g] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(masked_code),
+                                                            _mm256_castsi256_ps(c[g]), live8(v)));
+        }
+        const __m256i bytes = _mm256_permutevar8x32_epi32(
+            _mm256_packus_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3])), order);
+        _mm256_storeu_si256((__m256i *)(codes + j), bytes);
+        uint64_t b[4] = {0, 0, 0, 0};
+        for (int i = 0; i < bits; ++i)
+            b[i] = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7 - i));
+        const uint64_t masked = may_mask ? (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 3)) : 0;
+        exaq_add_planes(b, masked, 32, bits, planes);
+    }
+    exaq_counts_from_planes(planes, bits, counts);
+    exaq_quantize_count_from(x, j, n, q, codes, counts);
+}
+
+#define QUANTIZE_COUNT(bits)                                                                     \
+    do {                                                                                         \
+        if (q->may_mask && shifted) quantize_count_planes(x, n, q, codes, counts, bits, 1, 1);   \
+        else if (q->may_mask) quantize_count_planes(x, n, q, codes, counts, bits, 1, 0);         \
+        else if (shifted) quantize_count_planes(x, n, q, codes, counts, bits, 0, 1);             \
+        else quantize_count_planes(x, n, q, codes, counts, bits, 0, 0);                          \
+    } while (0)
+
 static void quantize_count_avx2(const float *x, size_t n, const exaq_quantizer *q,
                                 uint8_t *codes, int64_t counts[EXAQ_MAX_CODES]) {
-    if (q->levels <= 3)
-        quantize_count_groups(x, n, q, codes, counts, 1);
-    else if (q->levels <= 7)
-        quantize_count_groups(x, n, q, codes, counts, 2);
-    else
-        quantize_count_groups(x, n, q, codes, counts, 4);
+    const int shifted = q->sub != 0.0f;
+    if (q->levels <= 3) QUANTIZE_COUNT(2);
+    else if (q->levels <= 7) QUANTIZE_COUNT(3);
+    else quantize_count_groups(x, n, q, codes, counts, 4);
 }
 
 static void expand_avx2(const uint8_t *codes, size_t n, const float table[EXAQ_MAX_CODES],
@@ -233,6 +304,14 @@ static void expand_avx2(const uint8_t *codes, size_t n, const float table[EXAQ_M
     const __m256 low = _mm256_loadu_ps(table), high = _mm256_loadu_ps(table + 8);
     const __m256i below_masked = _mm256_set1_epi32(EXAQ_MASKED_CODE);
     size_t j = 0;
+    if (_mm256_movemask_ps(_mm256_cmp_ps(high, _mm256_setzero_ps(), _CMP_NEQ_UQ)) == 0) {
+        /* at most 8 codes (2, 3 bits): one permute; code 16 (masked) reads entry 0, cleared */
+        for (; j + 8 <= n; j += 8) {
+            const __m256i code = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
+            const __m256 p = _mm256_permutevar8x32_ps(low, code);
+            _mm256_storeu_ps(y + j, _mm256_and_ps(p, _mm256_castsi256_ps(_mm256_cmpgt_epi32(below_masked, code))));
+        }
+    }
     for (; j + 8 <= n; j += 8) {
         const __m256i code = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
         /* bit 3 of the code, moved to the sign bit, picks the upper half */
@@ -245,23 +324,64 @@ static void expand_avx2(const uint8_t *codes, size_t n, const float table[EXAQ_M
     exaq_expand_from(codes, j, n, table, y);
 }
 
-/* 2-bit rows: byte codes a chunk at a time (in L1), packed right away */
+/* 2-bit rows straight to the packed format, 32 entries at a time (see the
+ * AVX-512 kernel): codes narrowed by saturating packs, counted from bit planes,
+ * four to a byte by two multiply-adds; after the packs dword 4L+s holds
+ * entries 8s+4L.. (packed byte 2s+L), so a byte shuffle and an interleave of
+ * the two 128-bit halves put the 8 packed bytes in order. */
+static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size_t n, const exaq_quantizer *q,
+                                                            uint8_t *packed, uint8_t *maskbits, int64_t counts[4],
+                                                            const int may_mask, const int shifted) {
+    const __m256 sub = _mm256_set1_ps(q->sub), scale = _mm256_set1_ps(q->scale), add = _mm256_set1_ps(q->add);
+    const __m256i pair_weights = _mm256_set1_epi16(0x0401), quad_weights = _mm256_set1_epi32(0x00100001);
+    const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                               0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    int64_t ones = 0, twos = 0, threes = 0, live_count = 0;
+    size_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m256i c[4];
+        uint32_t live = 0xFFFFFFFFu;
+        for (int g = 0; g < 4; ++g) {
+            const __m256 v = _mm256_loadu_ps(x + j + 8 * g);
+            c[g] = _mm256_cvtps_epi32(_mm256_fmadd_ps(shifted ? _mm256_sub_ps(v, sub) : v, scale, add));
+            if (may_mask) {
+                const __m256 keep = live8(v);
+                c[g] = _mm256_and_si256(c[g], _mm256_castps_si256(keep)); /* masked: code 0 */
+                live &= ~((uint32_t)(~_mm256_movemask_ps(keep) & 0xFF) << 8 * g);
+            }
+        }
+        const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+        const uint32_t bit0 = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7));
+        const uint32_t bit1 = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 6));
+        threes += __builtin_popcount(bit0 & bit1);
+        ones += __builtin_popcount(bit0);
+        twos += __builtin_popcount(bit1);
+        const __m256i quads = _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, pair_weights), quad_weights);
+        const __m256i gathered = _mm256_shuffle_epi8(quads, low_bytes);
+        _mm_storel_epi64((__m128i *)(packed + j / 4),
+                         _mm_unpacklo_epi8(_mm256_castsi256_si128(gathered), _mm256_extracti128_si256(gathered, 1)));
+        const uint32_t masked = ~live;
+        memcpy(maskbits + j / 8, &masked, 4);
+        live_count += __builtin_popcount(live);
+    }
+    int64_t tail[4] = {0, 0, 0, 0};
+    const size_t tail_masked = exaq_quantize_pack2_from(x, j, n, q, packed, maskbits, tail);
+    ones -= threes;
+    twos -= threes;
+    counts[0] += live_count - ones - twos - threes + tail[0];
+    counts[1] += ones + tail[1];
+    counts[2] += twos + tail[2];
+    counts[3] += threes + tail[3];
+    return (size_t)((int64_t)j - live_count) + tail_masked;
+}
+
 static size_t quantize_pack2_avx2(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,
                                   uint8_t *maskbits, int64_t counts[4]) {
-    enum { CHUNK = 512 }; /* a multiple of 8: chunks start on packed and mask byte boundaries */
-    uint8_t codes[CHUNK];
-    int64_t all[EXAQ_MAX_CODES] = {0};
-    size_t masked = 0;
-    for (size_t j = 0; j < n; j += CHUNK) {
-        const size_t len = n - j < CHUNK ? n - j : CHUNK;
-        quantize_count_avx2(x + j, len, q, codes, all);
-        exaq_packed_avx2.pack(codes, len, 2, packed + j / 4, maskbits + j / 8);
-    }
-    for (int k = 0; k < 4; ++k) {
-        counts[k] += all[k];
-        masked += (size_t)all[k];
-    }
-    return n - masked;
+    const int shifted = q->sub != 0.0f;
+    if (q->may_mask && shifted) return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 1, 1);
+    if (q->may_mask) return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 1, 0);
+    if (shifted) return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 0, 1);
+    return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 0, 0);
 }
 
 static void expand_pack2_avx2(const uint8_t *packed, const uint8_t *maskbits, size_t n,

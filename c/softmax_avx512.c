@@ -211,30 +211,13 @@ static inline __m512i narrow_codes64(__m512i c0, __m512i c1, __m512i c2, __m512i
     return _mm512_permutexvar_epi32(order, bytes);
 }
 
-/* Code counts from bit planes: with B_i the lanes whose code has bit i set,
- * planes[S] accumulates popcount(AND of B_i, i in S) for every subset S of
- * the bits (planes[0]: lanes that are not masked).  A Moebius inversion over
- * the subsets turns them into exact per-code counts at the end. */
+/* Code counts from bit planes (exaq_add_planes in softmax_common.h) */
 static inline void count_planes(__m512i bytes, int bits, int64_t planes[EXAQ_MAX_CODES]) {
-    __mmask64 b[4];
-    for (int i = 0; i < bits; ++i) b[i] = _mm512_test_epi8_mask(bytes, _mm512_set1_epi8((char)(1 << i)));
-    const __mmask64 masked = _mm512_test_epi8_mask(bytes, _mm512_set1_epi8(EXAQ_MASKED_CODE));
-    planes[0] -= __builtin_popcountll(masked);
-    for (int set = 1; set < (1 << bits); ++set) {
-        uint64_t all = ~(uint64_t)0;
-        for (int i = 0; i < bits; ++i)
-            if (set >> i & 1) all &= b[i];
-        planes[set] += __builtin_popcountll(all);
-    }
-}
-
-static inline void counts_from_planes(int64_t planes[EXAQ_MAX_CODES], int bits,
-                                      int64_t counts[EXAQ_MAX_CODES]) {
-    /* subset sums -> exact counts: undo "sum over supersets" one bit at a time */
+    uint64_t b[4] = {0, 0, 0, 0};
     for (int i = 0; i < bits; ++i)
-        for (int set = 0; set < (1 << bits); ++set)
-            if (!(set >> i & 1)) planes[set] -= planes[set | 1 << i];
-    for (int code = 0; code < (1 << bits); ++code) counts[code] += planes[code];
+        b[i] = _cvtmask64_u64(_mm512_test_epi8_mask(bytes, _mm512_set1_epi8((char)(1 << i))));
+    const uint64_t masked = _cvtmask64_u64(_mm512_test_epi8_mask(bytes, _mm512_set1_epi8(EXAQ_MASKED_CODE)));
+    exaq_add_planes(b, masked, 64, bits, planes);
 }
 
 /* 4-bit counts: code k adds 1 << 8*(k % 4) to the 32-bit lanes of counter
@@ -294,7 +277,6 @@ static inline EXAQ_ALWAYS_INLINE void quantize_count_bits(const float *x, size_t
         if (bits == 4) {
             byte_counters_add(&bc, c, live, counts);
         } else {
-            planes[0] += 4 * W;
             count_planes(bytes, bits, planes);
         }
     }
@@ -309,10 +291,9 @@ static inline EXAQ_ALWAYS_INLINE void quantize_count_bits(const float *x, size_t
         }
         const __m512i bytes = narrow_codes64(c[0], c[1], c[2], c[3]);
         _mm512_mask_storeu_epi8(codes + j, (__mmask64)(~(uint64_t)0 >> (64 - (n - j))), bytes);
-        planes[0] += 4 * W;
         count_planes(bytes, bits, planes);
     }
-    counts_from_planes(planes, bits, counts);
+    exaq_counts_from_planes(planes, bits, counts);
 }
 
 #define QUANTIZE_COUNT(bits)                                                                   \

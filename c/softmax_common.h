@@ -88,6 +88,31 @@ static inline void exaq_expand_from(const uint8_t *codes, size_t from, size_t n,
     for (size_t j = from; j < n; ++j) y[j] = codes[j] < EXAQ_MAX_CODES ? table[codes[j]] : 0.0f;
 }
 
+/* Code counts from bit planes.  With B_i the entries of a block whose code has
+ * bit i set, planes[S] accumulates popcount(AND of B_i, i in S) for every
+ * subset S of the bits (planes[0]: the entries that are not masked); a Moebius
+ * inversion over the subsets turns them into exact per-code counts.  Cheaper
+ * than a histogram for 2 and 3 bits. */
+static inline void exaq_add_planes(const uint64_t b[4], uint64_t masked, int entries, int bits,
+                                   int64_t planes[EXAQ_MAX_CODES]) {
+    planes[0] += entries - __builtin_popcountll(masked);
+    for (int set = 1; set < (1 << bits); ++set) {
+        uint64_t all = ~(uint64_t)0;
+        for (int i = 0; i < bits; ++i)
+            if (set >> i & 1) all &= b[i];
+        planes[set] += __builtin_popcountll(all);
+    }
+}
+
+static inline void exaq_counts_from_planes(int64_t planes[EXAQ_MAX_CODES], int bits,
+                                           int64_t counts[EXAQ_MAX_CODES]) {
+    /* sums over supersets -> exact counts, one bit at a time */
+    for (int i = 0; i < bits; ++i)
+        for (int set = 0; set < (1 << bits); ++set)
+            if (!(set >> i & 1)) planes[set] -= planes[set | 1 << i];
+    for (int code = 0; code < (1 << bits); ++code) counts[code] += planes[code];
+}
+
 /* Entries [from, n) of a row quantized into the 2-bit packed format; from is
  * a multiple of 8, so the packed and mask bytes from from/4 and from/8 on
  * belong to these entries alone.  Returns the masked count. */
