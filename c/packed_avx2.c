@@ -63,16 +63,23 @@ static void pack_avx2(const uint8_t *codes, size_t n, int bits, uint8_t *packed,
     exaq_pack_from(codes, j, n, bits, packed, maskbits);
 }
 
+/* 16 bytes of 4-bit codes -> 32 byte codes in order (low nibble first) */
+static inline void split_nibbles(__m128i b, __m128i *c0, __m128i *c1) {
+    const __m128i nib = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(b, nib), hi = _mm_and_si128(_mm_srli_epi16(b, 4), nib);
+    *c0 = _mm_unpacklo_epi8(lo, hi);
+    *c1 = _mm_unpackhi_epi8(lo, hi);
+}
+
 /* SWAR, eight codes at a time; loads of exactly `bits` bytes never leave the row */
 static void unpack_avx2(const uint8_t *packed, size_t n, int bits, uint8_t *codes) {
     size_t j = 0;
     if (bits == 4) {
-        const __m128i nib = _mm_set1_epi8(0x0F);
         for (; j + 32 <= n; j += 32) {
-            const __m128i b = _mm_loadu_si128((const __m128i *)(packed + j / 2));
-            const __m128i lo = _mm_and_si128(b, nib), hi = _mm_and_si128(_mm_srli_epi16(b, 4), nib);
-            _mm_storeu_si128((__m128i *)(codes + j), _mm_unpacklo_epi8(lo, hi));
-            _mm_storeu_si128((__m128i *)(codes + j + 16), _mm_unpackhi_epi8(lo, hi));
+            __m128i c0, c1;
+            split_nibbles(_mm_loadu_si128((const __m128i *)(packed + j / 2)), &c0, &c1);
+            _mm_storeu_si128((__m128i *)(codes + j), c0);
+            _mm_storeu_si128((__m128i *)(codes + j + 16), c1);
         }
     }
     for (; j + 8 <= n; j += 8) {
@@ -153,11 +160,9 @@ static double lutsum34_avx2(const uint8_t *packed, size_t n, int bits,
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     size_t j = 0;
     if (bits == 4) {
-        const __m128i nib = _mm_set1_epi8(0x0F);
         for (; j + 32 <= n; j += 32) {
-            const __m128i b = _mm_loadu_si128((const __m128i *)(packed + j / 2));
-            const __m128i lo = _mm_and_si128(b, nib), hi = _mm_and_si128(_mm_srli_epi16(b, 4), nib);
-            const __m128i c0 = _mm_unpacklo_epi8(lo, hi), c1 = _mm_unpackhi_epi8(lo, hi);
+            __m128i c0, c1;
+            split_nibbles(_mm_loadu_si128((const __m128i *)(packed + j / 2)), &c0, &c1);
             acc0 = _mm256_add_ps(acc0, lookup8(&t, _mm256_cvtepu8_epi32(c0)));
             acc1 = _mm256_add_ps(acc1, lookup8(&t, _mm256_cvtepu8_epi32(_mm_srli_si128(c0, 8))));
             acc0 = _mm256_add_ps(acc0, lookup8(&t, _mm256_cvtepu8_epi32(c1)));

@@ -364,15 +364,7 @@ static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size
         memcpy(maskbits + j / 8, &masked, 4);
         live_count += __builtin_popcount(live);
     }
-    int64_t tail[4] = {0, 0, 0, 0};
-    const size_t tail_masked = exaq_quantize_pack2_from(x, j, n, q, packed, maskbits, tail);
-    ones -= threes;
-    twos -= threes;
-    counts[0] += live_count - ones - twos - threes + tail[0];
-    counts[1] += ones + tail[1];
-    counts[2] += twos + tail[2];
-    counts[3] += threes + tail[3];
-    return (size_t)((int64_t)j - live_count) + tail_masked;
+    return exaq_pack2_finish(x, j, n, q, packed, maskbits, live_count, ones, twos, threes, counts);
 }
 
 static size_t quantize_pack2_avx2(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,

@@ -134,6 +134,23 @@ static inline size_t exaq_quantize_pack2_from(const float *x, size_t from, size_
     return masked;
 }
 
+/* End of a SIMD quantize_pack2: entries [j, n) through the scalar helper, and
+ * the counts from the SIMD part's bit-plane popcounts over [0, j): live
+ * entries, codes with bit 0 set (1, 3), with bit 1 set (2, 3), with both (3).
+ * Returns the masked count of the row. */
+static inline size_t exaq_pack2_finish(const float *x, size_t j, size_t n, const exaq_quantizer *q,
+                                       uint8_t *packed, uint8_t *maskbits, int64_t live, int64_t bit0,
+                                       int64_t bit1, int64_t threes, int64_t counts[4]) {
+    int64_t tail[4] = {0, 0, 0, 0};
+    const size_t tail_masked = exaq_quantize_pack2_from(x, j, n, q, packed, maskbits, tail);
+    const int64_t ones = bit0 - threes, twos = bit1 - threes;
+    counts[0] += live - ones - twos - threes + tail[0];
+    counts[1] += ones + tail[1];
+    counts[2] += twos + tail[2];
+    counts[3] += threes + tail[3];
+    return (size_t)((int64_t)j - live) + tail_masked;
+}
+
 static inline void exaq_expand_pack2_from(const uint8_t *packed, const uint8_t *maskbits, size_t from,
                                           size_t n, const float table[4], float *y) {
     for (size_t j = from; j < n; ++j) {

