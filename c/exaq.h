@@ -22,8 +22,12 @@ extern "C" {
 #define EXAQ_FLUSH 1024
 /* The float sums of the row statistics (exaq_row_stats) use more lanes: four
  * independent 16-wide accumulators keep the AVX-512 pass from waiting on the
- * latency of its adds.  A multiple of every vector width, dividing EXAQ_FLUSH. */
+ * latency of its adds.  A multiple of every vector width, dividing EXAQ_FLUSH.
+ * At each flush the first two levels of the lane tree run in float, folding
+ * them to EXAQ_STAT_WIDE lanes that accumulate in double across the blocks;
+ * the rest of the tree runs in double at the end of the row. */
 #define EXAQ_STAT_LANES 64
+#define EXAQ_STAT_WIDE 16
 #define EXAQ_STATS_MIN 1
 #define EXAQ_STATS_NO_MASK 2
 #define EXAQ_MAX_CODES 16

@@ -61,20 +61,21 @@ static inline void stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *s
     *sumsq = _mm256_fmadd_ps(d, d, *sumsq);
 }
 
-/* exaq_tree_total of the 64 float lanes widened to double (lane l in vector
- * l / 4), pair for pair in the same order; zeroes the float lanes */
-static inline double tree_total256(float lanes[EXAQ_STAT_LANES]) {
-    __m256d wide[16];
+/* exaq_stat_lanes_flush of lanes (l in vector l / 8): vectors v and v + 4,
+ * v + 2 and v + 6 folded in float, added to the double lanes */
+static inline void fold256(float lanes[EXAQ_STAT_LANES], double wide[EXAQ_STAT_WIDE]) {
+    __m256 f[8];
     for (int v = 0; v < 8; ++v) {
-        const __m256 f = _mm256_loadu_ps(lanes + 8 * v);
-        wide[2 * v] = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
-        wide[2 * v + 1] = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+        f[v] = _mm256_loadu_ps(lanes + 8 * v);
         _mm256_storeu_ps(lanes + 8 * v, _mm256_setzero_ps());
     }
-    for (int half = 8; half >= 1; half /= 2)
-        for (int v = 0; v < half; ++v) wide[v] = _mm256_add_pd(wide[v], wide[v + half]);
-    const __m128d two = _mm_add_pd(_mm256_castpd256_pd128(wide[0]), _mm256_extractf128_pd(wide[0], 1));
-    return _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)));
+    for (int v = 0; v < 2; ++v) {
+        const __m256 folded = _mm256_add_ps(_mm256_add_ps(f[v], f[v + 4]), _mm256_add_ps(f[v + 2], f[v + 6]));
+        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(folded));
+        const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(folded, 1));
+        _mm256_storeu_pd(wide + 8 * v, _mm256_add_pd(_mm256_loadu_pd(wide + 8 * v), lo));
+        _mm256_storeu_pd(wide + 8 * v + 4, _mm256_add_pd(_mm256_loadu_pd(wide + 8 * v + 4), hi));
+    }
 }
 
 static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n, float pilot, exaq_row_stats *out,
@@ -111,8 +112,8 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
             _mm256_storeu_ps(lanes.sumsq + 8 * g, sumsq);
         }
         for (; j < end; ++j) exaq_stats_add_one(x[j], j, pilot, flags, &lanes, out);
-        lanes.total_sum += tree_total256(lanes.sum);
-        lanes.total_sumsq += tree_total256(lanes.sumsq);
+        fold256(lanes.sum, lanes.wide_sum);
+        fold256(lanes.sumsq, lanes.wide_sumsq);
     }
     float lanes_max[8], lanes_min[8];
     _mm256_storeu_ps(lanes_max, st.vmax);
@@ -122,8 +123,8 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
         if (lanes_min[l] < out->min) out->min = lanes_min[l];
     }
     out->unmasked += st.unmasked;
-    out->sum = lanes.total_sum;
-    out->sumsq = lanes.total_sumsq;
+    out->sum = exaq_tree_total(lanes.wide_sum, EXAQ_STAT_WIDE);
+    out->sumsq = exaq_tree_total(lanes.wide_sumsq, EXAQ_STAT_WIDE);
     if (!with_min) out->min = __builtin_nanf("");
 }
 

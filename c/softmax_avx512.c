@@ -39,80 +39,146 @@ static float row_max_avx512(const float *x, size_t n, int *invalid) {
 
 #define STAT_GROUPS (EXAQ_STAT_LANES / W)
 
+/* The statistics pass loads 64-byte aligned vectors (a load that straddles two
+ * cache lines costs this CPU twice).  When the row starts `skew` floats past a
+ * 64-byte boundary, aligned vector i holds entries 16i - skew .. 16i - skew + 15,
+ * so physical lane P = 16 * (i % 4) + p of the accumulators gathers entry e
+ * with P = (e + skew) % 64: the statistics lanes (e % 64) rotated by skew,
+ * each lane adding its entries in the same order.  A block boundary cuts the
+ * aligned vector that straddles it.  The folds and the lane tree pair lanes
+ * cyclically (exaq_stat_lanes in softmax_common.h), so rotated lanes meet the
+ * same partners and, IEEE addition being commutative, the totals are those of
+ * the lane schedule bit for bit. */
 typedef struct {
-    __m512 vmax[STAT_GROUPS], vmin[STAT_GROUPS], sum[STAT_GROUPS], sumsq[STAT_GROUPS];
+    __m512 vmax[STAT_GROUPS], vmin, sum[STAT_GROUPS], sumsq[STAT_GROUPS];
+    __m512d wide_sum[2], wide_sumsq[2]; /* EXAQ_STAT_WIDE double lanes */
     int64_t unmasked;
 } stats512;
 
-/* entries of lane group g (lanes 16g .. 16g+15 of the statistics; each group
- * has its own accumulators, so no add waits on the one before); the constant
- * flags drop the min and the subtraction of a zero pilot */
-static inline void stats_step(stats512 *s, int g, __m512 v, __mmask16 m, __m512 pilot, const int with_min,
-                              const int centered, const int no_mask) {
+/* One vector into the accumulators of lane group g.  The constant flags drop
+ * the min, the subtraction of a zero pilot and the -inf test.  Odd groups add
+ * with an FMA by 1 (the same rounded sum): the max and the adds then share
+ * this CPU's FP adders with the multiply-add units instead of queueing. */
+static inline EXAQ_ALWAYS_INLINE void stats_step(stats512 *s, const int g, __m512 v, __mmask16 m, __m512 pilot,
+                                                 const int with_min, const int centered, const int no_mask) {
     const __mmask16 live = no_mask ? m : m & unmasked16(v);
     s->unmasked += __builtin_popcount((unsigned)live);
     s->vmax[g] = _mm512_mask_max_ps(s->vmax[g], m, v, s->vmax[g]); /* -inf and NaN never win */
-    if (with_min) s->vmin[g] = _mm512_mask_min_ps(s->vmin[g], live, s->vmin[g], v);
+    if (with_min) s->vmin = _mm512_mask_min_ps(s->vmin, live, s->vmin, v);
     const __m512 d = centered ? _mm512_sub_ps(v, pilot) : v;
-    s->sum[g] = _mm512_mask_add_ps(s->sum[g], live, s->sum[g], d);
+    if (g & 1)
+        s->sum[g] = _mm512_mask3_fmadd_ps(d, _mm512_set1_ps(1.0f), s->sum[g], live);
+    else
+        s->sum[g] = _mm512_mask_add_ps(s->sum[g], live, s->sum[g], d);
     s->sumsq[g] = _mm512_mask3_fmadd_ps(d, d, s->sumsq[g], live);
 }
 
-/* the 64 float lanes of the groups as 8 double vectors, lane l in vector l / 8 */
-static inline void widen_lanes(const __m512 f[STAT_GROUPS], __m512d wide[2 * STAT_GROUPS]) {
-    for (int g = 0; g < STAT_GROUPS; ++g) {
-        wide[2 * g] = _mm512_cvtps_pd(_mm512_castps512_ps256(f[g]));
-        wide[2 * g + 1] = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f[g]), 1)));
-    }
+/* four vectors from `at`, whole (masks NULL) or lanes masks[g] of vector g */
+static inline EXAQ_ALWAYS_INLINE void stats_chunk(stats512 *s, const float *at, const __mmask16 *masks,
+                                                  __m512 pilot, const int with_min, const int centered,
+                                                  const int no_mask) {
+#define STATS_GROUP(g)                                                                               \
+    do {                                                                                             \
+        if (masks)                                                                                   \
+            stats_step(s, g, _mm512_maskz_loadu_ps(masks[g], at + W * (g)), masks[g], pilot, with_min, \
+                       centered, no_mask);                                                           \
+        else                                                                                         \
+            stats_step(s, g, _mm512_loadu_ps(at + W * (g)), 0xFFFF, pilot, with_min, centered, no_mask); \
+    } while (0)
+    STATS_GROUP(0);
+    STATS_GROUP(1);
+    STATS_GROUP(2);
+    STATS_GROUP(3);
+#undef STATS_GROUP
 }
 
-/* exaq_tree_total over the 64 double lanes held in wide[0..7] (lane l in
- * vector l / 8), pair for pair in the same order */
-static inline double tree_total512(__m512d wide[8]) {
-    for (int v = 0; v < 4; ++v) wide[v] = _mm512_add_pd(wide[v], wide[v + 4]);
-    for (int v = 0; v < 2; ++v) wide[v] = _mm512_add_pd(wide[v], wide[v + 2]);
+/* lanes `m` of one vector of group 0 */
+static inline EXAQ_ALWAYS_INLINE void stats_first(stats512 *s, const float *at, __mmask16 m, __m512 pilot,
+                                                  const int with_min, const int centered, const int no_mask) {
+    stats_step(s, 0, _mm512_maskz_loadu_ps(m, at), m, pilot, with_min, centered, no_mask);
+}
+
+/* exaq_stat_lanes_flush: the four groups folded in float, added to the double lanes */
+static inline void fold512(__m512 f[STAT_GROUPS], __m512d wide[2]) {
+    const __m512 folded = _mm512_add_ps(_mm512_add_ps(f[0], f[2]), _mm512_add_ps(f[1], f[3]));
+    wide[0] = _mm512_add_pd(wide[0], _mm512_cvtps_pd(_mm512_castps512_ps256(folded)));
+    wide[1] = _mm512_add_pd(wide[1], _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(folded), 1))));
+    for (int g = 0; g < STAT_GROUPS; ++g) f[g] = _mm512_setzero_ps();
+}
+
+/* exaq_tree_total over 16 double lanes (lane l in vector l / 8) */
+static inline double tree_total16(const __m512d wide[2]) {
     const __m512d eight = _mm512_add_pd(wide[0], wide[1]);
     const __m256d four = _mm256_add_pd(_mm512_castpd512_pd256(eight), _mm512_extractf64x4_pd(eight, 1));
     const __m128d two = _mm_add_pd(_mm256_castpd256_pd128(four), _mm256_extractf128_pd(four, 1));
     return _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)));
 }
 
+/* lanes of aligned vector i (at base index 16i) holding base indices in [from, to) */
+static inline __mmask16 lanes_between(size_t i, size_t from, size_t to) {
+    const size_t at = W * i;
+    if (to <= at || from >= at + W) return 0;
+    const unsigned lo = from > at ? (unsigned)(from - at) : 0u;
+    const unsigned hi = to >= at + W ? (unsigned)W : (unsigned)(to - at);
+    return (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+static inline EXAQ_ALWAYS_INLINE void stats_edge_chunk(stats512 *s, const float *base, size_t i, size_t from,
+                                                       size_t to, __m512 pilot, const int with_min,
+                                                       const int centered, const int no_mask) {
+    __mmask16 masks[4];
+    for (int g = 0; g < 4; ++g) masks[g] = lanes_between(i + (size_t)g, from, to);
+    stats_chunk(s, base + W * i, masks, pilot, with_min, centered, no_mask); /* mask 0: no access */
+}
+
 static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n, float pilot, exaq_row_stats *out,
-                                     const int with_min, const int centered, const int no_mask) {
+                                                        const int with_min, const int centered, const int no_mask) {
+    /* any skew gives the same sums; this one makes the whole vectors aligned */
+    const size_t skew = ((uintptr_t)x / sizeof(float)) % W;
+    const float *base = (const float *)((uintptr_t)x - skew * sizeof(float));
     const __m512 p = _mm512_set1_ps(pilot);
-    double total_sum = 0.0, total_sumsq = 0.0;
     stats512 s;
     for (int g = 0; g < STAT_GROUPS; ++g) {
         s.vmax[g] = _mm512_set1_ps(-__builtin_inff());
-        s.vmin[g] = _mm512_set1_ps(__builtin_inff());
+        s.sum[g] = s.sumsq[g] = _mm512_setzero_ps();
     }
+    s.vmin = _mm512_set1_ps(__builtin_inff());
+    s.wide_sum[0] = s.wide_sum[1] = s.wide_sumsq[0] = s.wide_sumsq[1] = _mm512_setzero_pd();
     s.unmasked = 0;
     for (size_t block = 0; block < n; block += EXAQ_FLUSH) {
         const size_t end = n - block < EXAQ_FLUSH ? n : block + EXAQ_FLUSH;
-        for (int g = 0; g < STAT_GROUPS; ++g) s.sum[g] = s.sumsq[g] = _mm512_setzero_ps();
-        size_t j = block;
-        for (; j + EXAQ_STAT_LANES <= end; j += EXAQ_STAT_LANES)
-            for (int g = 0; g < STAT_GROUPS; ++g)
-                stats_step(&s, g, _mm512_loadu_ps(x + j + W * g), 0xFFFF, p, with_min, centered, no_mask);
-        for (int g = 0; j < end; j += W, ++g) {
-            const __mmask16 m = first_lanes(end - j);
-            stats_step(&s, g, _mm512_maskz_loadu_ps(m, x + j), m, p, with_min, centered, no_mask);
+        /* base indices [from, to) are the block's entries, in aligned vectors
+         * first .. last - 1 (first a multiple of 4, as block is); whole chunks
+         * of four vectors in [mid, mid_end), partial chunks around them */
+        const size_t from = block + skew, to = end + skew;
+        const size_t first = from / W, last = (to + W - 1) / W;
+        const size_t mid = (from % W) ? first + 4 : first;
+        size_t mid_end = (to / W) & ~(size_t)3;
+        if (mid_end < mid) mid_end = mid;
+        size_t i = first;
+        if (i < mid && to >= W * (first + 4)) { /* a vector cut at the start, three whole */
+            stats_first(&s, base + W * i, lanes_between(i, from, to), p, with_min, centered, no_mask);
+            for (int g = 1; g < 4; ++g)
+                stats_step(&s, g, _mm512_loadu_ps(base + W * (i + g)), 0xFFFF, p, with_min, centered, no_mask);
+            i = mid;
+        } else if (i < mid) {
+            stats_edge_chunk(&s, base, i, from, to, p, with_min, centered, no_mask);
+            i = mid;
         }
-        __m512d wide[2 * STAT_GROUPS];
-        widen_lanes(s.sum, wide);
-        total_sum += tree_total512(wide);
-        widen_lanes(s.sumsq, wide);
-        total_sumsq += tree_total512(wide);
+        for (; i < mid_end; i += 4) stats_chunk(&s, base + W * i, NULL, p, with_min, centered, no_mask);
+        if (last == i + 1) /* the vector cut by the end of the block */
+            stats_first(&s, base + W * i, lanes_between(i, from, to), p, with_min, centered, no_mask);
+        else
+            for (; i < last; i += 4) stats_edge_chunk(&s, base, i, from, to, p, with_min, centered, no_mask);
+        fold512(s.sum, s.wide_sum);
+        fold512(s.sumsq, s.wide_sumsq);
     }
-    for (int g = 1; g < STAT_GROUPS; ++g) {
-        s.vmax[0] = _mm512_max_ps(s.vmax[0], s.vmax[g]);
-        s.vmin[0] = _mm512_min_ps(s.vmin[0], s.vmin[g]);
-    }
+    for (int g = 1; g < STAT_GROUPS; ++g) s.vmax[0] = _mm512_max_ps(s.vmax[0], s.vmax[g]);
     out->max = _mm512_reduce_max_ps(s.vmax[0]);
-    out->min = with_min ? _mm512_reduce_min_ps(s.vmin[0]) : __builtin_nanf("");
+    out->min = with_min ? _mm512_reduce_min_ps(s.vmin) : __builtin_nanf("");
     out->unmasked = s.unmasked;
-    out->sum = total_sum;
-    out->sumsq = total_sumsq;
+    out->sum = tree_total16(s.wide_sum);
+    out->sumsq = tree_total16(s.wide_sumsq);
 }
 
 #define ROW_STATS_VARIANT(min, centered)                                             \

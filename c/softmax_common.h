@@ -4,6 +4,7 @@
 #define EXAQ_SOFTMAX_COMMON_H
 
 #include <math.h>
+#include <string.h>
 
 #include "exaq.h"
 
@@ -169,30 +170,35 @@ static inline double exaq_tree_total(double *lanes, int count) {
 }
 
 /* Float lanes of the row statistics.  Every EXAQ_FLUSH entries of the row
- * (and at its end) the lanes are widened to double, summed by the lane tree,
- * and the block's total is added to a double running total, block after
- * block.  SIMD files use these for the entries they do not vectorize. */
+ * (and at its end) lane l is folded with lanes l + 32, l + 16 and l + 48 in
+ * float, (s[l] + s[l+32]) + (s[l+16] + s[l+48]), and the 16 folds are added
+ * to 16 double lanes; the row's total is the lane tree of those.  The folds
+ * are the first levels of the tree, pairing lane l with lane l + half
+ * cyclically, so a kernel whose lanes are rotated gets the same totals.  SIMD
+ * files use these for the entries they do not vectorize. */
 typedef struct {
     float sum[EXAQ_STAT_LANES], sumsq[EXAQ_STAT_LANES];
-    double total_sum, total_sumsq;
+    double wide_sum[EXAQ_STAT_WIDE], wide_sumsq[EXAQ_STAT_WIDE];
 } exaq_stat_lanes;
 
+static inline float exaq_fold_lane(const float *lanes, int l) {
+    enum { quarter = EXAQ_STAT_LANES / 4 }; /* = EXAQ_STAT_WIDE */
+    return (lanes[l] + lanes[l + 2 * quarter]) + (lanes[l + quarter] + lanes[l + 3 * quarter]);
+}
+
 static inline void exaq_stat_lanes_flush(exaq_stat_lanes *a) {
-    double s[EXAQ_STAT_LANES], q[EXAQ_STAT_LANES];
-    for (int l = 0; l < EXAQ_STAT_LANES; ++l) {
-        s[l] = (double)a->sum[l];
-        q[l] = (double)a->sumsq[l];
-        a->sum[l] = 0.0f;
-        a->sumsq[l] = 0.0f;
+    for (int l = 0; l < EXAQ_STAT_WIDE; ++l) {
+        a->wide_sum[l] += (double)exaq_fold_lane(a->sum, l);
+        a->wide_sumsq[l] += (double)exaq_fold_lane(a->sumsq, l);
     }
-    a->total_sum += exaq_tree_total(s, EXAQ_STAT_LANES);
-    a->total_sumsq += exaq_tree_total(q, EXAQ_STAT_LANES);
+    memset(a->sum, 0, sizeof a->sum);
+    memset(a->sumsq, 0, sizeof a->sumsq);
 }
 
 static inline void exaq_stat_lanes_total(exaq_stat_lanes *a, exaq_row_stats *out) {
     exaq_stat_lanes_flush(a);
-    out->sum = a->total_sum;
-    out->sumsq = a->total_sumsq;
+    out->sum = exaq_tree_total(a->wide_sum, EXAQ_STAT_WIDE);
+    out->sumsq = exaq_tree_total(a->wide_sumsq, EXAQ_STAT_WIDE);
 }
 
 /* entry j of a row (j < n) into the statistics; the caller flushes */
