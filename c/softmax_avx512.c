@@ -401,36 +401,78 @@ static inline uint64_t lanes64(__mmask16 m0, __mmask16 m1, __mmask16 m2, __mmask
     return (uint64_t)m0 | (uint64_t)m1 << 16 | (uint64_t)m2 << 32 | (uint64_t)m3 << 48;
 }
 
+typedef struct {
+    quantizer512 vq;
+    __m512i pair_weights, quad_weights, order;
+    int64_t bit0, bit1, threes, live;
+} pack2_state;
+
+/* Entries j .. j + count - 1 of the row (j a multiple of 64, count <= 64;
+ * whole: count is 64): packed bytes from j / 4, mask bytes from j / 8 (the
+ * bytes of the entries, padding 0 at the end of the row). */
+static inline EXAQ_ALWAYS_INLINE void pack2_chunk(pack2_state *st, const float *x, size_t j, size_t count,
+                                                  uint8_t *packed, uint8_t *maskbits, const int whole,
+                                                  const int may_mask, const int shifted) {
+    __m512i c[4];
+    __mmask16 live[4];
+    if (whole) {
+        codes64(x + j, &st->vq, may_mask, shifted, 0, c, live);
+    } else {
+        for (int g = 0; g < 4; ++g) {
+            const size_t at = (size_t)W * (size_t)g;
+            const __mmask16 m = at < count ? first_lanes(count - at) : 0;
+            const __m512 v = _mm512_maskz_loadu_ps(m, x + j + (m ? at : 0));
+            live[g] = may_mask ? (__mmask16)(m & unmasked16(v)) : m;
+            c[g] = raw_codes16(v, live[g], &st->vq, shifted, 0);
+        }
+    }
+    /* saturation clamps negative codes to 0; masked lanes are 0 too */
+    const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
+    const uint64_t bit0 = _cvtmask64_u64(_mm512_test_epi8_mask(bytes, _mm512_set1_epi8(1)));
+    const uint64_t bit1 = _cvtmask64_u64(_mm512_test_epi8_mask(bytes, _mm512_set1_epi8(2)));
+    st->threes += __builtin_popcountll(bit0 & bit1);
+    st->bit0 += __builtin_popcountll(bit0);
+    st->bit1 += __builtin_popcountll(bit1);
+    const __m512i quads = _mm512_madd_epi16(_mm512_maddubs_epi16(bytes, st->pair_weights), st->quad_weights);
+    const __m128i out = _mm512_castsi512_si128(_mm512_permutexvar_epi8(st->order, quads));
+    const uint64_t live_lanes = lanes64(live[0], live[1], live[2], live[3]);
+    st->live += __builtin_popcountll(live_lanes);
+    if (whole) {
+        _mm_storeu_si128((__m128i *)(packed + j / 4), out);
+        const uint64_t masked = ~live_lanes;
+        memcpy(maskbits + j / 8, &masked, 8);
+    } else {
+        _mm_mask_storeu_epi8(packed + j / 4, (__mmask16)((1u << ((count + 3) / 4)) - 1u), out);
+        const uint64_t masked = ~live_lanes & (~(uint64_t)0 >> (64 - count));
+        _mm_mask_storeu_epi8(maskbits + j / 8, (__mmask16)((1u << ((count + 7) / 8)) - 1u),
+                             _mm_cvtsi64_si128((long long)masked));
+    }
+}
+
+/* Whole chunks, then the end of the row as one partial chunk.  (Starting
+ * with a partial chunk to align the loads, as the statistics pass does, costs
+ * here as much as it saves.) */
 static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size_t n, const exaq_quantizer *q,
                                                             uint8_t *packed, uint8_t *maskbits, int64_t counts[4],
                                                             const int may_mask, const int shifted) {
-    const quantizer512 vq = quantizer512_of(q);
-    const __m512i pair_weights = _mm512_set1_epi16(0x0401);      /* bytes (1, 4) */
-    const __m512i quad_weights = _mm512_set1_epi32(0x00100001); /* words (1, 16) */
     /* after the packs, dword 4L+s holds entries 16s+4L .. 16s+4L+3: packed
      * byte 4s+L is the low byte of that dword (i = 4s+L -> 4 * (4L+s)) */
     static const uint8_t gather[64] = {0, 16, 32, 48, 4, 20, 36, 52, 8, 24, 40, 56, 12, 28, 44, 60};
-    const __m512i order = _mm512_loadu_si512(gather);
-    int64_t ones = 0, twos = 0, threes = 0, live_count = 0;
+    pack2_state st;
+    st.vq = quantizer512_of(q);
+    st.pair_weights = _mm512_set1_epi16(0x0401);      /* bytes (1, 4) */
+    st.quad_weights = _mm512_set1_epi32(0x00100001); /* words (1, 16) */
+    st.order = _mm512_loadu_si512(gather);
+    st.bit0 = st.bit1 = st.threes = st.live = 0;
     size_t j = 0;
-    for (; j + 4 * W <= n; j += 4 * W) {
-        __m512i c[4];
-        __mmask16 live[4];
-        codes64(x + j, &vq, may_mask, shifted, 0, c, live);
-        /* saturation clamps negative codes to 0; masked lanes are 0 too */
-        const __m512i bytes = _mm512_packus_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
-        const uint64_t bit0 = _cvtmask64_u64(_mm512_test_epi8_mask(bytes, _mm512_set1_epi8(1)));
-        const uint64_t bit1 = _cvtmask64_u64(_mm512_test_epi8_mask(bytes, _mm512_set1_epi8(2)));
-        threes += __builtin_popcountll(bit0 & bit1);
-        ones += __builtin_popcountll(bit0);
-        twos += __builtin_popcountll(bit1);
-        const __m512i quads = _mm512_madd_epi16(_mm512_maddubs_epi16(bytes, pair_weights), quad_weights);
-        _mm_storeu_si128((__m128i *)(packed + j / 4), _mm512_castsi512_si128(_mm512_permutexvar_epi8(order, quads)));
-        const uint64_t masked = may_mask ? ~lanes64(live[0], live[1], live[2], live[3]) : 0;
-        memcpy(maskbits + j / 8, &masked, 8);
-        live_count += 4 * W - __builtin_popcountll(masked);
-    }
-    return exaq_pack2_finish(x, j, n, q, packed, maskbits, live_count, ones, twos, threes, counts);
+    for (; j + 4 * W <= n; j += 4 * W) pack2_chunk(&st, x, j, 4 * W, packed, maskbits, 1, may_mask, shifted);
+    if (j < n) pack2_chunk(&st, x, j, n - j, packed, maskbits, 0, may_mask, shifted);
+    const int64_t ones = st.bit0 - st.threes, twos = st.bit1 - st.threes;
+    counts[0] += st.live - ones - twos - st.threes;
+    counts[1] += ones;
+    counts[2] += twos;
+    counts[3] += st.threes;
+    return n - (size_t)st.live;
 }
 
 static size_t quantize_pack2_avx512(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,

@@ -12,11 +12,14 @@
  * code.  The Python oracle applies the same rule. */
 #define EXAQ_MIN_RANGE 5.421010862427522e-20 /* 2^-64 */
 
-/* count, mean and sum of squared deviations of t = x - max, merged row by row
- * in row order (Chan et al.), so the result does not depend on the backend */
+/* Pooled moments of t = x - max over the live rows of a call, as plain sums in
+ * row order (no division on the path from one row to the next):
+ * m2 = sum of the rows' m2 + sum n_r mean_r^2 - (sum n_r mean_r)^2 / count.
+ * The same on every backend, as the rows' moments are. */
 typedef struct {
-    double count, mean, m2, min;
+    double count, sum, m2_rows, sq_means, min;
     int64_t invalid_rows;
+    double mean, m2; /* filled by pool_finish */
 } pooled_moments;
 
 typedef struct {
@@ -52,13 +55,17 @@ static int cancels(const exaq_row_stats *s) {
 /* with_min = 0 leaves min NaN (the pass is cheaper without it).  A row whose
  * ends are not masked is first summed without the mask test (-inf would show
  * as non-finite sums, and the row is summed again with it). */
-static void summarize_row(const exaq_backend *be, const float *row, size_t n, int with_min,
-                          row_summary *out) {
-    exaq_row_stats s;
-    float pilot = 0.0f;
+static int first_stats_flags(const float *row, size_t n, int with_min) {
     int flags = with_min ? EXAQ_STATS_MIN : 0;
     if (!exaq_is_masked(row[0]) && !exaq_is_masked(row[n - 1])) flags |= EXAQ_STATS_NO_MASK;
-    be->softmax->row_stats(row, n, pilot, flags, &s);
+    return flags;
+}
+
+/* The row's summary from its first statistics pass `s` (made with `flags`),
+ * passing over the row again where those sums cannot serve. */
+static void finish_summary(const exaq_backend *be, const float *row, size_t n, int flags, exaq_row_stats s,
+                           row_summary *out) {
+    float pilot = 0.0f;
     int finite = isfinite(s.sum) && isfinite(s.sumsq);
     if (!finite && (flags & EXAQ_STATS_NO_MASK)) {
         flags &= ~EXAQ_STATS_NO_MASK;
@@ -92,35 +99,65 @@ static void summarize_row(const exaq_backend *be, const float *row, size_t n, in
     }
 }
 
+static void summarize_row(const exaq_backend *be, const float *row, size_t n, int with_min,
+                          row_summary *out) {
+    const int flags = first_stats_flags(row, n, with_min);
+    exaq_row_stats s;
+    be->softmax->row_stats(row, n, 0.0f, flags, &s);
+    finish_summary(be, row, n, flags, s, out);
+}
+
 static void pool_add(pooled_moments *pm, const row_summary *r) {
-    const double count = pm->count + r->count;
-    const double delta = r->mean - pm->mean;
-    pm->mean += delta * (r->count / count);
-    pm->m2 += r->m2 + delta * delta * (pm->count * r->count / count);
-    pm->count = count;
+    pm->count += r->count;
+    pm->sum += r->count * r->mean;
+    pm->m2_rows += r->m2;
+    pm->sq_means += r->count * r->mean * r->mean;
     const double lo_row = (double)r->min - (double)r->max; /* NaN without the min */
     if (lo_row < pm->min) pm->min = lo_row;
+}
+
+static void pool_finish(pooled_moments *pm) {
+    pm->mean = pm->count > 0 ? pm->sum / pm->count : 0.0;
+    const double m2 = pm->m2_rows + (pm->sq_means - pm->sum * pm->mean);
+    pm->m2 = m2 > 0 ? m2 : 0.0;
 }
 
 static double sigma_of(double count, double m2) {
     return count >= 2 ? sqrt(m2 / (count - 1.0)) : 0.0;
 }
 
+/* Rows go through the kernels EXAQ_ROW_GROUP at a time before their
+ * bookkeeping: the scalar work of a row (divisions, table) then overlaps the
+ * other rows' instead of stalling between two kernel loops. */
+#define EXAQ_ROW_GROUP 8
+#define EXAQ_CODE_GROUP_BYTES 4096
+
 /* Pass 1 over the call: row maxima into `maxima` (NaN for invalid rows, -inf
  * for fully masked ones) and the pooled moments of t over the live rows. */
 static void pool_rows(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
                       int with_min, float *maxima, uint8_t *unmasked_rows, pooled_moments *pm) {
-    pm->count = pm->mean = pm->m2 = 0.0;
+    memset(pm, 0, sizeof *pm);
     pm->min = INFINITY;
-    pm->invalid_rows = 0;
-    for (size_t r = 0; r < rows; ++r) {
-        row_summary s;
-        summarize_row(be, x + (ptrdiff_t)r * xs, n, with_min, &s);
-        maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
-        if (unmasked_rows) unmasked_rows[r] = s.state == ROW_LIVE && s.count == (double)n;
-        if (s.state == ROW_INVALID) ++pm->invalid_rows;
-        if (s.state == ROW_LIVE) pool_add(pm, &s);
+    for (size_t r0 = 0; r0 < rows; r0 += EXAQ_ROW_GROUP) {
+        const size_t group = rows - r0 < EXAQ_ROW_GROUP ? rows - r0 : EXAQ_ROW_GROUP;
+        exaq_row_stats stats[EXAQ_ROW_GROUP];
+        int flags[EXAQ_ROW_GROUP];
+        for (size_t g = 0; g < group; ++g) {
+            const float *row = x + (ptrdiff_t)(r0 + g) * xs;
+            flags[g] = first_stats_flags(row, n, with_min);
+            be->softmax->row_stats(row, n, 0.0f, flags[g], &stats[g]);
+        }
+        for (size_t g = 0; g < group; ++g) {
+            const size_t r = r0 + g;
+            row_summary s;
+            finish_summary(be, x + (ptrdiff_t)r * xs, n, flags[g], stats[g], &s);
+            maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
+            if (unmasked_rows) unmasked_rows[r] = s.state == ROW_LIVE && s.count == (double)n;
+            if (s.state == ROW_INVALID) ++pm->invalid_rows;
+            if (s.state == ROW_LIVE) pool_add(pm, &s);
+        }
     }
+    pool_finish(pm);
 }
 
 static int row_state_of_max(float row_max) {
@@ -252,11 +289,11 @@ static int prepare_row(const exaq_backend *be, const float *row, size_t n, const
     return ROW_LIVE;
 }
 
-/* exp of the dequantized codes of a range (code levels is exactly t = 0) */
-static void code_exponents(const exaq_quantizer *q, exaq_floor_mode floor, double e[EXAQ_MAX_CODES]) {
-    const double lo = q->lo, step = -lo / q->levels;
-    for (int k = 0; k <= q->levels; ++k)
-        e[k] = k == q->levels ? 1.0 : (k == 0 && floor == EXAQ_FLOOR_ZERO) ? 0.0 : exp(lo + k * step);
+/* exp of the dequantized codes of range [lo, 0] (code levels is exactly t = 0) */
+static void code_exponents(double lo, int levels, exaq_floor_mode floor, double e[EXAQ_MAX_CODES]) {
+    const double step = -lo / levels;
+    for (int k = 0; k <= levels; ++k)
+        e[k] = k == levels ? 1.0 : (k == 0 && floor == EXAQ_FLOOR_ZERO) ? 0.0 : exp(lo + k * step);
 }
 
 /* table[k] = e[k] / (sum over the row's codes), from exact counts; entries
@@ -292,47 +329,62 @@ struct row_sink {
     void (*emit)(row_sink *sink, const exaq_backend *be, size_t r, size_t n, const coded_row *row);
 };
 
-/* Range selection, then every row quantized and tabulated, handed to `sink`. */
+/* Range selection, then every row quantized and tabulated, handed to `sink`.
+ * A group of rows goes through the kernel before any of them is tabulated
+ * (EXAQ_ROW_GROUP); byte codes wait in a buffer of one group, in L1. */
 static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
                          ptrdiff_t xs, const exaq_params *p, float *maxima, float *lo_out,
                          row_sink *sink) {
     if (!params_valid(p)) return -1;
     if (rows == 0 || n == 0) return 0;
     const int pooled = uses_pooled_range(p), packs2 = p->bits == 2 && sink->place;
-    uint8_t *codes = packs2 ? NULL : (uint8_t *)malloc(n);
+    uint8_t *codes = packs2 ? NULL : (uint8_t *)malloc(EXAQ_ROW_GROUP * n); /* at most a group */
     uint8_t *unmasked_rows = pooled ? (uint8_t *)malloc(rows) : NULL;
     if ((!packs2 && !codes) || (pooled && !unmasked_rows)) {
         free(codes), free(unmasked_rows);
         return -2;
     }
     const float lo = shared_lo(be, x, rows, n, xs, p, maxima, unmasked_rows);
-    int shared_ready = 0; /* the code exponents of a range shared by every row */
+    float exponents_lo = NAN; /* the range of the code exponents in e */
     double e[EXAQ_MAX_CODES];
     exaq_quantizer q;
     q.levels = 0;
-    for (size_t r = 0; r < rows; ++r) {
-        const float *row = x + (ptrdiff_t)r * xs;
-        coded_row out;
-        out.codes = NULL, out.packed = out.maskbits = NULL, out.masked = 0;
-        out.state = prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL,
-                                pooled ? !unmasked_rows[r] : 1, &q);
-        if (lo_out) lo_out[r] = out.state == ROW_LIVE ? q.lo : NAN;
-        if (out.state == ROW_LIVE) {
-            if (!shared_ready || p->clip == EXAQ_CLIP_ROW) {
-                code_exponents(&q, p->floor, e);
-                shared_ready = 1;
-            }
-            int64_t counts[EXAQ_MAX_CODES] = {0};
+    /* byte codes of a group must stay in L1 beside the rows streaming through it */
+    const size_t byte_group = n >= EXAQ_CODE_GROUP_BYTES ? 1 : EXAQ_CODE_GROUP_BYTES / n;
+    const size_t group_rows = packs2 || byte_group > EXAQ_ROW_GROUP ? EXAQ_ROW_GROUP : byte_group;
+    for (size_t r0 = 0; r0 < rows; r0 += group_rows) {
+        const size_t group = rows - r0 < group_rows ? rows - r0 : group_rows;
+        coded_row out[EXAQ_ROW_GROUP];
+        int64_t counts[EXAQ_ROW_GROUP][EXAQ_MAX_CODES];
+        float row_lo[EXAQ_ROW_GROUP];
+        for (size_t g = 0; g < group; ++g) {
+            const size_t r = r0 + g;
+            const float *row = x + (ptrdiff_t)r * xs;
+            out[g].codes = NULL, out[g].packed = out[g].maskbits = NULL, out[g].masked = 0;
+            out[g].state = prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL,
+                                       pooled ? !unmasked_rows[r] : 1, &q);
+            row_lo[g] = out[g].state == ROW_LIVE ? q.lo : NAN;
+            if (lo_out) lo_out[r] = row_lo[g];
+            if (out[g].state != ROW_LIVE) continue;
+            memset(counts[g], 0, sizeof counts[g]);
             if (packs2) {
-                sink->place(sink, r, &out.packed, &out.maskbits);
-                out.masked = be->softmax->quantize_pack2(row, n, &q, out.packed, out.maskbits, counts);
+                sink->place(sink, r, &out[g].packed, &out[g].maskbits);
+                out[g].masked = be->softmax->quantize_pack2(row, n, &q, out[g].packed, out[g].maskbits, counts[g]);
             } else {
-                be->softmax->quantize_count(row, n, &q, codes, counts);
-                out.codes = codes;
+                out[g].codes = codes + g * n;
+                be->softmax->quantize_count(row, n, &q, codes + g * n, counts[g]);
             }
-            probability_table(counts, e, q.levels, out.table);
         }
-        sink->emit(sink, be, r, n, &out);
+        for (size_t g = 0; g < group; ++g) {
+            if (out[g].state == ROW_LIVE) {
+                if (!(row_lo[g] == exponents_lo)) {
+                    code_exponents(row_lo[g], q.levels, p->floor, e);
+                    exponents_lo = row_lo[g];
+                }
+                probability_table(counts[g], e, q.levels, out[g].table);
+            }
+            sink->emit(sink, be, r0 + g, n, &out[g]);
+        }
     }
     free(codes), free(unmasked_rows);
     return 0;
@@ -416,7 +468,8 @@ int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size
 
 void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_t n,
                       ptrdiff_t xs, float *maxima, exaq_call_stats *out) {
-    pooled_moments pm = {0, 0, 0, INFINITY, 0};
+    pooled_moments pm;
+    memset(&pm, 0, sizeof pm);
     if (rows && n) pool_rows(be, x, rows, n, xs, 1, maxima, NULL, &pm);
     const int any = pm.count > 0;
     out->count = (int64_t)pm.count;

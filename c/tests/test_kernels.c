@@ -336,12 +336,14 @@ static void compare_packed_driver(const exaq_backend *ref, const exaq_backend *b
     free(scratch), free(y);
 }
 
-/* The AVX-512 statistics pass reads 64-byte aligned vectors and rotates its
- * lanes by the row's offset from the 64-byte grid: rows at every float offset
- * of that grid, lengths around the flush blocks, each ending at the end of
- * its allocation. */
-static void compare_stats_offsets(const exaq_backend *ref, const exaq_backend *be) {
-    static const size_t lengths[] = {1, 15, 17, 63, 65, 130, 1023, 1024, 1025, 1040, 2047, 2048, 2049, 3100};
+/* The AVX-512 passes read 64-byte aligned vectors: the statistics rotate
+ * their lanes by the row's offset from the 64-byte grid, the 2-bit packing
+ * starts with a partial chunk.  Rows at every float offset of that grid,
+ * lengths around the chunks and flush blocks, each row and each output ending
+ * at the end of its allocation. */
+static void compare_offsets(const exaq_backend *ref, const exaq_backend *be) {
+    static const size_t lengths[] = {1,   4,    5,    12,   15,   17,   63,   65,   76,
+                                     130, 1023, 1024, 1025, 1040, 2047, 2048, 2049, 3100};
     for (size_t li = 0; li < sizeof lengths / sizeof *lengths; ++li)
         for (size_t offset = 0; offset < 64; offset += sizeof(float)) {
             const size_t n = lengths[li], bytes = offset + n * sizeof(float);
@@ -351,15 +353,31 @@ static void compare_stats_offsets(const exaq_backend *ref, const exaq_backend *b
             float row[3100];
             fill_row(row, n, (int)(offset % 3)); /* plain, scattered -inf, -inf suffix */
             memcpy(x, row, n * sizeof(float));
+            exaq_row_stats a, b;
             for (int variant = 0; variant < 8; ++variant) {
                 const float pilot = variant & 1 ? 0.75f : 0.0f;
                 const int flags = variant >> 1;
-                exaq_row_stats a, b;
                 ref->softmax->row_stats(row, n, pilot, flags, &a);
                 be->softmax->row_stats(x, n, pilot, flags, &b);
                 CHECK(a.unmasked == b.unmasked && same_double(a.sum, b.sum) && same_double(a.sumsq, b.sumsq) &&
                           same_float(a.max, b.max) && same_float(a.min, b.min),
                       "%s row_stats offset=%zu n=%zu v=%d", be->name, offset, n, variant);
+            }
+            const size_t nb = EXAQ_PACKED_BYTES(n, 2), mb = EXAQ_MASK_BYTES(n);
+            ref->softmax->row_stats(row, n, 0.0f, 0, &a); /* counts the -inf */
+            for (int may_mask = 0; may_mask < 2; ++may_mask) {
+                if (!may_mask && a.unmasked != (int64_t)n) continue;
+                exaq_quantizer q;
+                exaq_quantizer_init(&q, a.max, -2.5f, 3, may_mask);
+                uint8_t *p1 = tight_bytes(nb), *p2 = tight_bytes(nb), *m1 = tight_bytes(mb), *m2 = tight_bytes(mb);
+                memset(p2, 0xAB, nb), memset(m2, 0xCD, mb); /* every byte must be written */
+                int64_t c1[4] = {0}, c2[4] = {0};
+                const size_t masked1 = ref->softmax->quantize_pack2(row, n, &q, p1, m1, c1);
+                const size_t masked2 = be->softmax->quantize_pack2(x, n, &q, p2, m2, c2);
+                CHECK(masked1 == masked2 && memcmp(c1, c2, sizeof c1) == 0 && memcmp(p1, p2, nb) == 0 &&
+                          memcmp(m1, m2, mb) == 0,
+                      "%s pack2 offset=%zu n=%zu may_mask=%d", be->name, offset, n, may_mask);
+                free(p1), free(p2), free(m1), free(m2);
             }
             free(block);
         }
@@ -398,7 +416,7 @@ int main(void) {
             free(xs);
         }
         compare_pack2_boundaries(be);
-        compare_stats_offsets(ref, be);
+        compare_offsets(ref, be);
         printf("backend %s: checked\n", be->name);
     }
     printf("%d failed checks\n", failures);
