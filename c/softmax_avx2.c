@@ -14,13 +14,26 @@ static inline __m256 neg_inf8(void) { return _mm256_set1_ps(-__builtin_inff()); 
 /* all-ones lanes where x is not -inf (NaN included) */
 static inline __m256 live8(__m256 v) { return _mm256_cmp_ps(v, neg_inf8(), _CMP_NEQ_UQ); }
 
+/* four running maxima, so no max waits on the one before */
 static float row_max_avx2(const float *x, size_t n, int *invalid) {
     __m256 vmax = neg_inf8(), bad = _mm256_setzero_ps();
+    __m256 more[3] = {neg_inf8(), neg_inf8(), neg_inf8()};
     size_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        const __m256 v0 = _mm256_loadu_ps(x + j), v1 = _mm256_loadu_ps(x + j + 8);
+        const __m256 v2 = _mm256_loadu_ps(x + j + 16), v3 = _mm256_loadu_ps(x + j + 24);
+        const __m256 nan01 = _mm256_cmp_ps(v0, v1, _CMP_UNORD_Q), nan23 = _mm256_cmp_ps(v2, v3, _CMP_UNORD_Q);
+        bad = _mm256_or_ps(bad, _mm256_or_ps(nan01, nan23));
+        vmax = _mm256_max_ps(v0, vmax); /* a NaN in v keeps vmax */
+        more[0] = _mm256_max_ps(v1, more[0]);
+        more[1] = _mm256_max_ps(v2, more[1]);
+        more[2] = _mm256_max_ps(v3, more[2]);
+    }
+    vmax = _mm256_max_ps(_mm256_max_ps(vmax, more[0]), _mm256_max_ps(more[1], more[2]));
     for (; j + 8 <= n; j += 8) {
         const __m256 v = _mm256_loadu_ps(x + j);
         bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-        vmax = _mm256_max_ps(v, vmax); /* a NaN in v keeps vmax */
+        vmax = _mm256_max_ps(v, vmax);
     }
     float lanes[8];
     _mm256_storeu_ps(lanes, vmax);

@@ -17,22 +17,25 @@ static inline __mmask16 unmasked16(__m512 v) {
     return _mm512_cmp_ps_mask(v, _mm512_set1_ps(-__builtin_inff()), _CMP_NEQ_UQ);
 }
 
+/* four running maxima, so no max waits on the one before */
 static float row_max_avx512(const float *x, size_t n, int *invalid) {
-    __m512 vmax = _mm512_set1_ps(-__builtin_inff());
+    __m512 vmax[4];
+    for (int g = 0; g < 4; ++g) vmax[g] = _mm512_set1_ps(-__builtin_inff());
     __mmask16 bad = 0;
     size_t j = 0;
-    for (; j + W <= n; j += W) {
-        const __m512 v = _mm512_loadu_ps(x + j);
-        bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        vmax = _mm512_max_ps(v, vmax); /* a NaN in v keeps vmax */
-    }
-    if (j < n) {
+    for (; j + 4 * W <= n; j += 4 * W)
+        for (int g = 0; g < 4; ++g) {
+            const __m512 v = _mm512_loadu_ps(x + j + W * g);
+            bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            vmax[g] = _mm512_max_ps(v, vmax[g]); /* a NaN in v keeps vmax */
+        }
+    for (; j < n; j += W) {
         const __mmask16 m = first_lanes(n - j);
         const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
         bad |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
-        vmax = _mm512_mask_max_ps(vmax, m, v, vmax);
+        vmax[0] = _mm512_mask_max_ps(vmax[0], m, v, vmax[0]);
     }
-    const float mx = _mm512_reduce_max_ps(vmax);
+    const float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(vmax[0], vmax[1]), _mm512_max_ps(vmax[2], vmax[3])));
     *invalid = bad != 0 || mx == __builtin_inff();
     return mx;
 }
