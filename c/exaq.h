@@ -95,6 +95,9 @@ typedef struct {
      * the sums come out non-finite if the row has one).  pilot 0 lets SIMD
      * kernels skip the subtraction (x - 0 is x exactly). */
     void (*row_stats)(const float *x, size_t n, float pilot, int flags, exaq_row_stats *out);
+    /* row_stats with pilot 0 over `rows` rows (row r at x + r*xs), one call:
+     * per-row setup leaves the loop */
+    void (*row_stats_rows)(const float *x, size_t rows, size_t n, ptrdiff_t xs, int flags, exaq_row_stats *out);
     /* lane sums of t and t*t over unmasked entries, t = (double)x - (double)shift;
      * the overflow-proof path for rows whose float sums overflowed */
     void (*moments)(const float *x, size_t n, float shift,

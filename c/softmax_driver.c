@@ -138,19 +138,23 @@ static void pool_rows(const exaq_backend *be, const float *x, size_t rows, size_
                       int with_min, float *maxima, uint8_t *unmasked_rows, pooled_moments *pm) {
     memset(pm, 0, sizeof *pm);
     pm->min = INFINITY;
+    int unmasked_before = 1;
     for (size_t r0 = 0; r0 < rows; r0 += EXAQ_ROW_GROUP) {
         const size_t group = rows - r0 < EXAQ_ROW_GROUP ? rows - r0 : EXAQ_ROW_GROUP;
         exaq_row_stats stats[EXAQ_ROW_GROUP];
-        int flags[EXAQ_ROW_GROUP];
-        for (size_t g = 0; g < group; ++g) {
-            const float *row = x + (ptrdiff_t)(r0 + g) * xs;
-            flags[g] = first_stats_flags(row, n, with_min);
-            be->softmax->row_stats(row, n, 0.0f, flags[g], &stats[g]);
-        }
+        /* The rows of a call are masked alike (causal, padding) or not at all:
+         * a group skips the mask test when the previous one had no -inf (the
+         * first looks at its first row's ends).  Peeking at every row's ends
+         * would wait on a cache miss per row.  A wrong guess costs a pass. */
+        const int flags = (r0 == 0 ? first_stats_flags(x, n, with_min)
+                                   : (with_min ? EXAQ_STATS_MIN : 0) | (unmasked_before ? EXAQ_STATS_NO_MASK : 0));
+        be->softmax->row_stats_rows(x + (ptrdiff_t)r0 * xs, group, n, xs, flags, stats);
+        unmasked_before = 1;
         for (size_t g = 0; g < group; ++g) {
             const size_t r = r0 + g;
             row_summary s;
-            finish_summary(be, x + (ptrdiff_t)r * xs, n, flags[g], stats[g], &s);
+            finish_summary(be, x + (ptrdiff_t)r * xs, n, flags, stats[g], &s);
+            if (!(s.state == ROW_LIVE && s.count == (double)n)) unmasked_before = 0;
             maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
             if (unmasked_rows) unmasked_rows[r] = s.state == ROW_LIVE && s.count == (double)n;
             if (s.state == ROW_INVALID) ++pm->invalid_rows;

@@ -26,6 +26,11 @@ static void row_stats_scalar(const float *x, size_t n, float pilot, int flags, e
     if (!(flags & EXAQ_STATS_MIN)) out->min = __builtin_nanf("");
 }
 
+static void row_stats_rows_scalar(const float *x, size_t rows, size_t n, ptrdiff_t xs, int flags,
+                                  exaq_row_stats *out) {
+    for (size_t r = 0; r < rows; ++r) row_stats_scalar(x + (ptrdiff_t)r * xs, n, 0.0f, flags, out + r);
+}
+
 static void moments_scalar(const float *x, size_t n, float shift, double sum[EXAQ_LANES],
                            double sumsq[EXAQ_LANES]) {
     exaq_moments_from(x, 0, n, shift, sum, sumsq);
@@ -90,7 +95,7 @@ static void scale_scalar(float *y, size_t n, float factor) {
 }
 
 const exaq_softmax_kernels exaq_softmax_scalar = {
-    row_max_scalar,        row_stats_scalar, moments_scalar,       abs_deviation_scalar,
+    row_max_scalar,        row_stats_scalar, row_stats_rows_scalar, moments_scalar,       abs_deviation_scalar,
     quantize_count_scalar, expand_scalar,    exp_store_sum_scalar, scale_scalar,
     quantize_pack2_scalar, expand_pack2_scalar, &exaq_packed_scalar,
 };

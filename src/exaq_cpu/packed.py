@@ -78,14 +78,14 @@ class PackedSoftmax:
     def _trusted(cls, codes, table, lengths, mask, bits, shape, axis) -> "PackedSoftmax":
         """Built by the library itself: skips the checks of the constructor."""
         self = object.__new__(cls)
-        put = object.__setattr__
-        put(self, "codes", codes)
-        put(self, "table", table)
-        put(self, "lengths", lengths)
-        put(self, "mask", mask)
-        put(self, "bits", bits)
-        put(self, "shape", tuple(shape))
-        put(self, "axis", axis)
+        set_codes, set_table, set_lengths, set_mask, set_bits, set_shape, set_axis = _SLOT_SETTERS
+        set_codes(self, codes)
+        set_table(self, table)
+        set_lengths(self, lengths)
+        set_mask(self, mask)
+        set_bits(self, bits)
+        set_shape(self, tuple(shape))
+        set_axis(self, axis)
         return self
 
     @staticmethod
@@ -185,6 +185,10 @@ class PackedSoftmax:
         mask = fields["mask"] if bool(fields["has_mask"]) else None
         return cls(fields["codes"], fields["table"], fields["lengths"], mask, int(fields["bits"]),
                    tuple(fields["shape"].tolist()), int(fields["axis"]))
+
+
+# the slots' own setters, in __slots__ order (PackedSoftmax.__setattr__ refuses)
+_SLOT_SETTERS = tuple(getattr(PackedSoftmax, name).__set__ for name in PackedSoftmax.__slots__)
 
 
 def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor: str) -> PackedSoftmax:
