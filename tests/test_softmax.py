@@ -217,6 +217,19 @@ def test_layouts_axes_and_dtypes(backend):
         strided = x[:, ::2, ::3]
         assert np.array_equal(exaq_cpu.softmax(strided, bits),
                               exaq_cpu.softmax(np.ascontiguousarray(strided), bits))
+        # a float32 buffer off the 4-byte grid (np.frombuffer at an odd offset),
+        # as input and as out=: the kernels get an aligned copy
+        raw = np.zeros(x.nbytes + 1, np.uint8)
+        unaligned = np.frombuffer(raw.data, np.float32, x.size, offset=1).reshape(x.shape)
+        unaligned[...] = x
+        assert not unaligned.flags.aligned
+        assert np.array_equal(exaq_cpu.softmax(unaligned, bits), exaq_cpu.softmax(x, bits))
+        exaq_cpu.softmax(x, bits, out=unaligned)
+        assert np.array_equal(unaligned, exaq_cpu.softmax(x, bits))
+        if bits:
+            packed = exaq_cpu.softmax(np.frombuffer(raw.data, np.float32, x.size, offset=1).reshape(x.shape),
+                                      bits, output="packed")
+            assert np.array_equal(packed.to_float(), exaq_cpu.softmax(unaligned, bits))
         readonly = x.copy()
         readonly.flags.writeable = False
         assert np.array_equal(exaq_cpu.softmax(readonly, bits), exaq_cpu.softmax(x, bits))

@@ -79,11 +79,13 @@ def _check_floor(floor) -> str:
 
 
 def _rows(arr: np.ndarray, axis: int, dtype=np.float32) -> np.ndarray:
-    """(rows, n) C-contiguous view or copy of ``arr`` in ``dtype``, ``axis`` last."""
-    if arr.ndim == 2 and axis == 1 and arr.dtype == dtype and arr.flags.c_contiguous:
+    """(rows, n) C-contiguous, aligned view or copy of ``arr`` in ``dtype``, ``axis`` last
+    (the kernels read whole elements: a buffer off its element grid is copied)."""
+    flags = arr.flags
+    if arr.ndim == 2 and axis == 1 and arr.dtype == dtype and flags.c_contiguous and flags.aligned:
         return arr
     moved = arr if axis == arr.ndim - 1 else np.moveaxis(arr, axis, -1)
-    flat = np.ascontiguousarray(moved, dtype=dtype)
+    flat = np.require(moved, dtype=dtype, requirements=("C", "A"))
     return flat.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
 
 
@@ -230,7 +232,7 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
     params = _clip_params(clip, bits, floor, rows) if bits is not None else None
 
     direct = out is not None and res_dtype == np.float32 and axis == arr.ndim - 1 \
-        and out.flags.c_contiguous and not _overlaps_partially(out, rows)
+        and out.flags.c_contiguous and out.flags.aligned and not _overlaps_partially(out, rows)
     if direct:
         target = out.reshape(rows.shape)  # a view: the kernel writes into out
     else:

@@ -62,8 +62,8 @@ class BCQMatrix:
         gs = _effective_group(cols, group_size)
         tiles, groups = -(-rows // TILE), -(-cols // gs)
         self.planes = np.ascontiguousarray(planes, dtype=np.uint8).reshape(-1)
-        self.alphas = np.ascontiguousarray(alphas, dtype=np.float32).reshape(-1)
-        self.offsets = np.ascontiguousarray(offsets, dtype=np.float32).reshape(-1)
+        self.alphas = np.require(alphas, np.float32, ("C", "A")).reshape(-1)
+        self.offsets = np.require(offsets, np.float32, ("C", "A")).reshape(-1)
         if (self.planes.size != tiles * groups * bits * (gs // 8) * TILE
                 or self.alphas.size != tiles * groups * bits * TILE
                 or self.offsets.size != tiles * groups * TILE):
@@ -440,7 +440,7 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
             raise ValueError(f"out must have shape {lead + (rows,)}, got {out.shape}")
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
-    x2 = np.ascontiguousarray(x.reshape(tokens, cols), dtype=np.float32)
+    x2 = np.require(x.reshape(tokens, cols), np.float32, ("C", "A"))  # kernels read whole floats
     y2 = out.reshape(tokens, rows)
     if method == "dequantize" or (method == "auto" and tokens >= BATCH_CROSSOVER[Wq.bits]):
         np.matmul(x2, Wq.dequantize().T, out=y2)
