@@ -184,37 +184,7 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
     out->sumsq = tree_total16(s.wide_sumsq);
 }
 
-/* rows of a variant in one loop, so its setup is hoisted out of it */
-static inline EXAQ_ALWAYS_INLINE void row_stats_loop(const float *x, size_t rows, size_t n, ptrdiff_t xs, float pilot,
-                                                     exaq_row_stats *out, const int with_min, const int centered,
-                                                     const int no_mask) {
-    for (size_t r = 0; r < rows; ++r)
-        row_stats_variant(x + (ptrdiff_t)r * xs, n, pilot, out + r, with_min, centered, no_mask);
-}
-
-#define ROW_STATS_VARIANT(min, centered)                                                       \
-    do {                                                                                       \
-        if (flags & EXAQ_STATS_NO_MASK) row_stats_loop(x, rows, n, xs, pilot, out, min, centered, 1); \
-        else row_stats_loop(x, rows, n, xs, pilot, out, min, centered, 0);                     \
-    } while (0)
-
-static void row_stats_batch_avx512(const float *x, size_t rows, size_t n, ptrdiff_t xs, float pilot, int flags,
-                                exaq_row_stats *out) {
-    const int centered = pilot != 0.0f;
-    if ((flags & EXAQ_STATS_MIN) && centered) ROW_STATS_VARIANT(1, 1);
-    else if (flags & EXAQ_STATS_MIN) ROW_STATS_VARIANT(1, 0);
-    else if (centered) ROW_STATS_VARIANT(0, 1);
-    else ROW_STATS_VARIANT(0, 0);
-}
-
-static void row_stats_avx512(const float *x, size_t n, float pilot, int flags, exaq_row_stats *out) {
-    row_stats_batch_avx512(x, 1, n, 0, pilot, flags, out);
-}
-
-static void row_stats_rows_avx512(const float *x, size_t rows, size_t n, ptrdiff_t xs, int flags,
-                               exaq_row_stats *out) {
-    row_stats_batch_avx512(x, rows, n, xs, 0.0f, flags, out);
-}
+EXAQ_DEFINE_ROW_STATS(avx512)
 
 static inline __m512d low_half_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
 static inline __m512d high_half_pd(__m512 v) {

@@ -201,6 +201,38 @@ static inline void exaq_stat_lanes_total(exaq_stat_lanes *a, exaq_row_stats *out
     out->sumsq = exaq_tree_total(a->wide_sumsq, EXAQ_STAT_WIDE);
 }
 
+/* The row-statistics entry points of a SIMD file, from its inline
+ * row_stats_variant(x, n, pilot, out, with_min, centered, no_mask): the flags
+ * pick a variant once per call and the rows loop inside it, so the variant's
+ * setup is hoisted out of the loop.  Defines row_stats_<isa> and
+ * row_stats_rows_<isa> (exaq_softmax_kernels). */
+#define EXAQ_ROW_STATS_CASE(min, centered)                                                                   \
+    do {                                                                                                     \
+        if (flags & EXAQ_STATS_NO_MASK)                                                                      \
+            for (size_t r = 0; r < rows; ++r)                                                                \
+                row_stats_variant(x + (ptrdiff_t)r * xs, n, pilot, out + r, min, centered, 1);               \
+        else                                                                                                 \
+            for (size_t r = 0; r < rows; ++r)                                                                \
+                row_stats_variant(x + (ptrdiff_t)r * xs, n, pilot, out + r, min, centered, 0);               \
+    } while (0)
+
+#define EXAQ_DEFINE_ROW_STATS(isa)                                                                           \
+    static void row_stats_batch_##isa(const float *x, size_t rows, size_t n, ptrdiff_t xs, float pilot,      \
+                                      int flags, exaq_row_stats *out) {                                      \
+        const int centered = pilot != 0.0f;                                                                  \
+        if ((flags & EXAQ_STATS_MIN) && centered) EXAQ_ROW_STATS_CASE(1, 1);                                 \
+        else if (flags & EXAQ_STATS_MIN) EXAQ_ROW_STATS_CASE(1, 0);                                          \
+        else if (centered) EXAQ_ROW_STATS_CASE(0, 1);                                                        \
+        else EXAQ_ROW_STATS_CASE(0, 0);                                                                      \
+    }                                                                                                        \
+    static void row_stats_##isa(const float *x, size_t n, float pilot, int flags, exaq_row_stats *out) {    \
+        row_stats_batch_##isa(x, 1, n, 0, pilot, flags, out);                                                \
+    }                                                                                                        \
+    static void row_stats_rows_##isa(const float *x, size_t rows, size_t n, ptrdiff_t xs, int flags,        \
+                                     exaq_row_stats *out) {                                                  \
+        row_stats_batch_##isa(x, rows, n, xs, 0.0f, flags, out);                                             \
+    }
+
 /* entry j of a row (j < n) into the statistics; the caller flushes */
 static inline void exaq_stats_add_one(float v, size_t j, float pilot, int flags, exaq_stat_lanes *a,
                                       exaq_row_stats *out) {

@@ -55,10 +55,12 @@ static int cancels(const exaq_row_stats *s) {
 /* with_min = 0 leaves min NaN (the pass is cheaper without it).  A row whose
  * ends are not masked is first summed without the mask test (-inf would show
  * as non-finite sums, and the row is summed again with it). */
-static int first_stats_flags(const float *row, size_t n, int with_min) {
-    int flags = with_min ? EXAQ_STATS_MIN : 0;
-    if (!exaq_is_masked(row[0]) && !exaq_is_masked(row[n - 1])) flags |= EXAQ_STATS_NO_MASK;
-    return flags;
+static int stats_flags(int with_min, int skip_mask_test) {
+    return (with_min ? EXAQ_STATS_MIN : 0) | (skip_mask_test ? EXAQ_STATS_NO_MASK : 0);
+}
+
+static int ends_unmasked(const float *row, size_t n) {
+    return !exaq_is_masked(row[0]) && !exaq_is_masked(row[n - 1]);
 }
 
 /* The row's summary from its first statistics pass `s` (made with `flags`),
@@ -101,7 +103,7 @@ static void finish_summary(const exaq_backend *be, const float *row, size_t n, i
 
 static void summarize_row(const exaq_backend *be, const float *row, size_t n, int with_min,
                           row_summary *out) {
-    const int flags = first_stats_flags(row, n, with_min);
+    const int flags = stats_flags(with_min, ends_unmasked(row, n));
     exaq_row_stats s;
     be->softmax->row_stats(row, n, 0.0f, flags, &s);
     finish_summary(be, row, n, flags, s, out);
@@ -146,17 +148,17 @@ static void pool_rows(const exaq_backend *be, const float *x, size_t rows, size_
          * a group skips the mask test when the previous one had no -inf (the
          * first looks at its first row's ends).  Peeking at every row's ends
          * would wait on a cache miss per row.  A wrong guess costs a pass. */
-        const int flags = (r0 == 0 ? first_stats_flags(x, n, with_min)
-                                   : (with_min ? EXAQ_STATS_MIN : 0) | (unmasked_before ? EXAQ_STATS_NO_MASK : 0));
+        const int flags = stats_flags(with_min, r0 == 0 ? ends_unmasked(x, n) : unmasked_before);
         be->softmax->row_stats_rows(x + (ptrdiff_t)r0 * xs, group, n, xs, flags, stats);
         unmasked_before = 1;
         for (size_t g = 0; g < group; ++g) {
             const size_t r = r0 + g;
             row_summary s;
             finish_summary(be, x + (ptrdiff_t)r * xs, n, flags, stats[g], &s);
-            if (!(s.state == ROW_LIVE && s.count == (double)n)) unmasked_before = 0;
+            const int unmasked = s.state == ROW_LIVE && s.count == (double)n;
+            if (!unmasked) unmasked_before = 0;
             maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
-            if (unmasked_rows) unmasked_rows[r] = s.state == ROW_LIVE && s.count == (double)n;
+            if (unmasked_rows) unmasked_rows[r] = (uint8_t)unmasked;
             if (s.state == ROW_INVALID) ++pm->invalid_rows;
             if (s.state == ROW_LIVE) pool_add(pm, &s);
         }
