@@ -76,6 +76,14 @@ def test_threads_and_out(backend):
     out = np.full((4, 200), np.nan, np.float32)
     assert L.lut_gemm(x, Wq, out=out, threads=3) is out
     assert np.array_equal(out, y1)
+    # input and out off their float grid (np.frombuffer at an odd offset)
+    raw_x, raw_y = np.zeros(x.nbytes + 1, np.uint8), np.zeros(out.nbytes + 1, np.uint8)
+    x_odd = np.frombuffer(raw_x.data, np.float32, x.size, offset=1).reshape(x.shape)
+    y_odd = np.frombuffer(raw_y.data, np.float32, out.size, offset=1).reshape(out.shape)
+    x_odd[...] = x
+    assert not x_odd.flags.aligned and not y_odd.flags.aligned
+    assert L.lut_gemm(x_odd, Wq, out=y_odd) is y_odd
+    assert np.array_equal(y_odd, y1)
 
 
 def test_batched_shapes_and_auto_switch():

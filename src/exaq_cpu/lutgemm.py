@@ -441,11 +441,14 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
     x2 = np.require(x.reshape(tokens, cols), np.float32, ("C", "A"))  # kernels read whole floats
-    y2 = out.reshape(tokens, rows)
     if method == "dequantize" or (method == "auto" and tokens >= BATCH_CROSSOVER[Wq.bits]):
-        np.matmul(x2, Wq.dequantize().T, out=y2)
+        np.matmul(x2, Wq.dequantize().T, out=out.reshape(tokens, rows))
         return out
+    # an out off its float grid gets the result through an aligned buffer
+    y2 = out.reshape(tokens, rows) if out.flags.aligned else np.empty((tokens, rows), np.float32)
     _core.lut_gemm_rows(*Wq._args(), x2, y2, int(threads), table)
+    if not out.flags.aligned:
+        out.reshape(tokens, rows)[...] = y2
     return out
 
 
