@@ -114,9 +114,11 @@ typedef struct {
     double (*exp_store_sum)(const float *x, size_t n, float shift, float *y);
     void (*scale)(float *y, size_t n, float factor);
     /* quantize_count straight into the 2-bit packed format: the packed row
-     * (EXAQ_PACKED_BYTES(n, 2) bytes, masked entries 0) and the mask bitmap
-     * (EXAQ_MASK_BYTES(n) bytes, every byte written); counts[k] += unmasked
-     * entries with code k (levels must be 3); returns the masked count. */
+     * (EXAQ_PACKED_BYTES(n, 2) bytes, masked entries 0) and, if q->may_mask,
+     * the mask bitmap (EXAQ_MASK_BYTES(n) bytes, every byte written; without
+     * may_mask the row has no -inf, its bitmap would be all 0 and is not
+     * touched); counts[k] += unmasked entries with code k (levels must be 3);
+     * returns the masked count. */
     size_t (*quantize_pack2)(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,
                              uint8_t *maskbits, int64_t counts[4]);
     /* y[j] = table[code j of a 2-bit packed row], 0 where maskbits has bit j
@@ -217,7 +219,9 @@ void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_
  * `tables`, the valid length (1 + index of the last unmasked entry; n for rows
  * with NaN/+inf, 0 for fully masked rows) in `lengths`, and the mask bitmap row
  * (m_stride bytes).  *interior_rows = rows with a masked entry before their
- * valid length (those need the bitmap).  Returns as exaq_softmax_quantized. */
+ * valid length (those need the bitmap); when it is 0 the bitmap may be left
+ * partly unwritten (rows without -inf), as the lengths say all there is.
+ * Returns as exaq_softmax_quantized. */
 int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, size_t n,
                         ptrdiff_t x_stride, const exaq_params *p, float *scratch, float *lo_out,
                         uint8_t *packed, ptrdiff_t p_stride, float *tables, int64_t *lengths,

@@ -362,8 +362,10 @@ static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size
         const __m256i gathered = _mm256_shuffle_epi8(quads, low_bytes);
         _mm_storel_epi64((__m128i *)(packed + j / 4),
                          _mm_unpacklo_epi8(_mm256_castsi256_si128(gathered), _mm256_extracti128_si256(gathered, 1)));
-        const uint32_t masked = ~live;
-        memcpy(maskbits + j / 8, &masked, 4);
+        if (may_mask) {
+            const uint32_t masked = ~live;
+            memcpy(maskbits + j / 8, &masked, 4);
+        }
         live_count += __builtin_popcount(live);
     }
     return exaq_pack2_finish(x, j, n, q, packed, maskbits, live_count, ones, twos, threes, counts);

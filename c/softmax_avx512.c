@@ -430,13 +430,17 @@ static inline EXAQ_ALWAYS_INLINE void pack2_chunk(pack2_state *st, const float *
     st->live += __builtin_popcountll(live_lanes);
     if (whole) {
         _mm_storeu_si128((__m128i *)(packed + j / 4), out);
-        const uint64_t masked = ~live_lanes;
-        memcpy(maskbits + j / 8, &masked, 8);
+        if (may_mask) {
+            const uint64_t masked = ~live_lanes;
+            memcpy(maskbits + j / 8, &masked, 8);
+        }
     } else {
         _mm_mask_storeu_epi8(packed + j / 4, (__mmask16)((1u << ((count + 3) / 4)) - 1u), out);
-        const uint64_t masked = ~live_lanes & (~(uint64_t)0 >> (64 - count));
-        _mm_mask_storeu_epi8(maskbits + j / 8, (__mmask16)((1u << ((count + 7) / 8)) - 1u),
-                             _mm_cvtsi64_si128((long long)masked));
+        if (may_mask) {
+            const uint64_t masked = ~live_lanes & (~(uint64_t)0 >> (64 - count));
+            _mm_mask_storeu_epi8(maskbits + j / 8, (__mmask16)((1u << ((count + 7) / 8)) - 1u),
+                                 _mm_cvtsi64_si128((long long)masked));
+        }
     }
 }
 

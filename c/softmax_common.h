@@ -116,15 +116,16 @@ static inline void exaq_counts_from_planes(int64_t planes[EXAQ_MAX_CODES], int b
 
 /* Entries [from, n) of a row quantized into the 2-bit packed format; from is
  * a multiple of 8, so the packed and mask bytes from from/4 and from/8 on
- * belong to these entries alone.  Returns the masked count. */
+ * belong to these entries alone.  The mask bytes only if q->may_mask (see
+ * quantize_pack2 in exaq.h).  Returns the masked count. */
 static inline size_t exaq_quantize_pack2_from(const float *x, size_t from, size_t n, const exaq_quantizer *q,
                                               uint8_t *packed, uint8_t *maskbits, int64_t counts[4]) {
     size_t masked = 0;
     for (size_t b = from / 4; b < EXAQ_PACKED_BYTES(n, 2); ++b) packed[b] = 0;
-    for (size_t b = from / 8; b < EXAQ_MASK_BYTES(n); ++b) maskbits[b] = 0;
+    for (size_t b = from / 8; q->may_mask && b < EXAQ_MASK_BYTES(n); ++b) maskbits[b] = 0;
     for (size_t j = from; j < n; ++j) {
         if (exaq_is_masked(x[j])) {
-            maskbits[j / 8] |= (uint8_t)(1u << (j % 8));
+            if (q->may_mask) maskbits[j / 8] |= (uint8_t)(1u << (j % 8));
             ++masked;
             continue;
         }

@@ -325,6 +325,7 @@ typedef struct {
     uint8_t *packed;         /* 2-bit packed codes (and maskbits); or NULL */
     uint8_t *maskbits;
     size_t masked;           /* masked entries of a packed row */
+    int mask_written;        /* 0: a packed row without -inf, its maskbits untouched */
     float table[EXAQ_MAX_CODES];
 } coded_row;
 
@@ -358,6 +359,7 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
     /* byte codes of a group must stay in L1 beside the rows streaming through it */
     const size_t byte_group = n >= EXAQ_CODE_GROUP_BYTES ? 1 : EXAQ_CODE_GROUP_BYTES / n;
     const size_t group_rows = packs2 || byte_group > EXAQ_ROW_GROUP ? EXAQ_ROW_GROUP : byte_group;
+    const int ncodes = 1 << p->bits;
     for (size_t r0 = 0; r0 < rows; r0 += group_rows) {
         const size_t group = rows - r0 < group_rows ? rows - r0 : group_rows;
         coded_row out[EXAQ_ROW_GROUP];
@@ -366,16 +368,17 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
         for (size_t g = 0; g < group; ++g) {
             const size_t r = r0 + g;
             const float *row = x + (ptrdiff_t)r * xs;
-            out[g].codes = NULL, out[g].packed = out[g].maskbits = NULL, out[g].masked = 0;
+            out[g].codes = NULL, out[g].packed = out[g].maskbits = NULL, out[g].masked = 0, out[g].mask_written = 0;
             out[g].state = prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL,
                                        pooled ? !unmasked_rows[r] : 1, &q);
             row_lo[g] = out[g].state == ROW_LIVE ? q.lo : NAN;
             if (lo_out) lo_out[r] = row_lo[g];
             if (out[g].state != ROW_LIVE) continue;
-            memset(counts[g], 0, sizeof counts[g]);
+            for (int k = 0; k < ncodes; ++k) counts[g][k] = 0; /* memset here is a slow rep stos */
             if (packs2) {
                 sink->place(sink, r, &out[g].packed, &out[g].maskbits);
                 out[g].masked = be->softmax->quantize_pack2(row, n, &q, out[g].packed, out[g].maskbits, counts[g]);
+                out[g].mask_written = q.may_mask;
             } else {
                 out[g].codes = codes + g * n;
                 be->softmax->quantize_count(row, n, &q, codes + g * n, counts[g]);
@@ -498,6 +501,7 @@ typedef struct {
     ptrdiff_t ms;
     int bits, ncodes;
     int64_t interior;
+    uint8_t *mask_unwritten; /* rows whose maskbits the kernel left (all 0 if written) */
 } packed_sink;
 
 /* 1 + index of the last entry whose mask bit is clear (0 if none) */
@@ -530,6 +534,7 @@ static void write_packed(row_sink *sink, const exaq_backend *be, size_t r, size_
     uint8_t *out = c->packed + (ptrdiff_t)r * c->ps, *mask = c->maskbits + (ptrdiff_t)r * c->ms;
     const size_t mbytes = EXAQ_MASK_BYTES(n);
     size_t len;
+    if (c->mask_unwritten) c->mask_unwritten[r] = row->state == ROW_LIVE && row->packed && !row->mask_written;
     if (row->state == ROW_LIVE) {
         if (!row->packed) be->softmax->packed->pack(row->codes, n, c->bits, out, mask);
         const int any_masked = row->packed ? row->masked != 0 : 1;
@@ -553,7 +558,7 @@ int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, siz
                         uint8_t *maskbits, ptrdiff_t ms, int64_t *interior_rows) {
     if (!params_valid(p)) return -1;
     packed_sink sink = {{p->bits == 2 ? place_packed_row : NULL, write_packed},
-                        packed, ps, tables, lengths, maskbits, ms, p->bits, 1 << p->bits, 0};
+                        packed, ps, tables, lengths, maskbits, ms, p->bits, 1 << p->bits, 0, NULL};
     *interior_rows = 0;
     if (n == 0) { /* rows of nothing */
         for (size_t r = 0; r < rows; ++r) {
@@ -563,8 +568,13 @@ int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, siz
         }
         return 0;
     }
+    if (sink.base.place && !(sink.mask_unwritten = (uint8_t *)malloc(rows))) return -2;
     const int rc = quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
     *interior_rows = sink.interior;
+    if (rc == 0 && sink.interior && sink.mask_unwritten) /* the bitmap is handed out: every row's */
+        for (size_t r = 0; r < rows; ++r)
+            if (sink.mask_unwritten[r]) memset(maskbits + (ptrdiff_t)r * ms, 0, EXAQ_MASK_BYTES(n));
+    free(sink.mask_unwritten);
     return rc;
 }
 

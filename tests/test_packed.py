@@ -155,6 +155,11 @@ def test_masks_lengths_and_bitmap(backend):
     out = ps.to_float()
     assert np.array_equal(out, exaq_cpu.softmax(x, 3), equal_nan=True)
     assert np.all(out[x == -np.inf][~np.isnan(out[x == -np.inf])] == 0)
+    for bits in (2, 3, 4):  # rows without -inf beside one that needs the bitmap: all of it is written
+        ps = exaq_cpu.softmax(x, bits, output="packed")
+        bitmap = np.unpackbits(ps.mask, axis=1, count=n, bitorder="little").astype(bool)
+        valid = np.arange(6) != 2  # row 2 holds NaN
+        assert np.array_equal(bitmap[valid], (x == -np.inf)[valid])
 
 
 def test_axes_shapes_dtypes_and_nbytes(backend):
