@@ -1,7 +1,14 @@
 # Thin wrappers: check buffers, release the GIL, call C.  Docs and defaults
 # live in the Python layer (exaq_cpu/__init__.py).
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc
+
+import numpy as _np
+
+# output arrays made here are taken as buffers (no memoryview objects): a
+# call's fixed cost matters for small attention calls
+_empty, _uint8, _float32, _int64 = _np.empty, _np.dtype(_np.uint8), _np.dtype(_np.float32), _np.dtype(_np.int64)
 
 
 cdef extern from "exaq.h" nogil:
@@ -177,31 +184,42 @@ cdef int check_bits(int bits) except -1:
     return 0
 
 
-def softmax_packed(const float[:, ::1] x, uint8_t[:, ::1] packed, float[:, ::1] tables,
-                   int64_t[::1] lengths, uint8_t[:, ::1] maskbits, int bits, str clip,
-                   double slope, double intercept, double static_lo, str floor):
-    """Fused EXAQ softmax to packed codes; returns the number of rows needing the bitmap."""
+def softmax_packed(const float[:, ::1] x, int bits, str clip, double slope, double intercept,
+                   double static_lo, str floor):
+    """Fused EXAQ softmax to packed codes: (packed, tables, lengths, mask bitmap or None).
+
+    The bitmap is returned only when some row has a masked entry before its
+    valid length (the lengths describe every other mask)."""
     cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
     check_bits(bits)
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
-    if (packed.shape[0] != rows or packed.shape[1] != (n * bits + 7) // 8
-            or maskbits.shape[0] != rows or maskbits.shape[1] != (n + 7) // 8
-            or tables.shape[0] != rows or tables.shape[1] != (1 << bits) or lengths.shape[0] != rows):
-        raise ValueError("packed output buffers have the wrong shape")
+    cdef Py_ssize_t nb = (n * bits + 7) // 8, mb = (n + 7) // 8
+    outputs = (_empty((rows, nb), _uint8), _empty((rows, 1 << bits), _float32), _empty(rows, _int64),
+               _empty((rows, mb), _uint8))
     if rows == 0:
-        return 0
-    cdef FloatScratch scratch = FloatScratch(rows)
-    cdef const float *xp = &x[0, 0] if n else NULL
-    cdef uint8_t *pp = &packed[0, 0] if n else NULL
-    cdef uint8_t *mp = &maskbits[0, 0] if n else NULL
+        return outputs[:3] + (None,)
+    cdef Py_buffer views[4]
+    cdef int held = 0, rc = -2
     cdef int64_t interior = 0
-    cdef int rc
-    with nogil:
-        rc = exaq_softmax_packed(exaq_active_backend(), xp, rows, n, n, &p, scratch.data, NULL,
-                                 pp, packed.shape[1], &tables[0, 0], &lengths[0], mp,
-                                 maskbits.shape[1], &interior)
+    cdef const float *xp = &x[0, 0] if n else NULL
+    cdef float *scratch = NULL
+    try:
+        for out in outputs:
+            PyObject_GetBuffer(out, &views[held], PyBUF_WRITABLE)
+            held += 1
+        scratch = <float *>malloc(rows * sizeof(float))
+        if scratch != NULL:
+            with nogil:
+                rc = exaq_softmax_packed(exaq_active_backend(), xp, rows, n, n, &p, scratch, NULL,
+                                         <uint8_t *>views[0].buf, nb, <float *>views[1].buf,
+                                         <int64_t *>views[2].buf, <uint8_t *>views[3].buf, mb, &interior)
+    finally:
+        free(scratch)
+        while held:
+            held -= 1
+            PyBuffer_Release(&views[held])
     check_rc(rc)
-    return interior
+    return outputs[:3] + ((outputs[3] if interior else None),)
 
 
 def pack_codes(const uint8_t[:, ::1] codes, int bits, uint8_t[:, ::1] packed,

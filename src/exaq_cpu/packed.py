@@ -195,15 +195,7 @@ def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor:
     """The fused path of ``softmax(..., output="packed")``: codes are packed in C
     as each row is quantized; no float probability is written."""
     rows = _rows(arr, axis)
-    mode, slope, intercept, static_lo = _clip_params(clip, bits, floor, rows)
-    r, n = rows.shape
-    packed = np.empty((r, packed_row_bytes(n, bits)), np.uint8)
-    table = np.empty((r, 1 << bits), np.float32)
-    lengths = np.empty(r, np.int64)
-    maskbits = np.empty((r, (n + 7) // 8), np.uint8)
-    interior = _core.softmax_packed(rows, packed, table, lengths, maskbits, bits, mode, slope, intercept,
-                                    static_lo, floor)
-    mask = maskbits if interior else None
+    packed, table, lengths, mask = _core.softmax_packed(rows, bits, *_clip_params(clip, bits, floor, rows), floor)
     if arr.ndim != 2:  # rows back to the batch shape (views)
         batch = _batch_shape(arr.shape, axis)
         packed, table = packed.reshape(batch + (packed.shape[1],)), table.reshape(batch + (1 << bits,))
