@@ -87,9 +87,13 @@ typedef struct {
     double (*lutexp_sum)(const uint8_t *codes, size_t n, const float lut[EXAQ_MAX_CODES]);
 } exaq_packed_kernels;
 
+/* what row_max saw besides the maximum */
+#define EXAQ_ROW_HAS_INVALID 1 /* a NaN or +inf */
+#define EXAQ_ROW_HAS_MASKED 2  /* a -inf */
+
 typedef struct {
-    /* max over non-NaN entries, and whether a NaN or +inf is present */
-    float (*row_max)(const float *x, size_t n, int *invalid);
+    /* max over non-NaN entries; *specials: EXAQ_ROW_HAS_* bits */
+    float (*row_max)(const float *x, size_t n, int *specials);
     /* one pass: every field of exaq_row_stats; min only with EXAQ_STATS_MIN
      * (else NaN); EXAQ_STATS_NO_MASK: -inf is summed like any value (cheaper;
      * the sums come out non-finite if the row has one).  pilot 0 lets SIMD

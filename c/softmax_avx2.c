@@ -14,9 +14,10 @@ static inline __m256 neg_inf8(void) { return _mm256_set1_ps(-__builtin_inff()); 
 /* all-ones lanes where x is not -inf (NaN included) */
 static inline __m256 live8(__m256 v) { return _mm256_cmp_ps(v, neg_inf8(), _CMP_NEQ_UQ); }
 
-/* four running maxima, so no max waits on the one before */
-static float row_max_avx2(const float *x, size_t n, int *invalid) {
-    __m256 vmax = neg_inf8(), bad = _mm256_setzero_ps();
+/* four running maxima, so no max waits on the one before; the minimum tells
+ * whether a -inf is there */
+static float row_max_avx2(const float *x, size_t n, int *specials) {
+    __m256 vmax = neg_inf8(), bad = _mm256_setzero_ps(), vmin = _mm256_set1_ps(__builtin_inff());
     __m256 more[3] = {neg_inf8(), neg_inf8(), neg_inf8()};
     size_t j = 0;
     for (; j + 32 <= n; j += 32) {
@@ -24,6 +25,7 @@ static float row_max_avx2(const float *x, size_t n, int *invalid) {
         const __m256 v2 = _mm256_loadu_ps(x + j + 16), v3 = _mm256_loadu_ps(x + j + 24);
         const __m256 nan01 = _mm256_cmp_ps(v0, v1, _CMP_UNORD_Q), nan23 = _mm256_cmp_ps(v2, v3, _CMP_UNORD_Q);
         bad = _mm256_or_ps(bad, _mm256_or_ps(nan01, nan23));
+        vmin = _mm256_min_ps(_mm256_min_ps(v0, v1), _mm256_min_ps(_mm256_min_ps(v2, v3), vmin));
         vmax = _mm256_max_ps(v0, vmax); /* a NaN in v keeps vmax */
         more[0] = _mm256_max_ps(v1, more[0]);
         more[1] = _mm256_max_ps(v2, more[1]);
@@ -33,6 +35,7 @@ static float row_max_avx2(const float *x, size_t n, int *invalid) {
     for (; j + 8 <= n; j += 8) {
         const __m256 v = _mm256_loadu_ps(x + j);
         bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        vmin = _mm256_min_ps(v, vmin);
         vmax = _mm256_max_ps(v, vmax);
     }
     float lanes[8];
@@ -40,11 +43,14 @@ static float row_max_avx2(const float *x, size_t n, int *invalid) {
     float mx = lanes[0];
     for (int l = 1; l < 8; ++l) mx = lanes[l] > mx ? lanes[l] : mx;
     int any_bad = _mm256_movemask_ps(bad) != 0;
+    /* a NaN in the min's first operand passes the second: only -inf wins */
+    int any_masked = _mm256_movemask_ps(_mm256_cmp_ps(vmin, neg_inf8(), _CMP_EQ_OQ)) != 0;
     for (; j < n; ++j) {
         if (x[j] != x[j]) any_bad = 1;
+        else if (exaq_is_masked(x[j])) any_masked = 1;
         else if (x[j] > mx) mx = x[j];
     }
-    *invalid = any_bad || mx == __builtin_inff();
+    *specials = (any_bad || mx == __builtin_inff() ? EXAQ_ROW_HAS_INVALID : 0) | (any_masked ? EXAQ_ROW_HAS_MASKED : 0);
     return mx;
 }
 

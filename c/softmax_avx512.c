@@ -17,26 +17,46 @@ static inline __mmask16 unmasked16(__m512 v) {
     return _mm512_cmp_ps_mask(v, _mm512_set1_ps(-__builtin_inff()), _CMP_NEQ_UQ);
 }
 
-/* four running maxima, so no max waits on the one before */
-static float row_max_avx512(const float *x, size_t n, int *invalid) {
-    __m512 vmax[4];
+/* One vector's lanes `m` into the maxima, minimum and NaN test */
+static inline EXAQ_ALWAYS_INLINE void max_step(__m512 *vmax, __m512 *vmin, __mmask16 *bad, __m512 v, __mmask16 m,
+                                               const int whole) {
+    if (whole) {
+        *bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        *vmax = _mm512_max_ps(v, *vmax); /* a NaN in v keeps vmax */
+        *vmin = _mm512_min_ps(v, *vmin);
+    } else {
+        *bad |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
+        *vmax = _mm512_mask_max_ps(*vmax, m, v, *vmax);
+        *vmin = _mm512_mask_min_ps(*vmin, m, v, *vmin);
+    }
+}
+
+/* Four running maxima, so no max waits on the one before; the minimum tells
+ * whether a -inf is there.  Loads are 64-byte aligned (the order of a max does
+ * not matter): the vectors at the ends of the row are masked. */
+static float row_max_avx512(const float *x, size_t n, int *specials) {
+    *specials = 0;
+    if (n == 0) return -__builtin_inff();
+    __m512 vmax[4], vmin = _mm512_set1_ps(__builtin_inff());
     for (int g = 0; g < 4; ++g) vmax[g] = _mm512_set1_ps(-__builtin_inff());
     __mmask16 bad = 0;
-    size_t j = 0;
-    for (; j + 4 * W <= n; j += 4 * W)
-        for (int g = 0; g < 4; ++g) {
-            const __m512 v = _mm512_loadu_ps(x + j + W * g);
-            bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-            vmax[g] = _mm512_max_ps(v, vmax[g]); /* a NaN in v keeps vmax */
-        }
-    for (; j < n; j += W) {
-        const __mmask16 m = first_lanes(n - j);
-        const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
-        bad |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
-        vmax[0] = _mm512_mask_max_ps(vmax[0], m, v, vmax[0]);
+    const size_t skew = ((uintptr_t)x / sizeof(float)) % W, to = n + skew;
+    const float *base = (const float *)((uintptr_t)x - skew * sizeof(float));
+    size_t i = 0; /* aligned vector i holds base indices 16i .. 16i + 15; the row is [skew, to) */
+    if (skew) {
+        const __mmask16 m = (__mmask16)(first_lanes(to < W ? to : W) & ~first_lanes(skew));
+        max_step(&vmax[0], &vmin, &bad, _mm512_maskz_loadu_ps(m, base), m, 0);
+        i = 1;
+    }
+    for (; W * (i + 4) <= to; i += 4)
+        for (int g = 0; g < 4; ++g) max_step(&vmax[g], &vmin, &bad, _mm512_load_ps(base + W * (i + g)), 0xFFFF, 1);
+    for (; W * i < to; ++i) {
+        const __mmask16 m = first_lanes(to - W * i);
+        max_step(&vmax[0], &vmin, &bad, _mm512_maskz_loadu_ps(m, base + W * i), m, 0);
     }
     const float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(vmax[0], vmax[1]), _mm512_max_ps(vmax[2], vmax[3])));
-    *invalid = bad != 0 || mx == __builtin_inff();
+    *specials = (bad != 0 || mx == __builtin_inff() ? EXAQ_ROW_HAS_INVALID : 0) |
+                (_mm512_reduce_min_ps(vmin) == -__builtin_inff() ? EXAQ_ROW_HAS_MASKED : 0);
     return mx;
 }
 

@@ -79,8 +79,9 @@ static void finish_summary(const exaq_backend *be, const float *row, size_t n, i
         be->softmax->row_stats(row, n, pilot, flags, &s);
         finite = isfinite(s.sum) && isfinite(s.sumsq);
     }
-    int invalid = 0;
-    if (!finite) be->softmax->row_max(row, n, &invalid); /* NaN/+inf, or only overflow? */
+    int specials = 0;
+    if (!finite) be->softmax->row_max(row, n, &specials); /* NaN/+inf, or only overflow? */
+    const int invalid = specials & EXAQ_ROW_HAS_INVALID;
     out->state = invalid ? ROW_INVALID : s.unmasked == 0 ? ROW_EMPTY : ROW_LIVE;
     if (out->state != ROW_LIVE) return;
     out->max = s.max;
@@ -281,9 +282,10 @@ static int prepare_row(const exaq_backend *be, const float *row, size_t n, const
         lo = law_lo(p, sigma_of(s.count, s.m2), (double)s.min - (double)s.max);
         may_mask = s.count != (double)n;
     } else {
-        int invalid;
-        row_max = be->softmax->row_max(row, n, &invalid);
-        if (invalid) return ROW_INVALID;
+        int specials;
+        row_max = be->softmax->row_max(row, n, &specials);
+        if (specials & EXAQ_ROW_HAS_INVALID) return ROW_INVALID;
+        may_mask = (specials & EXAQ_ROW_HAS_MASKED) != 0;
     }
     const int state = row_state_of_max(row_max);
     if (state != ROW_LIVE) return state;
@@ -463,8 +465,9 @@ int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size
     for (size_t r = 0; r < rows && n; ++r) {
         const float *row = x + (ptrdiff_t)r * xs;
         float *out = y + (ptrdiff_t)r * ys;
-        int invalid;
-        const float row_max = be->softmax->row_max(row, n, &invalid);
+        int specials;
+        const float row_max = be->softmax->row_max(row, n, &specials);
+        const int invalid = specials & EXAQ_ROW_HAS_INVALID;
         if (invalid || row_max == -INFINITY) {
             fill(out, n, invalid ? NAN : 0.0f);
             continue;

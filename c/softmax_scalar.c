@@ -3,14 +3,15 @@
 
 #include "softmax_common.h"
 
-static float row_max_scalar(const float *x, size_t n, int *invalid) {
+static float row_max_scalar(const float *x, size_t n, int *specials) {
     float mx = -__builtin_inff();
-    int bad = 0;
+    int seen = 0;
     for (size_t j = 0; j < n; ++j) {
-        if (exaq_is_invalid(x[j])) bad = 1;
+        if (exaq_is_invalid(x[j])) seen |= EXAQ_ROW_HAS_INVALID;
+        else if (exaq_is_masked(x[j])) seen |= EXAQ_ROW_HAS_MASKED;
         else if (x[j] > mx) mx = x[j];
     }
-    *invalid = bad;
+    *specials = seen;
     return mx;
 }
 
