@@ -571,7 +571,7 @@ int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, siz
         }
         return 0;
     }
-    if (sink.base.place && !(sink.mask_unwritten = (uint8_t *)malloc(rows))) return -2;
+    if (sink.base.place && !(sink.mask_unwritten = (uint8_t *)malloc(rows ? rows : 1))) return -2;
     const int rc = quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
     *interior_rows = sink.interior;
     if (rc == 0 && sink.interior && sink.mask_unwritten) /* the bitmap is handed out: every row's */
