@@ -92,7 +92,8 @@ typedef struct {
 #define EXAQ_ROW_HAS_MASKED 2  /* a -inf */
 
 typedef struct {
-    /* max over non-NaN entries; *specials: EXAQ_ROW_HAS_* bits */
+    /* max over non-NaN entries; *specials: EXAQ_ROW_HAS_INVALID, or else
+     * EXAQ_ROW_HAS_MASKED if the row holds a -inf */
     float (*row_max)(const float *x, size_t n, int *specials);
     /* one pass: every field of exaq_row_stats; min only with EXAQ_STATS_MIN
      * (else NaN); EXAQ_STATS_NO_MASK: -inf is summed like any value (cheaper;

@@ -43,14 +43,13 @@ static float row_max_avx2(const float *x, size_t n, int *specials) {
     float mx = lanes[0];
     for (int l = 1; l < 8; ++l) mx = lanes[l] > mx ? lanes[l] : mx;
     int any_bad = _mm256_movemask_ps(bad) != 0;
-    /* a NaN in the min's first operand passes the second: only -inf wins */
     int any_masked = _mm256_movemask_ps(_mm256_cmp_ps(vmin, neg_inf8(), _CMP_EQ_OQ)) != 0;
     for (; j < n; ++j) {
         if (x[j] != x[j]) any_bad = 1;
         else if (exaq_is_masked(x[j])) any_masked = 1;
         else if (x[j] > mx) mx = x[j];
     }
-    *specials = (any_bad || mx == __builtin_inff() ? EXAQ_ROW_HAS_INVALID : 0) | (any_masked ? EXAQ_ROW_HAS_MASKED : 0);
+    *specials = exaq_row_specials(any_bad, mx, any_masked);
     return mx;
 }
 

@@ -55,8 +55,7 @@ static float row_max_avx512(const float *x, size_t n, int *specials) {
         max_step(&vmax[0], &vmin, &bad, _mm512_maskz_loadu_ps(m, base + W * i), m, 0);
     }
     const float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(vmax[0], vmax[1]), _mm512_max_ps(vmax[2], vmax[3])));
-    *specials = (bad != 0 || mx == __builtin_inff() ? EXAQ_ROW_HAS_INVALID : 0) |
-                (_mm512_reduce_min_ps(vmin) == -__builtin_inff() ? EXAQ_ROW_HAS_MASKED : 0);
+    *specials = exaq_row_specials(bad != 0, mx, _mm512_reduce_min_ps(vmin) == -__builtin_inff());
     return mx;
 }
 

@@ -40,6 +40,14 @@ static inline float exaq_round_even(float v) {
 static inline int exaq_is_masked(float x) { return x == -__builtin_inff(); }
 static inline int exaq_is_invalid(float x) { return x != x || x == __builtin_inff(); }
 
+/* row_max's *specials from what a kernel saw: a row with a NaN or +inf is
+ * invalid, and then whether it also holds a -inf is not reported (a SIMD
+ * minimum may lose a -inf to a NaN beside it) */
+static inline int exaq_row_specials(int nan_seen, float max, int masked_seen) {
+    if (nan_seen || max == __builtin_inff()) return EXAQ_ROW_HAS_INVALID;
+    return masked_seen ? EXAQ_ROW_HAS_MASKED : 0;
+}
+
 /* The quantizer of exaq.h, one unmasked entry.  fmaf is exact everywhere
  * (an instruction where the ISA has one, correctly rounded in libm otherwise),
  * which keeps the scalar reference bit-identical to the SIMD kernels. */

@@ -5,13 +5,13 @@
 
 static float row_max_scalar(const float *x, size_t n, int *specials) {
     float mx = -__builtin_inff();
-    int seen = 0;
+    int invalid = 0, masked = 0;
     for (size_t j = 0; j < n; ++j) {
-        if (exaq_is_invalid(x[j])) seen |= EXAQ_ROW_HAS_INVALID;
-        else if (exaq_is_masked(x[j])) seen |= EXAQ_ROW_HAS_MASKED;
+        if (exaq_is_invalid(x[j])) invalid = 1;
+        else if (exaq_is_masked(x[j])) masked = 1;
         else if (x[j] > mx) mx = x[j];
     }
-    *specials = seen;
+    *specials = exaq_row_specials(invalid, mx, masked);
     return mx;
 }
 

@@ -39,6 +39,7 @@ static void compare_kernels(const exaq_backend *ref, const exaq_backend *be, con
     const float m1 = ref->softmax->row_max(x, n, &bad1), m2 = be->softmax->row_max(x, n, &bad2);
     for (size_t j = 0; j < n; ++j)
         expected |= (x[j] != x[j] || x[j] == INFINITY) ? EXAQ_ROW_HAS_INVALID : x[j] == -INFINITY ? EXAQ_ROW_HAS_MASKED : 0;
+    if (expected & EXAQ_ROW_HAS_INVALID) expected = EXAQ_ROW_HAS_INVALID; /* a -inf is not reported then */
     CHECK(bad1 == expected && bad2 == expected, "%s row_max specials %d %d (expected %d) n=%zu", be->name, bad1,
           bad2, expected, n);
     if (!(bad1 & EXAQ_ROW_HAS_INVALID)) CHECK(m1 == m2, "%s row_max n=%zu", be->name, n);
