@@ -304,9 +304,9 @@ static void code_exponents(double lo, int levels, exaq_floor_mode floor, double 
         e[k] = k == levels ? 1.0 : (k == 0 && floor == EXAQ_FLOOR_ZERO) ? 0.0 : exp(lo + k * step);
 }
 
-/* table[k] = e[k] / (sum over the row's codes), from exact counts; entries
- * past levels are 0 */
-static void probability_table(const int64_t counts[EXAQ_MAX_CODES], const double e[EXAQ_MAX_CODES],
+/* table[k] = e[k] / (sum over the row's codes), from exact counts (levels + 1
+ * of them); entries past levels are 0 */
+static void probability_table(const int64_t *counts, const double e[EXAQ_MAX_CODES],
                               int levels, float table[EXAQ_MAX_CODES]) {
     double total = 0.0;
     for (int k = 0; k <= levels; ++k) total += (double)counts[k] * e[k];
@@ -319,22 +319,15 @@ static void fill(float *y, size_t n, float v) {
     for (size_t j = 0; j < n; ++j) y[j] = v;
 }
 
-/* One quantized row, handed to a sink: byte codes, or 2-bit codes already
- * packed where the sink placed them. */
+/* One quantized row as byte codes, handed to a sink */
 typedef struct {
     int state;               /* ROW_*; the rest is set for ROW_LIVE */
-    const uint8_t *codes;    /* byte codes, EXAQ_MASKED_CODE where masked; or NULL */
-    uint8_t *packed;         /* 2-bit packed codes (and maskbits); or NULL */
-    uint8_t *maskbits;
-    size_t masked;           /* masked entries of a packed row */
-    int mask_written;        /* 0: a packed row without -inf, its maskbits untouched */
+    const uint8_t *codes;    /* byte codes, EXAQ_MASKED_CODE where masked */
     float table[EXAQ_MAX_CODES];
 } coded_row;
 
 typedef struct row_sink row_sink;
 struct row_sink {
-    /* where row r's 2-bit packed codes and mask bitmap go; NULL: byte codes wanted */
-    void (*place)(row_sink *sink, size_t r, uint8_t **packed, uint8_t **maskbits);
     void (*emit)(row_sink *sink, const exaq_backend *be, size_t r, size_t n, const coded_row *row);
 };
 
@@ -346,10 +339,10 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
                          row_sink *sink) {
     if (!params_valid(p)) return -1;
     if (rows == 0 || n == 0) return 0;
-    const int pooled = uses_pooled_range(p), packs2 = p->bits == 2 && sink->place;
-    uint8_t *codes = packs2 ? NULL : (uint8_t *)malloc(EXAQ_ROW_GROUP * n); /* at most a group */
+    const int pooled = uses_pooled_range(p);
+    uint8_t *codes = (uint8_t *)malloc(EXAQ_ROW_GROUP * n); /* at most a group */
     uint8_t *unmasked_rows = pooled ? (uint8_t *)malloc(rows) : NULL;
-    if ((!packs2 && !codes) || (pooled && !unmasked_rows)) {
+    if (!codes || (pooled && !unmasked_rows)) {
         free(codes), free(unmasked_rows);
         return -2;
     }
@@ -360,7 +353,7 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
     q.levels = 0;
     /* byte codes of a group must stay in L1 beside the rows streaming through it */
     const size_t byte_group = n >= EXAQ_CODE_GROUP_BYTES ? 1 : EXAQ_CODE_GROUP_BYTES / n;
-    const size_t group_rows = packs2 || byte_group > EXAQ_ROW_GROUP ? EXAQ_ROW_GROUP : byte_group;
+    const size_t group_rows = byte_group > EXAQ_ROW_GROUP ? EXAQ_ROW_GROUP : byte_group;
     const int ncodes = 1 << p->bits;
     for (size_t r0 = 0; r0 < rows; r0 += group_rows) {
         const size_t group = rows - r0 < group_rows ? rows - r0 : group_rows;
@@ -370,21 +363,15 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
         for (size_t g = 0; g < group; ++g) {
             const size_t r = r0 + g;
             const float *row = x + (ptrdiff_t)r * xs;
-            out[g].codes = NULL, out[g].packed = out[g].maskbits = NULL, out[g].masked = 0, out[g].mask_written = 0;
+            out[g].codes = NULL;
             out[g].state = prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL,
                                        pooled ? !unmasked_rows[r] : 1, &q);
             row_lo[g] = out[g].state == ROW_LIVE ? q.lo : NAN;
             if (lo_out) lo_out[r] = row_lo[g];
             if (out[g].state != ROW_LIVE) continue;
             for (int k = 0; k < ncodes; ++k) counts[g][k] = 0; /* memset here is a slow rep stos */
-            if (packs2) {
-                sink->place(sink, r, &out[g].packed, &out[g].maskbits);
-                out[g].masked = be->softmax->quantize_pack2(row, n, &q, out[g].packed, out[g].maskbits, counts[g]);
-                out[g].mask_written = q.may_mask;
-            } else {
-                out[g].codes = codes + g * n;
-                be->softmax->quantize_count(row, n, &q, codes + g * n, counts[g]);
-            }
+            out[g].codes = codes + g * n;
+            be->softmax->quantize_count(row, n, &q, codes + g * n, counts[g]);
         }
         for (size_t g = 0; g < group; ++g) {
             if (out[g].state == ROW_LIVE) {
@@ -422,7 +409,7 @@ static void write_probabilities(row_sink *sink, const exaq_backend *be, size_t r
 int exaq_softmax_quantized(const exaq_backend *be, const float *x, size_t rows, size_t n,
                            ptrdiff_t xs, float *y, ptrdiff_t ys, const exaq_params *p,
                            float *maxima, float *lo_out) {
-    prob_sink sink = {{NULL, write_probabilities}, y, ys};
+    prob_sink sink = {{write_probabilities}, y, ys};
     return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
 }
 
@@ -449,7 +436,7 @@ static void write_codes(row_sink *sink, const exaq_backend *be, size_t r, size_t
 int exaq_quantize_codes(const exaq_backend *be, const float *x, size_t rows, size_t n,
                         ptrdiff_t xs, uint8_t *codes, ptrdiff_t cs, const exaq_params *p,
                         float *maxima, float *lo_out, float *tables) {
-    code_sink sink = {{NULL, write_codes}, codes, cs, tables, 1 << p->bits};
+    code_sink sink = {{write_codes}, codes, cs, tables, 1 << p->bits};
     if (n == 0 && params_valid(p)) { /* rows of nothing: empty tables */
         for (size_t r = 0; r < rows; ++r) {
             if (lo_out) lo_out[r] = NAN;
@@ -492,7 +479,7 @@ void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_
     out->invalid_rows = pm.invalid_rows;
 }
 
-/* ---- fused packed output: codes are packed in the sink, no float probability is written ---- */
+/* ---- fused packed output: no float probability is written ---- */
 
 typedef struct {
     row_sink base;
@@ -504,7 +491,6 @@ typedef struct {
     ptrdiff_t ms;
     int bits, ncodes;
     int64_t interior;
-    uint8_t *mask_unwritten; /* rows whose maskbits the kernel left (all 0 if written) */
 } packed_sink;
 
 /* 1 + index of the last entry whose mask bit is clear (0 if none) */
@@ -526,33 +512,95 @@ static int any_masked_before(const uint8_t *maskbits, size_t len) {
     return any != 0;
 }
 
-static void place_packed_row(row_sink *sink, size_t r, uint8_t **packed, uint8_t **maskbits) {
-    const packed_sink *c = (const packed_sink *)sink;
-    *packed = c->packed + (ptrdiff_t)r * c->ps;
-    *maskbits = c->maskbits + (ptrdiff_t)r * c->ms;
-}
-
-static void write_packed(row_sink *sink, const exaq_backend *be, size_t r, size_t n, const coded_row *row) {
-    packed_sink *c = (packed_sink *)sink;
-    uint8_t *out = c->packed + (ptrdiff_t)r * c->ps, *mask = c->maskbits + (ptrdiff_t)r * c->ms;
-    const size_t mbytes = EXAQ_MASK_BYTES(n);
+/* Row r's length and table (its packed codes and bitmap are in place for a
+ * live row; other rows are filled here, `table` NULL).  any_masked = 0: the
+ * row has no masked entry. */
+static void finish_packed_row(packed_sink *c, size_t r, size_t n, int state, int any_masked,
+                              const float table[EXAQ_MAX_CODES]) {
+    uint8_t *mask = c->maskbits + (ptrdiff_t)r * c->ms;
     size_t len;
-    if (c->mask_unwritten) c->mask_unwritten[r] = row->state == ROW_LIVE && row->packed && !row->mask_written;
-    if (row->state == ROW_LIVE) {
-        if (!row->packed) be->softmax->packed->pack(row->codes, n, c->bits, out, mask);
-        const int any_masked = row->packed ? row->masked != 0 : 1;
+    if (state == ROW_LIVE) {
         len = any_masked ? valid_length(mask, n) : n;
         if (any_masked && any_masked_before(mask, len)) ++c->interior;
     } else {
-        memset(out, 0, EXAQ_PACKED_BYTES(n, c->bits));
-        memset(mask, row->state == ROW_EMPTY ? 0xFF : 0, mbytes);
-        if (row->state == ROW_EMPTY && n % 8) mask[mbytes - 1] = (uint8_t)((1u << (n % 8)) - 1u);
-        len = row->state == ROW_EMPTY ? 0 : n;
+        const size_t mbytes = EXAQ_MASK_BYTES(n);
+        memset(c->packed + (ptrdiff_t)r * c->ps, 0, EXAQ_PACKED_BYTES(n, c->bits));
+        memset(mask, state == ROW_EMPTY ? 0xFF : 0, mbytes);
+        if (state == ROW_EMPTY && n % 8) mask[mbytes - 1] = (uint8_t)((1u << (n % 8)) - 1u);
+        len = state == ROW_EMPTY ? 0 : n;
     }
     c->lengths[r] = (int64_t)len;
+    float *out = c->tables + r * (size_t)c->ncodes;
     for (int k = 0; k < c->ncodes; ++k)
-        c->tables[r * (size_t)c->ncodes + k] =
-            row->state == ROW_LIVE ? row->table[k] : row->state == ROW_INVALID ? NAN : 0.0f;
+        out[k] = state == ROW_LIVE ? table[k] : state == ROW_INVALID ? NAN : 0.0f;
+}
+
+/* 3 and 4 bits: byte codes packed here */
+static void write_packed(row_sink *sink, const exaq_backend *be, size_t r, size_t n, const coded_row *row) {
+    packed_sink *c = (packed_sink *)sink;
+    if (row->state == ROW_LIVE)
+        be->softmax->packed->pack(row->codes, n, c->bits, c->packed + (ptrdiff_t)r * c->ps,
+                                  c->maskbits + (ptrdiff_t)r * c->ms);
+    finish_packed_row(c, r, n, row->state, 1, row->table);
+}
+
+/* What the 2-bit loop keeps of a row between its kernel and its table */
+typedef struct {
+    int64_t counts[4];
+    float lo;
+    uint8_t state, any_masked, mask_written;
+} packed2_row;
+
+/* 2 bits: the fused kernel packs each row where it belongs; the tables and
+ * lengths follow in a loop of their own over the rows' counts, so nothing
+ * but the kernels runs between two kernel calls.  A row without -inf leaves
+ * its bitmap unwritten; once the bitmap is handed out (interior masks), those
+ * rows are zeroed. */
+static int softmax_packed2(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
+                           const exaq_params *p, float *maxima, float *lo_out, packed_sink *c) {
+    const int pooled = uses_pooled_range(p);
+    packed2_row *info = (packed2_row *)malloc(rows * sizeof *info);
+    uint8_t *unmasked_rows = pooled ? (uint8_t *)malloc(rows) : NULL;
+    if (!info || (pooled && !unmasked_rows)) {
+        free(info), free(unmasked_rows);
+        return -2;
+    }
+    const float lo = shared_lo(be, x, rows, n, xs, p, maxima, unmasked_rows);
+    exaq_quantizer q;
+    q.levels = 0;
+    for (size_t r = 0; r < rows; ++r) {
+        const float *row = x + (ptrdiff_t)r * xs;
+        packed2_row *out = info + r;
+        out->state = (uint8_t)prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL,
+                                          pooled ? !unmasked_rows[r] : 1, &q);
+        out->lo = out->state == ROW_LIVE ? q.lo : NAN;
+        if (out->state != ROW_LIVE) continue;
+        for (int k = 0; k < 4; ++k) out->counts[k] = 0; /* memset here is a slow rep stos */
+        out->any_masked = be->softmax->quantize_pack2(row, n, &q, c->packed + (ptrdiff_t)r * c->ps,
+                                                      c->maskbits + (ptrdiff_t)r * c->ms, out->counts) != 0;
+        out->mask_written = (uint8_t)q.may_mask;
+    }
+    float exponents_lo = NAN; /* the range of the code exponents in e */
+    double e[EXAQ_MAX_CODES];
+    for (size_t r = 0; r < rows; ++r) {
+        const packed2_row *row = info + r;
+        float table[EXAQ_MAX_CODES];
+        if (row->state == ROW_LIVE) {
+            if (!(row->lo == exponents_lo)) {
+                code_exponents(row->lo, 3, p->floor, e);
+                exponents_lo = row->lo;
+            }
+            probability_table(row->counts, e, 3, table);
+        }
+        if (lo_out) lo_out[r] = row->lo;
+        finish_packed_row(c, r, n, row->state, row->any_masked, row->state == ROW_LIVE ? table : NULL);
+    }
+    if (c->interior) /* the bitmap is handed out: every row's */
+        for (size_t r = 0; r < rows; ++r)
+            if (info[r].state == ROW_LIVE && !info[r].mask_written)
+                memset(c->maskbits + (ptrdiff_t)r * c->ms, 0, EXAQ_MASK_BYTES(n));
+    free(info), free(unmasked_rows);
+    return 0;
 }
 
 int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, size_t n,
@@ -560,8 +608,7 @@ int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, siz
                         uint8_t *packed, ptrdiff_t ps, float *tables, int64_t *lengths,
                         uint8_t *maskbits, ptrdiff_t ms, int64_t *interior_rows) {
     if (!params_valid(p)) return -1;
-    packed_sink sink = {{p->bits == 2 ? place_packed_row : NULL, write_packed},
-                        packed, ps, tables, lengths, maskbits, ms, p->bits, 1 << p->bits, 0, NULL};
+    packed_sink sink = {{write_packed}, packed, ps, tables, lengths, maskbits, ms, p->bits, 1 << p->bits, 0};
     *interior_rows = 0;
     if (n == 0) { /* rows of nothing */
         for (size_t r = 0; r < rows; ++r) {
@@ -571,13 +618,10 @@ int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, siz
         }
         return 0;
     }
-    if (sink.base.place && !(sink.mask_unwritten = (uint8_t *)malloc(rows ? rows : 1))) return -2;
-    const int rc = quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
+    if (rows == 0) return 0;
+    const int rc = p->bits == 2 ? softmax_packed2(be, x, rows, n, xs, p, maxima, lo_out, &sink)
+                                : quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
     *interior_rows = sink.interior;
-    if (rc == 0 && sink.interior && sink.mask_unwritten) /* the bitmap is handed out: every row's */
-        for (size_t r = 0; r < rows; ++r)
-            if (sink.mask_unwritten[r]) memset(maskbits + (ptrdiff_t)r * ms, 0, EXAQ_MASK_BYTES(n));
-    free(sink.mask_unwritten);
     return rc;
 }
 
