@@ -9,6 +9,7 @@ import platform
 import sys
 from pathlib import Path
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -63,7 +64,8 @@ def extension(name, pyx):
     return Extension(
         name,
         sources=[pyx] + kernel_sources(),
-        include_dirs=[C_DIR],
+        include_dirs=[C_DIR, numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3", "-ffp-contract=off"],
         libraries=["m"],
         extra_link_args=["-pthread"],  # LUT-GEMM worker threads (c/lutgemm_driver.c)

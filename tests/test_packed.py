@@ -197,6 +197,24 @@ def test_pickle_and_save_load(tmp_path):
         assert exaq_cpu.PackedSoftmax.load(buf).bits == bits
 
 
+@pytest.mark.parametrize("rows", [
+    np.zeros((2, 8), np.float64),                      # wrong dtype
+    np.zeros((2, 16), np.float32)[:, ::2],             # not contiguous
+    np.zeros(8, np.float32),                           # not 2-D
+    np.zeros((2, 8), ">f4" if np.little_endian else "<f4"),  # byte-swapped
+    np.frombuffer(bytearray(65), np.uint8)[1:].view(np.float32).reshape(2, 8),  # misaligned
+])
+def test_core_packed_entry_refuses_rows_it_cannot_read(rows):
+    """The C entry point takes only what the kernels can read in place (the
+    Python layer converts everything else first)."""
+    from exaq_cpu import _core
+    with pytest.raises(ValueError, match="x must be"):
+        _core.softmax_packed(rows, 2, "gauss", -1.66, -1.85, 0.0, "exp")
+    # the public entry converts the same input and agrees with the float output
+    out = exaq_cpu.softmax(rows, 2, output="packed")
+    assert np.array_equal(out.to_float(), exaq_cpu.softmax(rows, 2))
+
+
 def test_corrupt_inputs_raise_value_error(tmp_path):
     x = scores(3, 20, 8)
     ps = exaq_cpu.softmax(x, 2, output="packed")

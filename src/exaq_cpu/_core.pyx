@@ -1,14 +1,27 @@
 # Thin wrappers: check buffers, release the GIL, call C.  Docs and defaults
 # live in the Python layer (exaq_cpu/__init__.py).
-from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc
 
-import numpy as _np
+cimport numpy as cnp
 
-# output arrays made here are taken as buffers (no memoryview objects): a
-# call's fixed cost matters for small attention calls
-_empty, _uint8, _float32, _int64 = _np.empty, _np.dtype(_np.uint8), _np.dtype(_np.float32), _np.dtype(_np.int64)
+cnp.import_array()
+
+
+# Output arrays made here come from NumPy's C API and are taken as plain
+# buffers (no memoryview objects): a call's fixed cost matters for small
+# attention calls.
+cdef inline object _empty2(Py_ssize_t rows, Py_ssize_t cols, int typenum):
+    cdef cnp.npy_intp dims[2]
+    dims[0] = rows
+    dims[1] = cols
+    return cnp.PyArray_EMPTY(2, dims, typenum, 0)
+
+
+cdef inline object _empty1(Py_ssize_t size, int typenum):
+    cdef cnp.npy_intp dims[1]
+    dims[0] = size
+    return cnp.PyArray_EMPTY(1, dims, typenum, 0)
 
 
 cdef extern from "exaq.h" nogil:
@@ -184,7 +197,13 @@ cdef int check_bits(int bits) except -1:
     return 0
 
 
-def softmax_packed(const float[:, ::1] x, int bits, str clip, double slope, double intercept,
+cdef int check_score_rows(cnp.ndarray x) except -1:
+    if not (cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 and cnp.PyArray_NDIM(x) == 2 and cnp.PyArray_ISCARRAY_RO(x)):
+        raise ValueError("x must be a C-contiguous, aligned, native-order 2-D float32 array")
+    return 0
+
+
+def softmax_packed(cnp.ndarray x not None, int bits, str clip, double slope, double intercept,
                    double static_lo, str floor):
     """Fused EXAQ softmax to packed codes: (packed, tables, lengths, mask bitmap or None).
 
@@ -192,34 +211,29 @@ def softmax_packed(const float[:, ::1] x, int bits, str clip, double slope, doub
     valid length (the lengths describe every other mask)."""
     cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
     check_bits(bits)
-    cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
+    check_score_rows(x)
+    cdef Py_ssize_t rows = cnp.PyArray_DIM(x, 0), n = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t nb = (n * bits + 7) // 8, mb = (n + 7) // 8
-    outputs = (_empty((rows, nb), _uint8), _empty((rows, 1 << bits), _float32), _empty(rows, _int64),
-               _empty((rows, mb), _uint8))
+    cdef cnp.ndarray packed = _empty2(rows, nb, cnp.NPY_UINT8)
+    cdef cnp.ndarray tables = _empty2(rows, 1 << bits, cnp.NPY_FLOAT32)
+    cdef cnp.ndarray lengths = _empty1(rows, cnp.NPY_INT64)
+    cdef cnp.ndarray maskbits = _empty2(rows, mb, cnp.NPY_UINT8)
     if rows == 0:
-        return outputs[:3] + (None,)
-    cdef Py_buffer views[4]
-    cdef int held = 0, rc = -2
+        return packed, tables, lengths, None
+    cdef const float *xp = <const float *>cnp.PyArray_DATA(x) if n else NULL
     cdef int64_t interior = 0
-    cdef const float *xp = &x[0, 0] if n else NULL
-    cdef float *scratch = NULL
-    try:
-        for out in outputs:
-            PyObject_GetBuffer(out, &views[held], PyBUF_WRITABLE)
-            held += 1
-        scratch = <float *>malloc(rows * sizeof(float))
-        if scratch != NULL:
-            with nogil:
-                rc = exaq_softmax_packed(exaq_active_backend(), xp, rows, n, n, &p, scratch, NULL,
-                                         <uint8_t *>views[0].buf, nb, <float *>views[1].buf,
-                                         <int64_t *>views[2].buf, <uint8_t *>views[3].buf, mb, &interior)
-    finally:
-        free(scratch)
-        while held:
-            held -= 1
-            PyBuffer_Release(&views[held])
+    cdef int rc
+    cdef float *scratch = <float *>malloc(rows * sizeof(float))
+    if scratch == NULL:
+        raise MemoryError()
+    with nogil:
+        rc = exaq_softmax_packed(exaq_active_backend(), xp, rows, n, n, &p, scratch, NULL,
+                                 <uint8_t *>cnp.PyArray_DATA(packed), nb, <float *>cnp.PyArray_DATA(tables),
+                                 <int64_t *>cnp.PyArray_DATA(lengths), <uint8_t *>cnp.PyArray_DATA(maskbits),
+                                 mb, &interior)
+    free(scratch)
     check_rc(rc)
-    return outputs[:3] + ((outputs[3] if interior else None),)
+    return packed, tables, lengths, (maskbits if interior else None)
 
 
 def pack_codes(const uint8_t[:, ::1] codes, int bits, uint8_t[:, ::1] packed,
