@@ -209,10 +209,28 @@ def test_core_packed_entry_refuses_rows_it_cannot_read(rows):
     Python layer converts everything else first)."""
     from exaq_cpu import _core
     with pytest.raises(ValueError, match="x must be"):
-        _core.softmax_packed(rows, 2, "gauss", -1.66, -1.85, 0.0, "exp")
+        _core.softmax_packed(rows, 2, "gauss", -1.66, -1.85, 0.0, "exp", exaq_cpu.PackedSoftmax, rows.shape, 1)
     # the public entry converts the same input and agrees with the float output
     out = exaq_cpu.softmax(rows, 2, output="packed")
     assert np.array_equal(out.to_float(), exaq_cpu.softmax(rows, 2))
+
+
+def test_core_packed_entry_checks_its_result_description():
+    from exaq_cpu import _core
+    rows = np.zeros((6, 8), np.float32)
+    args = (rows, 2, "gauss", -1.66, -1.85, 0.0, "exp")
+    with pytest.raises(ValueError, match="do not match"):
+        _core.softmax_packed(*args, exaq_cpu.PackedSoftmax, (2, 4, 8), 2)  # 8 rows, not 6
+    with pytest.raises(ValueError, match="do not match"):
+        _core.softmax_packed(*args, exaq_cpu.PackedSoftmax, (6, 9), 1)
+    with pytest.raises(TypeError):
+        _core.softmax_packed(*args, dict, (6, 8), 1)
+    out = _core.softmax_packed(*args, exaq_cpu.PackedSoftmax, (2, 8, 3), 1)  # axis in the middle
+    assert out.codes.shape == (2, 3, 2) and out.table.shape == (2, 3, 4) and out.lengths.shape == (2, 3)
+    with pytest.raises(AttributeError):
+        out._set_fields(out.codes, out.table, out.lengths, None, 2, (2, 8, 3), 1)
+    with pytest.raises(AttributeError):
+        out.codes = out.codes
 
 
 def test_corrupt_inputs_raise_value_error(tmp_path):

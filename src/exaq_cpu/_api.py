@@ -17,6 +17,9 @@ from . import _core
 # with s = sigma (gauss) or mean |t - mean t| (laplace).
 GAUSS_LAW = {2: (-1.66, -1.85), 3: (-1.75, -2.06), 4: (-1.83, -2.27)}
 LAPLACE_LAW = {2: (-4.01, -1.77), 4: (-6.82, -0.15)}
+# (mode, bits) -> the C driver's parameters, for the modes that are a published law
+_LAW_PARAMS = {**{(mode, b): (mode,) + law + (0.0,) for mode in ("gauss", "row") for b, law in GAUSS_LAW.items()},
+               **{("laplace", b): ("laplace",) + law + (0.0,) for b, law in LAPLACE_LAW.items()}}
 
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _KERNEL_CLIPS = ("gauss", "laplace", "row")
@@ -101,6 +104,12 @@ def _batch_shape(shape: tuple, axis: int) -> tuple:
 
 def _clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
     """(mode, slope, intercept, static_lo) for the C driver."""
+    if type(clip) is str:  # the common cases first
+        params = _LAW_PARAMS.get((clip, bits))
+        if params is not None:
+            return params
+    if type(clip) is float and clip < 0 and clip != -math.inf:
+        return "static", 0.0, 0.0, clip
     if clip is None:
         return "none", 0.0, 0.0, 0.0
     if isinstance(clip, str):

@@ -203,37 +203,79 @@ cdef int check_score_rows(cnp.ndarray x) except -1:
     return 0
 
 
-def softmax_packed(cnp.ndarray x not None, int bits, str clip, double slope, double intercept,
-                   double static_lo, str floor):
-    """Fused EXAQ softmax to packed codes: (packed, tables, lengths, mask bitmap or None).
+cdef class PackedFields:
+    """The fields of ``exaq_cpu.PackedSoftmax`` (which documents them): read-only,
+    set once, by the fused entry below or by ``PackedSoftmax``'s checking
+    constructor.  Made here so that building a result costs no Python calls."""
+    cdef readonly object codes, table, lengths, mask
+    cdef readonly int bits, axis
+    cdef readonly tuple shape
 
-    The bitmap is returned only when some row has a masked entry before its
-    valid length (the lengths describe every other mask)."""
+    def _set_fields(self, codes, table, lengths, mask, int bits, tuple shape, int axis):
+        if self.shape is not None:
+            raise AttributeError("PackedSoftmax is immutable")
+        self.codes, self.table, self.lengths, self.mask = codes, table, lengths, mask
+        self.bits, self.shape, self.axis = bits, shape, axis
+
+
+cdef object _empty_batch(tuple batch_shape, Py_ssize_t last, int typenum):
+    cdef cnp.npy_intp dims[cnp.NPY_MAXDIMS]
+    cdef Py_ssize_t k, nd = len(batch_shape)
+    if nd + 1 > cnp.NPY_MAXDIMS:
+        raise ValueError(f"x has too many dimensions ({nd + 1})")
+    for k in range(nd):
+        dims[k] = batch_shape[k]
+    dims[nd] = last
+    return cnp.PyArray_EMPTY(<int>(nd + 1) if last >= 0 else <int>nd, dims, typenum, 0)
+
+
+cdef Py_ssize_t _batch_size(tuple batch_shape) except -1:
+    cdef Py_ssize_t size = 1
+    for d in batch_shape:
+        size *= <Py_ssize_t>d
+    return size
+
+
+def softmax_packed(cnp.ndarray x not None, int bits, str clip, double slope, double intercept,
+                   double static_lo, str floor, type result_type, tuple shape, int axis):
+    """Fused EXAQ softmax of the rows ``x`` to packed codes, as a ``result_type``
+    (a PackedFields) describing an output of ``shape`` with softmax ``axis``:
+    its arrays are made in the batch shape (``shape`` without ``axis``).
+
+    The bitmap is kept only when some row has a masked entry before its valid
+    length (the lengths describe every other mask)."""
     cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
     check_bits(bits)
     check_score_rows(x)
     cdef Py_ssize_t rows = cnp.PyArray_DIM(x, 0), n = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t nb = (n * bits + 7) // 8, mb = (n + 7) // 8
-    cdef cnp.ndarray packed = _empty2(rows, nb, cnp.NPY_UINT8)
-    cdef cnp.ndarray tables = _empty2(rows, 1 << bits, cnp.NPY_FLOAT32)
-    cdef cnp.ndarray lengths = _empty1(rows, cnp.NPY_INT64)
-    cdef cnp.ndarray maskbits = _empty2(rows, mb, cnp.NPY_UINT8)
-    if rows == 0:
-        return packed, tables, lengths, None
-    cdef const float *xp = <const float *>cnp.PyArray_DATA(x) if n else NULL
+    cdef tuple batch_shape = shape[:axis] + shape[axis + 1:]
+    if shape[axis] != n or _batch_size(batch_shape) != rows:
+        raise ValueError(f"rows of shape {(rows, n)} do not match shape {shape} with axis {axis}")
+    cdef cnp.ndarray packed = _empty_batch(batch_shape, nb, cnp.NPY_UINT8)
+    cdef cnp.ndarray tables = _empty_batch(batch_shape, 1 << bits, cnp.NPY_FLOAT32)
+    cdef cnp.ndarray lengths = _empty_batch(batch_shape, -1, cnp.NPY_INT64)
+    cdef cnp.ndarray maskbits = _empty_batch(batch_shape, mb, cnp.NPY_UINT8)
     cdef int64_t interior = 0
-    cdef int rc
-    cdef float *scratch = <float *>malloc(rows * sizeof(float))
-    if scratch == NULL:
-        raise MemoryError()
-    with nogil:
-        rc = exaq_softmax_packed(exaq_active_backend(), xp, rows, n, n, &p, scratch, NULL,
-                                 <uint8_t *>cnp.PyArray_DATA(packed), nb, <float *>cnp.PyArray_DATA(tables),
-                                 <int64_t *>cnp.PyArray_DATA(lengths), <uint8_t *>cnp.PyArray_DATA(maskbits),
-                                 mb, &interior)
-    free(scratch)
-    check_rc(rc)
-    return packed, tables, lengths, (maskbits if interior else None)
+    cdef int rc = 0
+    cdef const float *xp = <const float *>cnp.PyArray_DATA(x) if n else NULL
+    cdef float *scratch
+    if rows:
+        scratch = <float *>malloc(rows * sizeof(float))
+        if scratch == NULL:
+            raise MemoryError()
+        with nogil:
+            rc = exaq_softmax_packed(exaq_active_backend(), xp, rows, n, n, &p, scratch, NULL,
+                                     <uint8_t *>cnp.PyArray_DATA(packed), nb, <float *>cnp.PyArray_DATA(tables),
+                                     <int64_t *>cnp.PyArray_DATA(lengths), <uint8_t *>cnp.PyArray_DATA(maskbits),
+                                     mb, &interior)
+        free(scratch)
+        check_rc(rc)
+    cdef PackedFields result = PackedFields.__new__(result_type)
+    result.codes, result.table, result.lengths = packed, tables, lengths
+    result.mask = maskbits if interior else None
+    result.bits, result.shape, result.axis = bits, shape, axis
+    return result
 
 
 def pack_codes(const uint8_t[:, ::1] codes, int bits, uint8_t[:, ::1] packed,

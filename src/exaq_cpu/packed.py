@@ -29,7 +29,7 @@ def packed_row_bytes(n: int, bits: int) -> int:
     return (int(n) * int(bits) + 7) // 8
 
 
-class PackedSoftmax:
+class PackedSoftmax(_core.PackedFields):
     """EXAQ softmax output kept as packed codes plus each row's probability table.
 
     ``codes``: uint8, ``batch_shape + (ceil(n*bits/8),)``, the packed codes of
@@ -47,7 +47,7 @@ class PackedSoftmax:
     raises ValueError on inconsistent input.
     """
 
-    __slots__ = ("codes", "table", "lengths", "mask", "bits", "shape", "axis")
+    __slots__ = ()  # the fields live in _core.PackedFields (read-only)
 
     def __init__(self, codes, table, lengths, mask, bits: int, shape, axis: int):
         bits = _check_bits(bits, allow_none=False)
@@ -70,23 +70,7 @@ class PackedSoftmax:
             raise ValueError(f"lengths must lie in [0, {n}]")
         if mask is not None:
             mask = self._array(mask, "mask", np.uint8, batch + ((n + 7) // 8,))
-        for name, value in (("codes", codes), ("table", table), ("lengths", lengths), ("mask", mask),
-                            ("bits", bits), ("shape", shape), ("axis", axis)):
-            object.__setattr__(self, name, value)
-
-    @classmethod
-    def _trusted(cls, codes, table, lengths, mask, bits, shape, axis) -> "PackedSoftmax":
-        """Built by the library itself: skips the checks of the constructor."""
-        self = object.__new__(cls)
-        set_codes, set_table, set_lengths, set_mask, set_bits, set_shape, set_axis = _SLOT_SETTERS
-        set_codes(self, codes)
-        set_table(self, table)
-        set_lengths(self, lengths)
-        set_mask(self, mask)
-        set_bits(self, bits)
-        set_shape(self, tuple(shape))
-        set_axis(self, axis)
-        return self
+        self._set_fields(codes, table, lengths, mask, bits, shape, axis)
 
     @staticmethod
     def _array(value, name, dtype, shape) -> np.ndarray:
@@ -187,21 +171,13 @@ class PackedSoftmax:
                    tuple(fields["shape"].tolist()), int(fields["axis"]))
 
 
-# the slots' own setters, in __slots__ order (PackedSoftmax.__setattr__ refuses)
-_SLOT_SETTERS = tuple(getattr(PackedSoftmax, name).__set__ for name in PackedSoftmax.__slots__)
-
-
 def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor: str) -> PackedSoftmax:
     """The fused path of ``softmax(..., output="packed")``: codes are packed in C
-    as each row is quantized; no float probability is written."""
+    as each row is quantized; no float probability is written.  The result's
+    arrays are made in their final (batch) shape."""
     rows = _rows(arr, axis)
-    packed, table, lengths, mask = _core.softmax_packed(rows, bits, *_clip_params(clip, bits, floor, rows), floor)
-    if arr.ndim != 2:  # rows back to the batch shape (views)
-        batch = _batch_shape(arr.shape, axis)
-        packed, table = packed.reshape(batch + (packed.shape[1],)), table.reshape(batch + (1 << bits,))
-        lengths = lengths.reshape(batch)
-        mask = None if mask is None else mask.reshape(batch + (mask.shape[1],))
-    return PackedSoftmax._trusted(packed, table, lengths, mask, bits, arr.shape, axis)
+    return _core.softmax_packed(rows, bits, *_clip_params(clip, bits, floor, rows), floor, PackedSoftmax,
+                                arr.shape, axis)
 
 
 def pack(codes, bits: int, *, axis: int = -1) -> np.ndarray:
