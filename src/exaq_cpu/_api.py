@@ -222,6 +222,10 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
     ``2**bits`` probabilities, built without writing any float probability;
     its ``to_float()`` equals the float output bit for bit (``docs/packed.md``).
     """
+    if output == "packed" and out is None and dtype is None:
+        result = _packed_in_place(x, bits, axis, clip, floor)
+        if result is not None:
+            return result
     arr = _check_scores(x)
     bits = _check_bits(bits)
     axis = _check_axis(axis, arr.ndim)
@@ -259,6 +263,24 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
         out[...] = result
         return out
     return result if res_dtype == np.float32 else result.astype(res_dtype)
+
+
+def _packed_in_place(x, bits, axis, clip, floor):
+    """The common packed call, in as few steps as can be: scores the kernels read
+    in place (checked in C), plain int arguments, a published law or a static
+    clip.  None for anything else, which then takes the checking path (the
+    same kernels, so the same result)."""
+    if not (type(bits) is int and 2 <= bits <= 4 and type(axis) is int and (floor == "exp" or floor == "zero")):
+        return None
+    if type(clip) is str:
+        params = _LAW_PARAMS.get((clip, bits))
+    elif type(clip) is float and clip < 0 and clip != -math.inf:
+        params = ("static", 0.0, 0.0, clip)
+    else:
+        return None
+    if params is None:
+        return None
+    return _core.softmax_packed_direct(x, bits, *params, floor, _packed_module().PackedSoftmax, axis)
 
 
 def _overlaps_partially(out: np.ndarray, rows: np.ndarray) -> bool:

@@ -2,6 +2,7 @@
 # live in the Python layer (exaq_cpu/__init__.py).
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cimport numpy as cnp
 
@@ -236,46 +237,81 @@ cdef Py_ssize_t _batch_size(tuple batch_shape) except -1:
     return size
 
 
+cdef object _packed_result(const float *xp, Py_ssize_t rows, Py_ssize_t n, exaq_params *p,
+                           type result_type, tuple shape, int axis, tuple batch_shape):
+    """The fused call on rows of xp, its result a `result_type` (a PackedFields).
+    The bitmap is written to scratch memory and becomes an array only when it is
+    kept: when some row has a masked entry before its valid length (the lengths
+    describe every other mask)."""
+    cdef int bits = p.bits
+    cdef Py_ssize_t nb = (n * bits + 7) // 8, mb = (n + 7) // 8
+    cdef cnp.ndarray packed = _empty_batch(batch_shape, nb, cnp.NPY_UINT8)
+    cdef cnp.ndarray tables = _empty_batch(batch_shape, 1 << bits, cnp.NPY_FLOAT32)
+    cdef cnp.ndarray lengths = _empty_batch(batch_shape, -1, cnp.NPY_INT64)
+    cdef cnp.ndarray maskbits = None
+    cdef int64_t interior = 0
+    cdef int rc = 0
+    cdef float *maxima
+    cdef uint8_t *bitmap
+    if rows:
+        maxima = <float *>malloc(rows * (sizeof(float) + mb))
+        if maxima == NULL:
+            raise MemoryError()
+        bitmap = <uint8_t *>(maxima + rows)
+        with nogil:
+            rc = exaq_softmax_packed(exaq_active_backend(), xp if n else NULL, rows, n, n, p, maxima, NULL,
+                                     <uint8_t *>cnp.PyArray_DATA(packed), nb, <float *>cnp.PyArray_DATA(tables),
+                                     <int64_t *>cnp.PyArray_DATA(lengths), bitmap, mb, &interior)
+        if rc == 0 and interior:
+            maskbits = _empty_batch(batch_shape, mb, cnp.NPY_UINT8)
+            memcpy(cnp.PyArray_DATA(maskbits), bitmap, rows * mb)
+        free(maxima)
+        check_rc(rc)
+    cdef PackedFields result = PackedFields.__new__(result_type)
+    result.codes, result.table, result.lengths, result.mask = packed, tables, lengths, maskbits
+    result.bits, result.shape, result.axis = bits, shape, axis
+    return result
+
+
 def softmax_packed(cnp.ndarray x not None, int bits, str clip, double slope, double intercept,
                    double static_lo, str floor, type result_type, tuple shape, int axis):
-    """Fused EXAQ softmax of the rows ``x`` to packed codes, as a ``result_type``
-    (a PackedFields) describing an output of ``shape`` with softmax ``axis``:
-    its arrays are made in the batch shape (``shape`` without ``axis``).
-
-    The bitmap is kept only when some row has a masked entry before its valid
-    length (the lengths describe every other mask)."""
+    """Fused EXAQ softmax of the rows ``x`` (2-D) to packed codes, as a
+    ``result_type`` (a PackedFields) describing an output of ``shape`` with
+    softmax ``axis``: its arrays are made in the batch shape (``shape``
+    without ``axis``)."""
     cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
     check_bits(bits)
     check_score_rows(x)
     cdef Py_ssize_t rows = cnp.PyArray_DIM(x, 0), n = cnp.PyArray_DIM(x, 1)
-    cdef Py_ssize_t nb = (n * bits + 7) // 8, mb = (n + 7) // 8
     cdef tuple batch_shape = shape[:axis] + shape[axis + 1:]
     if shape[axis] != n or _batch_size(batch_shape) != rows:
         raise ValueError(f"rows of shape {(rows, n)} do not match shape {shape} with axis {axis}")
-    cdef cnp.ndarray packed = _empty_batch(batch_shape, nb, cnp.NPY_UINT8)
-    cdef cnp.ndarray tables = _empty_batch(batch_shape, 1 << bits, cnp.NPY_FLOAT32)
-    cdef cnp.ndarray lengths = _empty_batch(batch_shape, -1, cnp.NPY_INT64)
-    cdef cnp.ndarray maskbits = _empty_batch(batch_shape, mb, cnp.NPY_UINT8)
-    cdef int64_t interior = 0
-    cdef int rc = 0
-    cdef const float *xp = <const float *>cnp.PyArray_DATA(x) if n else NULL
-    cdef float *scratch
-    if rows:
-        scratch = <float *>malloc(rows * sizeof(float))
-        if scratch == NULL:
-            raise MemoryError()
-        with nogil:
-            rc = exaq_softmax_packed(exaq_active_backend(), xp, rows, n, n, &p, scratch, NULL,
-                                     <uint8_t *>cnp.PyArray_DATA(packed), nb, <float *>cnp.PyArray_DATA(tables),
-                                     <int64_t *>cnp.PyArray_DATA(lengths), <uint8_t *>cnp.PyArray_DATA(maskbits),
-                                     mb, &interior)
-        free(scratch)
-        check_rc(rc)
-    cdef PackedFields result = PackedFields.__new__(result_type)
-    result.codes, result.table, result.lengths = packed, tables, lengths
-    result.mask = maskbits if interior else None
-    result.bits, result.shape, result.axis = bits, shape, axis
-    return result
+    return _packed_result(<const float *>cnp.PyArray_DATA(x), rows, n, &p, result_type, shape, axis,
+                          batch_shape)
+
+
+def softmax_packed_direct(object x, int bits, str clip, double slope, double intercept,
+                          double static_lo, str floor, type result_type, int axis):
+    """``softmax_packed`` of an array the kernels read in place: an ndarray
+    (exactly), C-contiguous, aligned, native float32, of at least one
+    dimension, softmax ``axis`` its last.  None for any other ``x`` or axis
+    (the caller then checks and converts)."""
+    if type(x) is not cnp.ndarray:
+        return None
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    cdef int nd = cnp.PyArray_NDIM(arr)
+    if nd == 0 or not (axis == -1 or axis == nd - 1):
+        return None
+    if not (cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32 and cnp.PyArray_ISCARRAY_RO(arr)):
+        return None
+    cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
+    check_bits(bits)
+    cdef Py_ssize_t rows = 1, k
+    for k in range(nd - 1):
+        rows *= cnp.PyArray_DIM(arr, k)
+    cdef tuple shape = x.shape
+    return _packed_result(<const float *>cnp.PyArray_DATA(arr), rows, cnp.PyArray_DIM(arr, nd - 1), &p,
+                          result_type, shape, nd - 1, shape[:nd - 1])
 
 
 def pack_codes(const uint8_t[:, ::1] codes, int bits, uint8_t[:, ::1] packed,
