@@ -9,22 +9,6 @@ cimport numpy as cnp
 cnp.import_array()
 
 
-# Output arrays made here come from NumPy's C API and are taken as plain
-# buffers (no memoryview objects): a call's fixed cost matters for small
-# attention calls.
-cdef inline object _empty2(Py_ssize_t rows, Py_ssize_t cols, int typenum):
-    cdef cnp.npy_intp dims[2]
-    dims[0] = rows
-    dims[1] = cols
-    return cnp.PyArray_EMPTY(2, dims, typenum, 0)
-
-
-cdef inline object _empty1(Py_ssize_t size, int typenum):
-    cdef cnp.npy_intp dims[1]
-    dims[0] = size
-    return cnp.PyArray_EMPTY(1, dims, typenum, 0)
-
-
 cdef extern from "exaq.h" nogil:
     ctypedef enum exaq_backend_id:
         EXAQ_BACKEND_COUNT
@@ -219,6 +203,8 @@ cdef class PackedFields:
         self.bits, self.shape, self.axis = bits, shape, axis
 
 
+# An uninitialized array of shape batch_shape + (last,), or batch_shape if last < 0,
+# from NumPy's C API: a call's fixed cost matters for small attention calls.
 cdef object _empty_batch(tuple batch_shape, Py_ssize_t last, int typenum):
     cdef cnp.npy_intp dims[cnp.NPY_MAXDIMS]
     cdef Py_ssize_t k, nd = len(batch_shape)
