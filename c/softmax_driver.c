@@ -315,6 +315,52 @@ static void probability_table(const int64_t *counts, const double e[EXAQ_MAX_COD
     for (int k = levels + 1; k < EXAQ_MAX_CODES; ++k) table[k] = 0.0f;
 }
 
+/* The range of every row of a call: shared_lo's result, and for the pooled
+ * modes the rows' maxima and which rows hold no -inf (from pass 1). */
+typedef struct {
+    int pooled;
+    float lo;
+    float *maxima;
+    uint8_t *unmasked_rows;
+    exaq_quantizer q; /* the last live row's */
+} call_range;
+
+/* Pass 1 where the mode needs it; -2 if out of memory (release with range_end) */
+static int range_begin(call_range *cr, const exaq_backend *be, const float *x, size_t rows, size_t n,
+                       ptrdiff_t xs, const exaq_params *p, float *maxima) {
+    cr->pooled = uses_pooled_range(p);
+    cr->maxima = maxima;
+    cr->unmasked_rows = cr->pooled ? (uint8_t *)malloc(rows) : NULL;
+    cr->q.levels = 0;
+    if (cr->pooled && !cr->unmasked_rows) return -2;
+    cr->lo = shared_lo(be, x, rows, n, xs, p, maxima, cr->unmasked_rows);
+    return 0;
+}
+
+/* Row r's quantizer into cr->q; returns the row's ROW_* state */
+static int range_row(call_range *cr, const exaq_backend *be, const float *row, size_t r, size_t n,
+                     const exaq_params *p) {
+    return prepare_row(be, row, n, p, cr->lo, cr->pooled ? cr->maxima + r : NULL,
+                       cr->pooled ? !cr->unmasked_rows[r] : 1, &cr->q);
+}
+
+static void range_end(call_range *cr) { free(cr->unmasked_rows); }
+
+/* The code exponents of the last range tabulated (rows of a call mostly share one) */
+typedef struct {
+    float lo; /* NaN before the first row */
+    double e[EXAQ_MAX_CODES];
+} exponent_cache;
+
+static void row_table(exponent_cache *c, float lo, int levels, exaq_floor_mode floor, const int64_t *counts,
+                      float table[EXAQ_MAX_CODES]) {
+    if (!(lo == c->lo)) {
+        code_exponents(lo, levels, floor, c->e);
+        c->lo = lo;
+    }
+    probability_table(counts, c->e, levels, table);
+}
+
 static void fill(float *y, size_t n, float v) {
     for (size_t j = 0; j < n; ++j) y[j] = v;
 }
@@ -339,18 +385,13 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
                          row_sink *sink) {
     if (!params_valid(p)) return -1;
     if (rows == 0 || n == 0) return 0;
-    const int pooled = uses_pooled_range(p);
     uint8_t *codes = (uint8_t *)malloc(EXAQ_ROW_GROUP * n); /* at most a group */
-    uint8_t *unmasked_rows = pooled ? (uint8_t *)malloc(rows) : NULL;
-    if (!codes || (pooled && !unmasked_rows)) {
-        free(codes), free(unmasked_rows);
+    call_range cr = {0}; /* range_end frees nothing if range_begin did not run */
+    if (!codes || range_begin(&cr, be, x, rows, n, xs, p, maxima) != 0) {
+        free(codes), range_end(&cr);
         return -2;
     }
-    const float lo = shared_lo(be, x, rows, n, xs, p, maxima, unmasked_rows);
-    float exponents_lo = NAN; /* the range of the code exponents in e */
-    double e[EXAQ_MAX_CODES];
-    exaq_quantizer q;
-    q.levels = 0;
+    exponent_cache exponents = {NAN, {0}};
     /* byte codes of a group must stay in L1 beside the rows streaming through it */
     const size_t byte_group = n >= EXAQ_CODE_GROUP_BYTES ? 1 : EXAQ_CODE_GROUP_BYTES / n;
     const size_t group_rows = byte_group > EXAQ_ROW_GROUP ? EXAQ_ROW_GROUP : byte_group;
@@ -364,27 +405,21 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
             const size_t r = r0 + g;
             const float *row = x + (ptrdiff_t)r * xs;
             out[g].codes = NULL;
-            out[g].state = prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL,
-                                       pooled ? !unmasked_rows[r] : 1, &q);
-            row_lo[g] = out[g].state == ROW_LIVE ? q.lo : NAN;
+            out[g].state = range_row(&cr, be, row, r, n, p);
+            row_lo[g] = out[g].state == ROW_LIVE ? cr.q.lo : NAN;
             if (lo_out) lo_out[r] = row_lo[g];
             if (out[g].state != ROW_LIVE) continue;
             for (int k = 0; k < ncodes; ++k) counts[g][k] = 0; /* memset here is a slow rep stos */
             out[g].codes = codes + g * n;
-            be->softmax->quantize_count(row, n, &q, codes + g * n, counts[g]);
+            be->softmax->quantize_count(row, n, &cr.q, codes + g * n, counts[g]);
         }
         for (size_t g = 0; g < group; ++g) {
-            if (out[g].state == ROW_LIVE) {
-                if (!(row_lo[g] == exponents_lo)) {
-                    code_exponents(row_lo[g], q.levels, p->floor, e);
-                    exponents_lo = row_lo[g];
-                }
-                probability_table(counts[g], e, q.levels, out[g].table);
-            }
+            if (out[g].state == ROW_LIVE)
+                row_table(&exponents, row_lo[g], ncodes - 1, p->floor, counts[g], out[g].table);
             sink->emit(sink, be, r0 + g, n, &out[g]);
         }
     }
-    free(codes), free(unmasked_rows);
+    free(codes), range_end(&cr);
     return 0;
 }
 
@@ -558,40 +593,28 @@ typedef struct {
  * rows are zeroed. */
 static int softmax_packed2(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
                            const exaq_params *p, float *maxima, float *lo_out, packed_sink *c) {
-    const int pooled = uses_pooled_range(p);
     packed2_row *info = (packed2_row *)malloc(rows * sizeof *info);
-    uint8_t *unmasked_rows = pooled ? (uint8_t *)malloc(rows) : NULL;
-    if (!info || (pooled && !unmasked_rows)) {
-        free(info), free(unmasked_rows);
+    call_range cr = {0}; /* range_end frees nothing if range_begin did not run */
+    if (!info || range_begin(&cr, be, x, rows, n, xs, p, maxima) != 0) {
+        free(info), range_end(&cr);
         return -2;
     }
-    const float lo = shared_lo(be, x, rows, n, xs, p, maxima, unmasked_rows);
-    exaq_quantizer q;
-    q.levels = 0;
     for (size_t r = 0; r < rows; ++r) {
         const float *row = x + (ptrdiff_t)r * xs;
         packed2_row *out = info + r;
-        out->state = (uint8_t)prepare_row(be, row, n, p, lo, pooled ? maxima + r : NULL,
-                                          pooled ? !unmasked_rows[r] : 1, &q);
-        out->lo = out->state == ROW_LIVE ? q.lo : NAN;
+        out->state = (uint8_t)range_row(&cr, be, row, r, n, p);
+        out->lo = out->state == ROW_LIVE ? cr.q.lo : NAN;
         if (out->state != ROW_LIVE) continue;
         for (int k = 0; k < 4; ++k) out->counts[k] = 0; /* memset here is a slow rep stos */
-        out->any_masked = be->softmax->quantize_pack2(row, n, &q, c->packed + (ptrdiff_t)r * c->ps,
+        out->any_masked = be->softmax->quantize_pack2(row, n, &cr.q, c->packed + (ptrdiff_t)r * c->ps,
                                                       c->maskbits + (ptrdiff_t)r * c->ms, out->counts) != 0;
-        out->mask_written = (uint8_t)q.may_mask;
+        out->mask_written = (uint8_t)cr.q.may_mask;
     }
-    float exponents_lo = NAN; /* the range of the code exponents in e */
-    double e[EXAQ_MAX_CODES];
+    exponent_cache exponents = {NAN, {0}};
     for (size_t r = 0; r < rows; ++r) {
         const packed2_row *row = info + r;
         float table[EXAQ_MAX_CODES];
-        if (row->state == ROW_LIVE) {
-            if (!(row->lo == exponents_lo)) {
-                code_exponents(row->lo, 3, p->floor, e);
-                exponents_lo = row->lo;
-            }
-            probability_table(row->counts, e, 3, table);
-        }
+        if (row->state == ROW_LIVE) row_table(&exponents, row->lo, 3, p->floor, row->counts, table);
         if (lo_out) lo_out[r] = row->lo;
         finish_packed_row(c, r, n, row->state, row->any_masked, row->state == ROW_LIVE ? table : NULL);
     }
@@ -599,7 +622,7 @@ static int softmax_packed2(const exaq_backend *be, const float *x, size_t rows, 
         for (size_t r = 0; r < rows; ++r)
             if (info[r].state == ROW_LIVE && !info[r].mask_written)
                 memset(c->maskbits + (ptrdiff_t)r * c->ms, 0, EXAQ_MASK_BYTES(n));
-    free(info), free(unmasked_rows);
+    free(info), range_end(&cr);
     return 0;
 }
 

@@ -102,14 +102,21 @@ def _batch_shape(shape: tuple, axis: int) -> tuple:
     return tuple(shape[:axis]) + tuple(shape[axis + 1:])
 
 
-def _clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
-    """(mode, slope, intercept, static_lo) for the C driver."""
-    if type(clip) is str:  # the common cases first
-        params = _LAW_PARAMS.get((clip, bits))
-        if params is not None:
-            return params
+def _common_clip_params(clip, bits: int):
+    """The C driver's parameters for a published law (by name) or a static float
+    clip, with one lookup; None for anything else."""
+    if type(clip) is str:
+        return _LAW_PARAMS.get((clip, bits))
     if type(clip) is float and clip < 0 and clip != -math.inf:
         return "static", 0.0, 0.0, clip
+    return None
+
+
+def _clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
+    """(mode, slope, intercept, static_lo) for the C driver."""
+    params = _common_clip_params(clip, bits)  # the common cases first
+    if params is not None:
+        return params
     if clip is None:
         return "none", 0.0, 0.0, 0.0
     if isinstance(clip, str):
@@ -272,12 +279,7 @@ def _packed_in_place(x, bits, axis, clip, floor):
     same kernels, so the same result)."""
     if not (type(bits) is int and 2 <= bits <= 4 and type(axis) is int and (floor == "exp" or floor == "zero")):
         return None
-    if type(clip) is str:
-        params = _LAW_PARAMS.get((clip, bits))
-    elif type(clip) is float and clip < 0 and clip != -math.inf:
-        params = ("static", 0.0, 0.0, clip)
-    else:
-        return None
+    params = _common_clip_params(clip, bits)
     if params is None:
         return None
     return _core.softmax_packed_direct(x, bits, *params, floor, _packed_module().PackedSoftmax, axis)

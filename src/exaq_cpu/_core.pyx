@@ -182,8 +182,13 @@ cdef int check_bits(int bits) except -1:
     return 0
 
 
+cdef inline bint kernel_ready(cnp.ndarray x):
+    """Whether the kernels read x in place: C-contiguous, aligned, native float32."""
+    return cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 and cnp.PyArray_ISCARRAY_RO(x)
+
+
 cdef int check_score_rows(cnp.ndarray x) except -1:
-    if not (cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 and cnp.PyArray_NDIM(x) == 2 and cnp.PyArray_ISCARRAY_RO(x)):
+    if not (cnp.PyArray_NDIM(x) == 2 and kernel_ready(x)):
         raise ValueError("x must be a C-contiguous, aligned, native-order 2-D float32 array")
     return 0
 
@@ -288,7 +293,7 @@ def softmax_packed_direct(object x, int bits, str clip, double slope, double int
     cdef int nd = cnp.PyArray_NDIM(arr)
     if nd == 0 or not (axis == -1 or axis == nd - 1):
         return None
-    if not (cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32 and cnp.PyArray_ISCARRAY_RO(arr)):
+    if not kernel_ready(arr):
         return None
     cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
     check_bits(bits)
