@@ -311,8 +311,10 @@ static void probability_table(const int64_t *counts, const double e[EXAQ_MAX_COD
     double total = 0.0;
     for (int k = 0; k <= levels; ++k) total += (double)counts[k] * e[k];
     const double inverse = 1.0 / total;
+    /* the entries past levels first, as one fixed-size store (a loop with a
+     * variable start compiles to a scalar store per entry) */
+    memset(table, 0, EXAQ_MAX_CODES * sizeof *table);
     for (int k = 0; k <= levels; ++k) table[k] = (float)(e[k] * inverse);
-    for (int k = levels + 1; k < EXAQ_MAX_CODES; ++k) table[k] = 0.0f;
 }
 
 /* The range of every row of a call: shared_lo's result, and for the pooled
