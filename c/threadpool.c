@@ -23,13 +23,27 @@ static inline void cpu_relax(void) {
 
 /* The one loop on the pool.  Its fields are written by the caller before it
  * hands worker i the loop's id through assigned[i] (release), and are not
- * touched again until every worker given the id has finished. */
+ * touched again until every worker given the id has finished.
+ *
+ * Items are split into one home range per participant (the caller is
+ * participant 0, worker i participant i + 1), and each range is handed out
+ * in chunks by its own counter: a participant runs the chunks of its home
+ * range first, then takes what is left of the others'.  Consecutive loops
+ * over the same items (the two passes of a softmax) so give each thread the
+ * items it touched before, still in its own core's cache, and a thread that
+ * was delayed (another process on its core) loses its work to the others. */
+typedef struct {
+    size_t next, end; /* next: atomic, first item of the range not yet handed out */
+    char pad[64 - 2 * sizeof(size_t)]; /* one counter a cache line */
+} home_range;
+
 static struct {
     exaq_range_fn fn;
     void *ctx;
-    size_t count, grain;
-    size_t next;  /* atomic: first item not yet handed out */
-    int pending;  /* atomic: workers given this loop that have not finished it */
+    size_t grain;
+    int participants;
+    int pending; /* atomic: workers given this loop that have not finished it */
+    home_range ranges[EXAQ_MAX_THREADS];
 } job;
 
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER; /* held by the caller of the loop on the pool */
@@ -41,12 +55,16 @@ static unsigned long last_id;                            /* ids of loops, under 
 static int workers;                                      /* started so far, under lock */
 static int fork_handler_set;
 
-static void run_chunks(void) {
-    const size_t count = job.count, grain = job.grain;
-    for (;;) {
-        const size_t begin = __atomic_fetch_add(&job.next, grain, __ATOMIC_RELAXED);
-        if (begin >= count) return;
-        job.fn(job.ctx, begin, count - begin < grain ? count : begin + grain);
+/* chunks of participant p's home range, then of every other range */
+static void run_chunks(int p) {
+    const size_t grain = job.grain;
+    for (int k = 0; k < job.participants; ++k) {
+        home_range *range = &job.ranges[(p + k) % job.participants];
+        for (;;) {
+            const size_t begin = __atomic_fetch_add(&range->next, grain, __ATOMIC_RELAXED);
+            if (begin >= range->end) break;
+            job.fn(job.ctx, begin, range->end - begin < grain ? range->end : begin + grain);
+        }
     }
 }
 
@@ -66,7 +84,7 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&lock);
         }
         seen = id;
-        run_chunks();
+        run_chunks(index + 1);
         if (__atomic_sub_fetch(&job.pending, 1, __ATOMIC_ACQ_REL) == 0) {
             pthread_mutex_lock(&lock);
             pthread_cond_signal(&done);
@@ -129,16 +147,20 @@ int exaq_parallel_for(size_t count, size_t grain, int threads, exaq_range_fn fn,
     }
     job.fn = fn;
     job.ctx = ctx;
-    job.count = count;
     job.grain = grain;
-    job.next = 0;
+    job.participants = helpers + 1;
     job.pending = helpers;
+    for (int p = 0; p <= helpers; ++p) { /* home ranges of whole chunks, as even as can be */
+        job.ranges[p].next = (size_t)((chunks * p) / (size_t)(helpers + 1)) * grain;
+        job.ranges[p].end = (size_t)((chunks * (p + 1)) / (size_t)(helpers + 1)) * grain;
+        if (job.ranges[p].end > count) job.ranges[p].end = count;
+    }
     const unsigned long id = ++last_id;
     for (int i = 0; i < helpers; ++i) __atomic_store_n(&assigned[i], id, __ATOMIC_RELEASE);
     pthread_mutex_lock(&lock);
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&lock);
-    run_chunks();
+    run_chunks(0);
     for (int polls = 0; __atomic_load_n(&job.pending, __ATOMIC_ACQUIRE) != 0 && polls < SPIN_POLLS; ++polls)
         cpu_relax();
     if (__atomic_load_n(&job.pending, __ATOMIC_ACQUIRE) != 0) {

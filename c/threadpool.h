@@ -7,8 +7,10 @@
  * caller that finds the pool busy (another Python thread in a parallel loop)
  * runs its loop alone on its own thread, so several callers never put more
  * threads on the cores than the pool has.  Items are handed out in chunks of
- * `grain` by an atomic counter; which thread runs a chunk never changes what
- * the chunk computes, so results do not depend on the thread count. */
+ * `grain`, each thread first from a home range of its own (so a second loop
+ * over the same items finds them in the cache of the core that touched them),
+ * then from the others' leftovers; which thread runs a chunk never changes
+ * what the chunk computes, so results do not depend on the thread count. */
 #ifndef EXAQ_THREADPOOL_H
 #define EXAQ_THREADPOOL_H
 
