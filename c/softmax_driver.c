@@ -477,7 +477,12 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
     const size_t byte_group = n >= EXAQ_CODE_GROUP_BYTES ? 1 : EXAQ_CODE_GROUP_BYTES / n;
     const size_t group_rows = byte_group > EXAQ_ROW_GROUP ? EXAQ_ROW_GROUP : byte_group;
     const int ncodes = 1 << p->bits;
-    for (size_t r0 = begin; r0 < end; r0 += group_rows) {
+    /* Last group first: pass 1 ran forward, so the rows it touched last are
+     * the ones still in cache (a forward sweep would evict each row just
+     * before reading it, when the call outgrows the cache). */
+    const size_t groups = (end - begin + group_rows - 1) / group_rows;
+    for (size_t gi = groups; gi-- > 0;) {
+        const size_t r0 = begin + gi * group_rows;
         const size_t group = end - r0 < group_rows ? end - r0 : group_rows;
         coded_row out[EXAQ_ROW_GROUP];
         int64_t counts[EXAQ_ROW_GROUP][EXAQ_MAX_CODES];
@@ -723,7 +728,7 @@ static void packed2_range(void *ctx, size_t begin, size_t end) {
     const packed_sink *c = job->sink;
     exaq_quantizer q;
     q.levels = 0;
-    for (size_t r = begin; r < end; ++r) {
+    for (size_t r = end; r-- > begin;) { /* last row first, as quantize_range */
         const float *row = job->x + (ptrdiff_t)r * job->xs;
         packed2_row *out = job->info + r;
         out->state = (uint8_t)range_row(job->cr, &q, job->be, row, r, job->n, job->p);
