@@ -9,6 +9,10 @@
  *       entries are gathered with lane loads. */
 #include <arm_neon.h>
 
+#if defined(__AARCH64EB__)
+#error "the NEON kernels read float tables as bytes (tbl): little-endian AArch64 only"
+#endif
+
 #include "exaq.h"
 
 #define TILE EXAQ_LUT_TILE

@@ -4,6 +4,10 @@
  * codes.  The code tables live in registers and are read with tbl. */
 #include <arm_neon.h>
 
+#if defined(__AARCH64EB__)
+#error "the NEON kernels read float tables as bytes (tbl): little-endian AArch64 only"
+#endif
+
 #include "packed_common.h"
 
 #if defined(__GNUC__)

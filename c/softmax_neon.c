@@ -10,6 +10,10 @@
  * fmla, which the scalar reference does not do.  vfmaq_f32 is used only where
  * the scalar code calls fmaf. */
 #include <arm_neon.h>
+
+#if defined(__AARCH64EB__)
+#error "the NEON kernels read float tables as bytes (tbl): little-endian AArch64 only"
+#endif
 #include <string.h>
 
 #include "softmax_common.h"
@@ -383,8 +387,9 @@ static inline uint32_t movemask32(uint8x16_t m0, uint8x16_t m1) {
 }
 
 /* 32 entries a step: byte codes (masked: 0) packed four to a byte, the
- * bitmap from the live lanes, the counts from bit planes (bit 0, bit 1, both)
- * summed per byte lane with vcnt-free byte adds and drained before they wrap */
+ * bitmap from the masked lanes, the counts from the codes' bit planes (bit 0,
+ * bit 1, both) summed per byte lane and drained before the bytes wrap; the
+ * scalar helper finishes the row and turns the planes into counts */
 static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size_t n, const exaq_quantizer *q,
                                                             uint8_t *packed, uint8_t *maskbits, int64_t counts[4],
                                                             const int may_mask, const int shifted) {
