@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python extension on aarch64, end to end, from an x86-64 host:
-#  1. a sysroot of Debian's arm64 python3.11, libpython3.11-dev, python3-numpy,
-#     python3-pytest and python3-hypothesis (with their dependency closure),
+#  1. a sysroot of Debian's arm64 python3, libpython3-dev, python3-numpy,
+#     python3-pytest and python3-hypothesis (with their dependency closure;
+#     the suite of the host's apt sources, e.g. bookworm: Python 3.11),
 #     fetched by apt-get with a private state directory (the host's apt and
 #     dpkg configuration are not touched; no package is installed) and
 #     unpacked with dpkg -x;
@@ -24,7 +25,6 @@ repo="$(cd "$here/../.." && pwd)"
 root="${EXAQ_CROSS_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/exaq-cross-aarch64}"
 sysroot="$root/sysroot"
 PY_HOST="${PYTHON:-python3}"
-PYV=3.11 # Debian bookworm's python3
 CC_CROSS="${CROSS_CC:-aarch64-linux-gnu-gcc}"
 QEMU="${QEMU:-qemu-aarch64}"
 MIRROR_SOURCES="${MIRROR_SOURCES:-/etc/apt/sources.list.d/debian.sources}"
@@ -62,8 +62,7 @@ Debug::NoLocking "1";
 EOF
     export APT_CONFIG="$root/apt/apt.conf"
     apt-get update -q
-    apt-get install -q -y --download-only "python$PYV" "libpython$PYV-dev" python3-numpy python3-pytest \
-        python3-hypothesis
+    apt-get install -q -y --download-only python3 libpython3-dev python3-numpy python3-pytest python3-hypothesis
     unset APT_CONFIG
     mkdir -p "$sysroot"
     for deb in "$root"/apt/cache/archives/*.deb; do dpkg -x "$deb" "$sysroot"; done
@@ -72,8 +71,13 @@ EOF
     ln -sf lapack/liblapack.so.3 "$sysroot/usr/lib/aarch64-linux-gnu/liblapack.so.3"
     touch "$sysroot/.complete"
 fi
-numpy_include="$sysroot/usr/lib/python3/dist-packages/numpy/core/include"
-[ -e "$numpy_include/numpy/arrayobject.h" ] || { echo "no arm64 numpy headers in $numpy_include" >&2; exit 1; }
+# the target's Python version (python3 -> python3.X) and NumPy headers (numpy 2: _core)
+PYV="$(readlink "$sysroot/usr/bin/python3" | sed -n 's/^python\([0-9]*\.[0-9]*\)$/\1/p')"
+[ -n "$PYV" ] && [ -x "$sysroot/usr/bin/python$PYV" ] || { echo "no arm64 python3 in $sysroot" >&2; exit 1; }
+header="$(find "$sysroot/usr/lib/python3/dist-packages/numpy" -path '*/include/numpy/arrayobject.h' | head -n 1)"
+[ -n "$header" ] || { echo "no arm64 numpy headers in $sysroot" >&2; exit 1; }
+numpy_include="$(dirname "$(dirname "$header")")"
+echo "target: Debian arm64 python$PYV, numpy headers $numpy_include"
 
 # ---- 2. cross-build the extension ----
 build="$(mktemp -d "${TMPDIR:-/tmp}/exaq-cross-py.XXXXXX")"
