@@ -154,6 +154,9 @@ extern const exaq_packed_kernels exaq_packed_scalar;
 extern const exaq_packed_kernels exaq_packed_avx2;
 extern const exaq_packed_kernels exaq_packed_avx512;
 #endif
+#if defined(__aarch64__)
+extern const exaq_packed_kernels exaq_packed_neon;
+#endif
 extern const exaq_softmax_kernels exaq_softmax_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const exaq_softmax_kernels exaq_softmax_avx2;
