@@ -340,7 +340,8 @@ def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, cli
     else:
         if not (type(bits) is int and 2 <= bits <= 4):
             _check_bits(bits)
-        if isinstance(clip, numbers.Real) and not isinstance(clip, (bool, float)):
+        if type(clip) is not str and type(clip) is not float and isinstance(clip, numbers.Real) \
+                and not isinstance(clip, bool):  # the ABC check only off the common path: it costs a microsecond
             clip = float(clip)
         params = _common_clip_params(clip, bits)
         if params is None:
