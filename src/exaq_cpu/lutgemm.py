@@ -32,7 +32,8 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["BATCH_CROSSOVER", "BCQMatrix", "lut_gemm", "preferred_table", "quantize", "uniform_quantize"]
+__all__ = ["BATCH_CROSSOVER", "BCQMatrix", "BCQStack", "lut_gemm", "preferred_table", "quantize",
+           "uniform_quantize"]
 
 TILE = 16  # rows per kernel tile (one zmm of float32 lanes), see c/lutgemm.h
 METHODS = ("greedy", "alternating", "uniform")
@@ -123,6 +124,59 @@ class BCQMatrix:
         return _from_uniform(codes, np.asarray(scale, np.float64),
                              np.asarray(zero_point, np.float64), bits, group_size)
 
+    @classmethod
+    def from_gguf(cls, tensor, ggml_type=None, shape=None):
+        """Exact BCQ form of a GGUF tensor stored in a "scale x integer (+ min)" block format.
+
+        ``tensor``: a ``gguf.ReaderTensor`` (from ``gguf.GGUFReader(path).tensors``), or the raw
+        block bytes (uint8 array or bytes-like) together with ``ggml_type`` (a ggml type number,
+        a ``gguf.GGMLQuantizationType`` or a name such as ``"Q4_1"``) and ``shape``
+        ``(out_features, in_features)`` in NumPy order (the file lists it reversed).
+
+        Formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (32 weights per block) and the K-quants Q2_K,
+        Q3_K, Q4_K, Q5_K, Q6_K (256 per super-block).  Each sub-block (32 weights, or 16 for
+        Q2_K, Q3_K and Q6_K; the group size of the result) is ``w = s * u + c`` with ``u`` an
+        unsigned q-bit integer, which is BCQ with ``alpha_i = s * 2**(i-1)``, ``b_i = 2*bit_i(u) - 1``
+        and offset ``c + s * (2**q - 1) / 2``.  The codes are the file's own bits: nothing is
+        dequantized or re-fitted.  The kernels hold at most 4 bit-planes, so a format with
+        q <= 4 gives a :class:`BCQMatrix`, and Q5_0, Q5_1, Q5_K, Q6_K and Q8_0 give a
+        :class:`BCQStack` of two matrices (bit-planes 0-3 and the rest).
+
+        ``dequantize()`` of the result equals ``gguf.quants.dequantize`` of the same blocks
+        bit for bit for the formats without a min (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K); for Q4_1,
+        Q5_1, Q2_K, Q4_K and Q5_K the offset ``min + s*(2**q-1)/2`` is rounded to float32, so
+        a weight may differ by a unit in the last place (float32 rounding).
+        """
+        from . import _gguf_blocks
+
+        fmt, blocks, rows, cols = _gguf_input(tensor, ggml_type, shape)
+        n_sub = cols // fmt.sub_size
+        u = np.empty((rows, cols), np.uint8)
+        step = np.empty((rows, n_sub), np.float64)
+        zero = np.empty((rows, n_sub), np.float64)
+        per_row = cols // fmt.block_size
+        chunk = max(1, (1 << 20) // cols)  # rows decoded at a time: bounded temporaries
+        for r0 in range(0, rows, chunk):
+            r1 = min(rows, r0 + chunk)
+            bu, bs, bc = _gguf_blocks.decode_blocks(fmt, blocks[r0 * per_row:r1 * per_row])
+            u[r0:r1] = bu.reshape(r1 - r0, cols)
+            step[r0:r1] = bs.reshape(r1 - r0, n_sub)
+            zero[r0:r1] = bc.reshape(r1 - r0, n_sub)
+        if not (np.isfinite(step).all() and np.isfinite(zero).all()):
+            raise ValueError(f"tensor ({fmt.name} blocks) holds non-finite float16 scales or mins")
+        q = fmt.bits
+        offset = zero + step * ((2 ** q - 1) / 2.0)  # exact in float64; rounded once to float32
+        method = f"gguf-{fmt.name}"
+        if q <= _MAX_PLANES:
+            return _pack_codes(u, step, offset, (rows, cols), q, fmt.sub_size, method)
+        parts = []
+        for lo in range(0, q, _MAX_PLANES):
+            width = min(_MAX_PLANES, q - lo)
+            codes = (u >> lo) & ((1 << width) - 1)
+            parts.append(_pack_codes(codes, step * 2.0 ** lo, offset if lo == 0 else np.zeros_like(offset),
+                                     (rows, cols), width, fmt.sub_size, method))
+        return BCQStack(parts, method=method)
+
     # -- persistence ------------------------------------------------------
     def save(self, path) -> None:
         """Write to ``path`` (``.npz``, uncompressed)."""
@@ -149,6 +203,131 @@ class BCQMatrix:
     def __repr__(self):
         return (f"BCQMatrix(shape={self.shape}, bits={self.bits}, group_size={self.group_size}, "
                 f"method={self.method!r}, nbytes={self.nbytes})")
+
+
+class BCQStack:
+    """A weight matrix held as the sum of BCQ matrices of one shape and group size.
+
+    What :meth:`BCQMatrix.from_gguf` returns for block formats whose codes are wider than the
+    kernels' 4 bit-planes (Q5_0, Q5_1, Q5_K, Q6_K, Q8_0): ``parts[0]`` holds bit-planes 0-3
+    and the offset, ``parts[1]`` the higher planes.  Since BCQ is a sum over bit-planes the split
+    is exact.  ``lut_gemm`` accepts it wherever it accepts a :class:`BCQMatrix` (one LUT pass
+    per part, or one dequantization and one matmul from ``BATCH_CROSSOVER[4]`` tokens on);
+    ``dequantize()`` adds the parts' float32 weights in order.  ``bits`` is the total code width.
+    Pickling works; ``save``/``load`` are not provided (save the parts).
+    """
+
+    def __init__(self, parts, method=None):
+        parts = tuple(parts)
+        if not parts or not all(isinstance(p, BCQMatrix) for p in parts):
+            raise TypeError("parts must be a non-empty sequence of BCQMatrix")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.shape != first.shape or p._gs != first._gs:
+                raise ValueError("parts must share shape and group_size")
+        self.parts = parts
+        self.shape = first.shape
+        self.group_size = first.group_size
+        self.bits = sum(p.bits for p in parts)
+        self.method = method
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all parts (bit-planes plus float32 alphas and offsets)."""
+        return sum(p.nbytes for p in self.parts)
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 weights: the parts' ``dequantize()`` added in order (float32)."""
+        out = self.parts[0].dequantize()
+        for p in self.parts[1:]:
+            out += p.dequantize()
+        return out
+
+    def __reduce__(self):
+        return (BCQStack, (self.parts, self.method))
+
+    def __repr__(self):
+        return (f"BCQStack(shape={self.shape}, bits={self.bits}, group_size={self.group_size}, "
+                f"parts={len(self.parts)}, method={self.method!r}, nbytes={self.nbytes})")
+
+
+_MAX_PLANES = 4  # bit-planes the kernels take per matrix (EXAQ_LUT_MAX_BITS)
+_PACK_ROWS = 1024  # rows packed at a time, to bound temporaries
+
+
+def _gguf_input(tensor, ggml_type, shape):
+    """Validate the arguments of BCQMatrix.from_gguf: (format, (n_blocks, type_size) uint8 blocks, rows, cols)."""
+    from . import _gguf_blocks
+
+    if hasattr(tensor, "tensor_type") and hasattr(tensor, "data") and hasattr(tensor, "shape"):
+        if ggml_type is not None or shape is not None:
+            raise ValueError("ggml_type and shape are taken from a gguf.ReaderTensor; pass them only with raw bytes")
+        ggml_type = tensor.tensor_type
+        dims = [int(v) for v in np.asarray(tensor.shape).reshape(-1)]
+        shape = tuple(reversed(dims))  # the file lists ne0 (the row length) first
+        what = f"tensor {getattr(tensor, 'name', '')!r}"
+        data = tensor.data
+    else:
+        if ggml_type is None or shape is None:
+            raise TypeError("with raw block bytes, ggml_type and shape (out_features, in_features) are required")
+        what = "tensor"
+        data = tensor
+    fmt = _gguf_blocks.resolve_type(ggml_type)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = np.frombuffer(data, np.uint8)
+    if not isinstance(data, np.ndarray):
+        raise TypeError(f"tensor must be a gguf.ReaderTensor, a uint8 array or bytes, got {type(data).__name__}")
+    if data.dtype != np.uint8:
+        raise TypeError(f"tensor data must be uint8 block bytes, got dtype {data.dtype}")
+    try:
+        dims = tuple(int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"shape must be (out_features, in_features) integers, got {shape!r}") from None
+    if len(dims) != 2 or min(dims) <= 0:
+        raise ValueError(f"shape must be a 2-D (out_features, in_features) of positive sizes, got {dims} ({what})")
+    rows, cols = dims
+    if cols % fmt.block_size:
+        raise ValueError(f"shape: in_features {cols} is not a multiple of the {fmt.name} block size "
+                         f"{fmt.block_size} ({what})")
+    n_blocks = rows * (cols // fmt.block_size)
+    if data.size != n_blocks * fmt.type_size:
+        raise ValueError(f"tensor data holds {data.size} bytes; shape {dims} in {fmt.name} needs "
+                         f"{n_blocks * fmt.type_size} ({what})")
+    blocks = np.ascontiguousarray(data).reshape(n_blocks, fmt.type_size)
+    return fmt, blocks, rows, cols
+
+
+def _pack_codes(u, step, offset, shape, bits, gs, method):
+    """Integer codes u (rows, cols) of ``bits`` bits, step and offset (rows, groups) ->
+    BCQMatrix with alpha_i = step * 2**(i-1), b_i = 2*bit_i(u) - 1 (layout of c/lutgemm.h).
+    ``cols`` must be a multiple of ``gs``."""
+    rows, cols = shape
+    groups, gb = cols // gs, gs // 8
+    tiles = -(-rows // TILE)
+    planes = np.zeros((tiles, groups, bits, gb, TILE), np.uint8)
+    alphas = np.zeros((tiles * TILE, groups, bits), np.float32)
+    offsets = np.zeros((tiles * TILE, groups), np.float32)
+    alphas[:rows] = step[..., None] * (0.5 * 2.0 ** np.arange(bits))
+    offsets[:rows] = offset
+    for r0 in range(0, rows, _PACK_ROWS):  # _PACK_ROWS is a multiple of TILE
+        r1 = min(rows, r0 + _PACK_ROWS)
+        t0, t1 = r0 // TILE, -(-r1 // TILE)
+        U = np.zeros(((t1 - t0) * TILE, groups, gb, 8), np.uint8)
+        U[:r1 - r0] = u[r0:r1].reshape(r1 - r0, groups, gb, 8)
+        for i in range(bits):
+            byte = np.packbits((U >> i) & 1, axis=-1, bitorder="little")[..., 0]  # (R, groups, gb)
+            planes[t0:t1, :, i] = byte.reshape(t1 - t0, TILE, groups, gb).transpose(0, 2, 3, 1)
+    Al = alphas.reshape(tiles, TILE, groups, bits).transpose(0, 2, 3, 1)
+    Of = offsets.reshape(tiles, TILE, groups).transpose(0, 2, 1)
+    return BCQMatrix(planes, Al, Of, shape, bits, gs, method)
 
 
 # ---------------------------------------------------------------------------
@@ -413,8 +592,10 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
     Result float32, equal to ``x @ Wq.dequantize().T`` up to float32 rounding
     (the tables hold float32 partial sums).
     """
+    if isinstance(Wq, BCQStack):
+        return _lut_gemm_stack(x, Wq, out, threads, method, table)
     if not isinstance(Wq, BCQMatrix):
-        raise TypeError(f"Wq must be a BCQMatrix, got {type(Wq).__name__}")
+        raise TypeError(f"Wq must be a BCQMatrix or BCQStack, got {type(Wq).__name__}")
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
@@ -449,6 +630,43 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
     _core.lut_gemm_rows(*Wq._args(), x2, y2, int(threads), table)
     if not out.flags.aligned:
         out.reshape(tokens, rows)[...] = y2
+    return out
+
+
+def _lut_gemm_stack(x, Wq, out, threads, method, table):
+    """lut_gemm for a BCQStack: one LUT pass per part (summed), or from BATCH_CROSSOVER[4]
+    tokens on (with method="auto") one dequantization of the sum and one matmul."""
+    if method not in _LUT_METHODS:
+        raise ValueError(f"method must be one of {_LUT_METHODS}, got {method!r}")
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
+    rows, cols = Wq.shape
+    if x.ndim < 1 or x.shape[-1] != cols:
+        raise ValueError(f"x must have shape (..., {cols}), got {x.shape}")
+    tokens = math.prod(x.shape[:-1])
+    if method == "auto":
+        method = "dequantize" if tokens >= BATCH_CROSSOVER[_MAX_PLANES] else "lut"
+    if method == "lut":  # the first call checks out, threads and table
+        y = lut_gemm(x, Wq.parts[0], out, threads, method="lut", table=table)
+        part = np.empty_like(y)
+        for p in Wq.parts[1:]:
+            lut_gemm(x, p, part, threads, method="lut", table=table)
+            y += part
+        return y
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if table not in _TABLES:
+        raise ValueError(f"table must be one of {_TABLES}, got {table!r}")
+    lead = x.shape[:-1]
+    if out is None:
+        out = np.empty(lead + (rows,), np.float32)
+    elif (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != lead + (rows,)
+          or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {lead + (rows,)}")
+    x2 = np.require(x.reshape(tokens, cols), np.float32, ("C", "A"))
+    np.matmul(x2, Wq.dequantize().T, out=out.reshape(tokens, rows))
     return out
 
 
