@@ -44,6 +44,9 @@ DEFAULT_ITERS = 15
 #: dequantization once, then BLAS's per-token cost (measured on AMD EPYC Zen 4,
 #: 1 thread, AVX-512 backend; docs/lutgemm.md).
 BATCH_CROSSOVER = {1: 512, 2: 256, 3: 128, 4: 96}
+#: ``method="alternating"`` admits a group's fit only if its largest single-weight error is at
+#: most this many times that of the round-to-nearest (``"uniform"``) fit; None: no guard.
+OUTLIER_GUARD = 2.0
 _ROW_CHUNK = 1024  # rows fitted at a time, to bound the fitting's temporary memory
 
 
@@ -427,23 +430,87 @@ def _best_codes(w, A, z):
     return ((code[:, :, None, :] >> np.arange(bits, dtype=np.uint8)[None, None, :, None]) & 1).astype(bool)
 
 
-def _fit_alternating(w, m, bits, iters):
-    """Xu et al. 2018: start from greedy, then alternate (least-squares alphas and
-    offset given the codes; best codes given alphas and offset).  Each step can
-    only lower the error; a group keeps its previous fit if rounding says otherwise."""
-    B, A, z = _fit_greedy(w, m, bits)
+def _group_maxerr(w, m, B, A, z):
+    return (np.abs(_reconstruct(B, A, z) - w) * m).max(-1)
+
+
+def _fit_alternating(w, m, bits, iters, init=None, cap=None):
+    """Xu et al. 2018: start from ``init`` (B, A, z) (default: greedy), then alternate
+    (least-squares alphas and offset given the codes; best codes given alphas and offset).
+    Each step can only lower the error; a group keeps its previous fit if rounding says
+    otherwise, or if the step would leave a weight further than ``cap`` (per group) from
+    its reconstruction.  Returns (B, A, z, err)."""
+    B, A, z = _fit_greedy(w, m, bits) if init is None else init
     err = _group_sse(w, m, B, A, z)
     for _ in range(iters):
         A2, z2 = _refit_scales(w, m, B)
         B2 = _best_codes(w, A2, z2)
         err2 = _group_sse(w, m, B2, A2, z2)
         better = err2 < err
+        if cap is not None:
+            better &= _group_maxerr(w, m, B2, A2, z2) <= cap
         if not better.any():
             break
         B = np.where(better[..., None, None], B2, B)
         A = np.where(better[..., None], A2, A)
         z = np.where(better, z2, z)
         err = np.where(better, err2, err)
+    return B, A, z, err
+
+
+def _uniform_fit(W, gs, bits):
+    """The ``method="uniform"`` fit of W (rows, cols) as grouped (B, A, z), float64 alphas/offsets
+    holding the float32 values the uniform BCQMatrix stores (same arithmetic as _from_uniform)."""
+    codes, s, zp = uniform_quantize(W, bits, gs)
+    rows, cols = codes.shape
+    groups = -(-cols // gs)
+    u = np.zeros((rows, groups * gs), np.uint8)
+    u[:, :cols] = codes
+    u = u.reshape(rows, groups, gs)
+    B = ((u[:, :, None, :] >> np.arange(bits, dtype=np.uint8)[None, None, :, None]) & 1).astype(bool)
+    s = s.astype(np.float64)
+    A = (s[..., None] / 2.0) * 2.0 ** np.arange(bits)
+    z = s / 2.0 * (2 ** bits - 1) - s * zp.astype(np.float64)
+    return B, A.astype(np.float32).astype(np.float64), z.astype(np.float32).astype(np.float64)
+
+
+def _group_sse_f32(w, m, B, A, z):
+    """Per-group squared error of the weights the kernels see: float32 alphas and offset,
+    summed in the order of BCQMatrix.dequantize (planes 0..bits-1, then the offset)."""
+    A32, z32 = A.astype(np.float32), z.astype(np.float32)
+    acc = np.where(B[:, :, 0], A32[..., 0, None], -A32[..., 0, None])
+    for i in range(1, B.shape[2]):
+        acc = acc + np.where(B[:, :, i], A32[..., i, None], -A32[..., i, None])
+    acc = acc + z32[..., None]
+    return (((acc.astype(np.float64) - w) * m) ** 2).sum(-1)
+
+
+def _fit_best(W, w, m, gs, bits, iters):
+    """``method="alternating"``: alternating refinement started from the greedy fit and from the
+    round-to-nearest uniform fit, keeping per group the lower squared error, and finally the
+    uniform fit itself wherever it is at least as good in float32.  On real LLM weights (heavy
+    tails, a few large weights per group) refinement from greedy alone ends in a local minimum
+    worse than plain rounding; the uniform start spans the group's whole range.
+
+    Outlier guard: a fit is admitted only if no weight of the group lies further than
+    ``OUTLIER_GUARD`` times the uniform fit's largest error from its reconstruction (least
+    squares would otherwise trade a group's largest weight for many small gains)."""
+    uni = _uniform_fit(W, gs, bits)
+    cap = None
+    if OUTLIER_GUARD is not None:
+        cap = OUTLIER_GUARD * _group_maxerr(w, m, *uni) * (1 + 1e-12) + 1e-300
+    Bu, Au, zu, eu = _fit_alternating(w, m, bits, iters, init=uni, cap=cap)
+    Bg, Ag, zg, eg = _fit_alternating(w, m, bits, iters, cap=cap)
+    take_u = eu <= eg
+    if cap is not None:  # the greedy start itself may break the guard
+        take_u |= _group_maxerr(w, m, Bg, Ag, zg) > cap
+    B = np.where(take_u[..., None, None], Bu, Bg)
+    A = np.where(take_u[..., None], Au, Ag)
+    z = np.where(take_u, zu, zg)
+    keep_uniform = _group_sse_f32(w, m, *uni) <= _group_sse_f32(w, m, B, A, z)
+    B = np.where(keep_uniform[..., None, None], uni[0], B)
+    A = np.where(keep_uniform[..., None], uni[1], A)
+    z = np.where(keep_uniform, uni[2], z)
     return B, A, z
 
 
@@ -563,7 +630,7 @@ def quantize(W, bits=3, group_size=128, method="alternating", iters=None) -> BCQ
         if method == "greedy":
             fit = _fit_greedy(w, m, bits)
         else:
-            fit = _fit_alternating(w, m, bits, int(iters))
+            fit = _fit_best(W[r0:r0 + _ROW_CHUNK], w, m, gs, bits, int(iters))
         B[r0:r0 + _ROW_CHUNK], A[r0:r0 + _ROW_CHUNK], z[r0:r0 + _ROW_CHUNK] = fit
     return _pack(B, A, z, (rows, cols), bits, group_size, method)
 
