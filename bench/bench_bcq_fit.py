@@ -38,7 +38,7 @@ def main() -> None:
     methods = ("uniform", "greedy", "alternating")
     print("| matrix | bits | " + " | ".join(f"{m} rel. MSE" for m in methods)
           + " | groups worse than uniform (alternating) | max err / max abs w (uniform, alternating) | time (alternating) |")
-    print("|---" * 7 + "|")
+    print("|---" * 8 + "|")
     for name in args.tensors.split(","):
         t = tensors[name]
         W = np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), np.float32)
