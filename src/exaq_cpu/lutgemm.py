@@ -148,7 +148,9 @@ class BCQMatrix:
         ``dequantize()`` of the result equals ``gguf.quants.dequantize`` of the same blocks
         bit for bit for the formats without a min (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K); for Q4_1,
         Q5_1, Q2_K, Q4_K and Q5_K the offset ``min + s*(2**q-1)/2`` is rounded to float32, so
-        a weight may differ by a unit in the last place (float32 rounding).
+        a weight may differ by an ulp or two (float32 rounding; the SmolLM2 Q4_1 file imports
+        bit for bit).  Raises ``TypeError``/``ValueError`` naming the argument for a bad
+        type, shape or byte count.
         """
         from . import _gguf_blocks
 
@@ -602,10 +604,14 @@ def quantize(W, bits=3, group_size=128, method="alternating", iters=None) -> BCQ
       is padded internally (the padding is excluded from the fit and multiplies
       zero activations).
     - ``method``: ``"greedy"`` (offset = mean, then sign / mean-|residual| per
-      plane), ``"alternating"`` (greedy, then ``iters`` rounds of least-squares
-      alphas+offset given codes and nearest codes given alphas; Xu et al. 2018;
-      never worse than greedy), ``"uniform"`` (round-to-nearest asymmetric
-      ``uniform_quantize`` converted exactly to BCQ, SPEC §2).
+      plane), ``"alternating"`` (``iters`` rounds of least-squares alphas+offset
+      given codes and nearest codes given alphas, Xu et al. 2018, started from the
+      greedy and from the uniform fit; per group the best of the two and of the
+      uniform fit itself is kept, so it is never worse than ``"greedy"`` or
+      ``"uniform"``; no weight may end further from its reconstruction than
+      ``OUTLIER_GUARD`` times the uniform fit's largest error in its group),
+      ``"uniform"`` (round-to-nearest asymmetric ``uniform_quantize`` converted
+      exactly to BCQ, SPEC §2).
     - ``iters``: alternating rounds (default 15; stops early when no group improves).
     """
     W = _check_weights(W)
@@ -645,6 +651,7 @@ _TABLES = ("auto", "mu4", "mu8")
 def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="auto"):
     """``x @ Wq.dequantize().T`` without dequantizing: (..., in_features) -> (..., out_features).
 
+    - ``Wq``: a :class:`BCQMatrix`, or a :class:`BCQStack` (one LUT pass per part).
     - ``x``: float16/32/64, any leading shape (one token = GEMV is the main case).
     - ``out``: optional C-contiguous float32 array of the result shape.
     - ``threads``: worker threads for the LUT kernel (default 1; capped at the
