@@ -434,6 +434,12 @@ def test_gguf_linear_on_float_file(tmp_path):
     np.testing.assert_allclose(
         tiny.forward(ids, tiny.new_cache(4)), plain.forward(ids, plain.new_cache(4)), rtol=1e-5, atol=1e-5
     )
+    loaded, _ = load(tmp_path / "tiny.gguf", linear="gguf")
+    np.testing.assert_allclose(
+        loaded.forward(ids, loaded.new_cache(4)), plain.forward(ids, plain.new_cache(4)), rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="gguf"):
+        load(tmp_path / "tiny.gguf", linear="bcq")
     with pytest.raises(TypeError, match="from_tensors"):
         GGUFLinearFactory(contents.raw)(weights.output)
     with pytest.raises(ValueError, match="lacks tensor"):
