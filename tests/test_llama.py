@@ -377,6 +377,83 @@ def test_bcq_linear_layers(weights, model, eval_ids):
     assert np.isfinite(result.perplexity) and result.top1 > 0.6 and result.kl < 0.5
 
 
+@pytest.fixture(scope="module")
+def gguf_model(contents, weights):
+    """Every linear layer and the tied output head from the file's own Q4_1 / Q8_0 blocks."""
+    from exaq_cpu.llama import GGUFLinearFactory
+
+    return LlamaModel(weights, linear=GGUFLinearFactory(contents.raw, contents.tensors))
+
+
+@pytest.mark.skipif(not _module_available("exaq_cpu.lutgemm"), reason="exaq_cpu.lutgemm not available yet")
+def test_gguf_linear_layers_match_float(weights, model, gguf_model, eval_ids):
+    from exaq_cpu import lutgemm
+    from exaq_cpu.llama import GGUFLinear
+
+    cfg = weights.config
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, cfg.d_model)).astype(np.float32)
+    checks = [
+        (gguf_model._qkv[0], weights.layers[0].qkv, lutgemm.BCQMatrix),  # q, k, v fused: one matrix
+        (gguf_model._gate_up[17], weights.layers[17].gate_up, lutgemm.BCQMatrix),
+        (gguf_model._attn_out[29], weights.layers[29].attn_output, lutgemm.BCQMatrix),
+        (gguf_model._output, weights.output, lutgemm.BCQStack),  # Q8_0 tied embedding: 8 bits, two parts
+    ]
+    for layer, W, kind in checks:
+        assert isinstance(layer, GGUFLinear) and len(layer.parts) == 1 and isinstance(layer.parts[0], kind)
+        # the imported weights are the file's weights, bit for bit
+        np.testing.assert_array_equal(layer.parts[0].dequantize(), W)
+        ref = x.astype(np.float64) @ W.T.astype(np.float64)
+        scale = np.abs(x.astype(np.float64)) @ np.abs(W.T.astype(np.float64))
+        assert (np.abs(layer(x) - ref) <= 1e-4 * scale + 1e-6).all()
+    x_down = rng.standard_normal((2, cfg.d_ff)).astype(np.float32)
+    np.testing.assert_allclose(gguf_model._down[3](x_down), x_down @ weights.layers[3].ffn_down.T, rtol=1e-4, atol=1e-4)
+    # whole-model logits: 24 tokens go through the LUT kernels (fewer than BATCH_CROSSOVER)
+    tokens = eval_ids[:24]
+    reference = model.forward(tokens, model.new_cache(24))
+    logits = gguf_model.forward(tokens, gguf_model.new_cache(24))
+    assert np.abs(logits - reference).max() <= 1e-3 * np.abs(reference).max()
+    assert (logits.argmax(-1) == reference.argmax(-1)).all()
+    result = evaluate(gguf_model, eval_ids[:48], 48, reference=model, progress=False)
+    assert result.kl < 1e-6 and result.top1 == 1.0
+    assert abs(result.perplexity / evaluate(model, eval_ids[:48], 48, progress=False).perplexity - 1) < 1e-4
+
+
+@pytest.mark.skipif(not _module_available("exaq_cpu.lutgemm"), reason="exaq_cpu.lutgemm not available yet")
+def test_gguf_linear_on_float_file(tmp_path):
+    """Tensors stored unquantized (F16 here) stay float matmuls under GGUFLinearFactory."""
+    from exaq_cpu.llama import GGUFLinearFactory
+
+    write_tiny_gguf(tmp_path / "tiny.gguf", tied=True)
+    contents = load_gguf(tmp_path / "tiny.gguf")
+    weights = LlamaWeights.from_gguf(contents)
+    assert weights.output_name == "token_embd.weight"
+    tiny = LlamaModel(weights, linear=GGUFLinearFactory(contents.raw, contents.tensors))
+    plain = LlamaModel(weights)
+    ids = [5, 9, 77, 3]
+    np.testing.assert_allclose(
+        tiny.forward(ids, tiny.new_cache(4)), plain.forward(ids, plain.new_cache(4)), rtol=1e-5, atol=1e-5
+    )
+    loaded, _ = load(tmp_path / "tiny.gguf", linear="gguf")
+    np.testing.assert_allclose(
+        loaded.forward(ids, loaded.new_cache(4)), plain.forward(ids, plain.new_cache(4)), rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="gguf"):
+        load(tmp_path / "tiny.gguf", linear="bcq")
+    with pytest.raises(TypeError, match="from_tensors"):
+        GGUFLinearFactory(contents.raw)(weights.output)
+    with pytest.raises(ValueError, match="lacks tensor"):
+        GGUFLinearFactory(contents.raw).from_tensors(["blk.9.attn_q.weight"])
+
+
+@pytest.mark.skipif(not _module_available("exaq_cpu.lutgemm"), reason="exaq_cpu.lutgemm not available yet")
+def test_cli_eval_gguf_json(cached_loader, capsys):
+    argv = ["eval", "--linear", "gguf", "--tokens", "32", "--ctx", "32", "--json", "--no-progress", "--threads", "1"]
+    assert main(argv) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["linear"] == "gguf-blocks" and payload["kl"] < 1e-6 and payload["top1"] == 1.0
+
+
 # --- command line --------------------------------------------------------------------------
 
 
@@ -390,6 +467,7 @@ def test_bcq_linear_layers(weights, model, eval_ids):
         (["eval", "--tokens", "100", "--ctx", "256"], "--tokens"),
         (["eval", "--ctx", "0"], "positive"),
         (["eval", "--wbits", "3"], "--linear bcq"),
+        (["eval", "--linear", "gguf", "--group", "32"], "--linear bcq"),
         (["eval", "--linear", "bcq", "--wbits", "6"], "bits"),
         (["eval", "--linear", "bcq", "--group", "100"], "group_size"),
         (["eval", "--threads", "0"], "positive"),

@@ -146,6 +146,56 @@ def test_alternating_beats_greedy(kind, bits):
     assert errs["alternating"] < 0.97 * errs["greedy"], errs
 
 
+def _q4_1_like(rows, cols, seed=0):
+    """Real-model-like weights: heavy-tailed with outlier columns, then stored the way a Q4_1
+    GGUF stores them (per 32 weights, 16 levels from the block's min to its max; float16
+    step and min), i.e. what SmolLM2's file gives after dequantization."""
+    W = _weights(rows, cols, "heavy", seed=seed).astype(np.float64).reshape(rows, -1, 32)
+    lo, hi = W.min(-1, keepdims=True), W.max(-1, keepdims=True)
+    d = ((hi - lo) / 15).astype(np.float16).astype(np.float64)
+    m = lo.astype(np.float16).astype(np.float64)
+    u = np.clip(np.round((W - m) / np.where(d > 0, d, 1)), 0, 15)
+    return (d * u + m).reshape(rows, cols).astype(np.float32)
+
+
+def _real_weights():
+    gguf = pytest.importorskip("gguf")
+    from exaq_cpu.llama.gguf_loader import default_model_path
+
+    try:
+        path = default_model_path()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    t = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}["blk.5.ffn_down.weight"]
+    return np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type)[:96], np.float32)
+
+
+def _group_errors(W, Wq, gs):
+    e = Wq.dequantize().astype(np.float64) - W
+    e = np.pad(e, ((0, 0), (0, -W.shape[1] % gs))).reshape(W.shape[0], -1, gs)
+    return (e ** 2).sum(-1), np.abs(e).max(-1)
+
+
+@pytest.mark.parametrize("kind", ["heavy", "q4_1", "real"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_alternating_never_worse_than_uniform(kind, bits):
+    """Per group, alternating's squared error <= round-to-nearest's (it refines from the
+    uniform fit too and keeps that where it is at least as good), and the outlier guard holds:
+    no weight further from its reconstruction than OUTLIER_GUARD x uniform's largest error."""
+    if kind == "real":
+        W = _real_weights()
+    else:
+        W = _weights(64, 512, "heavy", seed=bits) if kind == "heavy" else _q4_1_like(64, 512, seed=bits)
+    gs = 128
+    sse_u, max_u = _group_errors(W, L.quantize(W, bits=bits, group_size=gs, method="uniform"), gs)
+    Wa = L.quantize(W, bits=bits, group_size=gs, method="alternating")
+    sse_a, max_a = _group_errors(W, Wa, gs)
+    assert (sse_a <= sse_u).all(), (sse_a > sse_u).sum()
+    assert (max_a <= L.OUTLIER_GUARD * max_u * (1 + 1e-6) + 1e-12).all()
+    if bits >= 2:
+        assert sse_a.sum() < 0.97 * sse_u.sum()  # and it does improve on rounding overall
+
+
 def test_more_bits_lower_error():
     W = _weights(32, 256, "heavy")
     errs = [np.mean((L.quantize(W, bits=b, method="alternating").dequantize() - W) ** 2) for b in (1, 2, 3, 4)]

@@ -32,7 +32,8 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["BATCH_CROSSOVER", "BCQMatrix", "lut_gemm", "preferred_table", "quantize", "uniform_quantize"]
+__all__ = ["BATCH_CROSSOVER", "BCQMatrix", "BCQStack", "lut_gemm", "preferred_table", "quantize",
+           "uniform_quantize"]
 
 TILE = 16  # rows per kernel tile (one zmm of float32 lanes), see c/lutgemm.h
 METHODS = ("greedy", "alternating", "uniform")
@@ -43,6 +44,9 @@ DEFAULT_ITERS = 15
 #: dequantization once, then BLAS's per-token cost (measured on AMD EPYC Zen 4,
 #: 1 thread, AVX-512 backend; docs/lutgemm.md).
 BATCH_CROSSOVER = {1: 512, 2: 256, 3: 128, 4: 96}
+#: ``method="alternating"`` admits a group's fit only if its largest single-weight error is at
+#: most this many times that of the round-to-nearest (``"uniform"``) fit; None: no guard.
+OUTLIER_GUARD = 2.0
 _ROW_CHUNK = 1024  # rows fitted at a time, to bound the fitting's temporary memory
 
 
@@ -123,6 +127,61 @@ class BCQMatrix:
         return _from_uniform(codes, np.asarray(scale, np.float64),
                              np.asarray(zero_point, np.float64), bits, group_size)
 
+    @classmethod
+    def from_gguf(cls, tensor, ggml_type=None, shape=None):
+        """Exact BCQ form of a GGUF tensor stored in a "scale x integer (+ min)" block format.
+
+        ``tensor``: a ``gguf.ReaderTensor`` (from ``gguf.GGUFReader(path).tensors``), or the raw
+        block bytes (uint8 array or bytes-like) together with ``ggml_type`` (a ggml type number,
+        a ``gguf.GGMLQuantizationType`` or a name such as ``"Q4_1"``) and ``shape``
+        ``(out_features, in_features)`` in NumPy order (the file lists it reversed).
+
+        Formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (32 weights per block) and the K-quants Q2_K,
+        Q3_K, Q4_K, Q5_K, Q6_K (256 per super-block).  Each sub-block (32 weights, or 16 for
+        Q2_K, Q3_K and Q6_K; the group size of the result) is ``w = s * u + c`` with ``u`` an
+        unsigned q-bit integer, which is BCQ with ``alpha_i = s * 2**(i-1)``, ``b_i = 2*bit_i(u) - 1``
+        and offset ``c + s * (2**q - 1) / 2``.  The codes are the file's own bits: nothing is
+        dequantized or re-fitted.  The kernels hold at most 4 bit-planes, so a format with
+        q <= 4 gives a :class:`BCQMatrix`, and Q5_0, Q5_1, Q5_K, Q6_K and Q8_0 give a
+        :class:`BCQStack` of two matrices (bit-planes 0-3 and the rest).
+
+        ``dequantize()`` of the result equals ``gguf.quants.dequantize`` of the same blocks
+        bit for bit for the formats without a min (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K); for Q4_1,
+        Q5_1, Q2_K, Q4_K and Q5_K the offset ``min + s*(2**q-1)/2`` is rounded to float32, so
+        a weight may differ by an ulp or two (float32 rounding; the SmolLM2 Q4_1 file imports
+        bit for bit).  Raises ``TypeError``/``ValueError`` naming the argument for a bad
+        type, shape or byte count.
+        """
+        from . import _gguf_blocks
+
+        fmt, blocks, rows, cols = _gguf_input(tensor, ggml_type, shape)
+        n_sub = cols // fmt.sub_size
+        u = np.empty((rows, cols), np.uint8)
+        step = np.empty((rows, n_sub), np.float64)
+        zero = np.empty((rows, n_sub), np.float64)
+        per_row = cols // fmt.block_size
+        chunk = max(1, (1 << 20) // cols)  # rows decoded at a time: bounded temporaries
+        for r0 in range(0, rows, chunk):
+            r1 = min(rows, r0 + chunk)
+            bu, bs, bc = _gguf_blocks.decode_blocks(fmt, blocks[r0 * per_row:r1 * per_row])
+            u[r0:r1] = bu.reshape(r1 - r0, cols)
+            step[r0:r1] = bs.reshape(r1 - r0, n_sub)
+            zero[r0:r1] = bc.reshape(r1 - r0, n_sub)
+        if not (np.isfinite(step).all() and np.isfinite(zero).all()):
+            raise ValueError(f"tensor ({fmt.name} blocks) holds non-finite float16 scales or mins")
+        q = fmt.bits
+        offset = zero + step * ((2 ** q - 1) / 2.0)  # exact in float64; rounded once to float32
+        method = f"gguf-{fmt.name}"
+        if q <= _MAX_PLANES:
+            return _pack_codes(u, step, offset, (rows, cols), q, fmt.sub_size, method)
+        parts = []
+        for lo in range(0, q, _MAX_PLANES):
+            width = min(_MAX_PLANES, q - lo)
+            codes = (u >> lo) & ((1 << width) - 1)
+            parts.append(_pack_codes(codes, step * 2.0 ** lo, offset if lo == 0 else np.zeros_like(offset),
+                                     (rows, cols), width, fmt.sub_size, method))
+        return BCQStack(parts, method=method)
+
     # -- persistence ------------------------------------------------------
     def save(self, path) -> None:
         """Write to ``path`` (``.npz``, uncompressed)."""
@@ -149,6 +208,131 @@ class BCQMatrix:
     def __repr__(self):
         return (f"BCQMatrix(shape={self.shape}, bits={self.bits}, group_size={self.group_size}, "
                 f"method={self.method!r}, nbytes={self.nbytes})")
+
+
+class BCQStack:
+    """A weight matrix held as the sum of BCQ matrices of one shape and group size.
+
+    What :meth:`BCQMatrix.from_gguf` returns for block formats whose codes are wider than the
+    kernels' 4 bit-planes (Q5_0, Q5_1, Q5_K, Q6_K, Q8_0): ``parts[0]`` holds bit-planes 0-3
+    and the offset, ``parts[1]`` the higher planes.  Since BCQ is a sum over bit-planes the split
+    is exact.  ``lut_gemm`` accepts it wherever it accepts a :class:`BCQMatrix` (one LUT pass
+    per part, or one dequantization and one matmul from ``BATCH_CROSSOVER[4]`` tokens on);
+    ``dequantize()`` adds the parts' float32 weights in order.  ``bits`` is the total code width.
+    Pickling works; ``save``/``load`` are not provided (save the parts).
+    """
+
+    def __init__(self, parts, method=None):
+        parts = tuple(parts)
+        if not parts or not all(isinstance(p, BCQMatrix) for p in parts):
+            raise TypeError("parts must be a non-empty sequence of BCQMatrix")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.shape != first.shape or p._gs != first._gs:
+                raise ValueError("parts must share shape and group_size")
+        self.parts = parts
+        self.shape = first.shape
+        self.group_size = first.group_size
+        self.bits = sum(p.bits for p in parts)
+        self.method = method
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all parts (bit-planes plus float32 alphas and offsets)."""
+        return sum(p.nbytes for p in self.parts)
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 weights: the parts' ``dequantize()`` added in order (float32)."""
+        out = self.parts[0].dequantize()
+        for p in self.parts[1:]:
+            out += p.dequantize()
+        return out
+
+    def __reduce__(self):
+        return (BCQStack, (self.parts, self.method))
+
+    def __repr__(self):
+        return (f"BCQStack(shape={self.shape}, bits={self.bits}, group_size={self.group_size}, "
+                f"parts={len(self.parts)}, method={self.method!r}, nbytes={self.nbytes})")
+
+
+_MAX_PLANES = 4  # bit-planes the kernels take per matrix (EXAQ_LUT_MAX_BITS)
+_PACK_ROWS = 1024  # rows packed at a time, to bound temporaries
+
+
+def _gguf_input(tensor, ggml_type, shape):
+    """Validate the arguments of BCQMatrix.from_gguf: (format, (n_blocks, type_size) uint8 blocks, rows, cols)."""
+    from . import _gguf_blocks
+
+    if hasattr(tensor, "tensor_type") and hasattr(tensor, "data") and hasattr(tensor, "shape"):
+        if ggml_type is not None or shape is not None:
+            raise ValueError("ggml_type and shape are taken from a gguf.ReaderTensor; pass them only with raw bytes")
+        ggml_type = tensor.tensor_type
+        dims = [int(v) for v in np.asarray(tensor.shape).reshape(-1)]
+        shape = tuple(reversed(dims))  # the file lists ne0 (the row length) first
+        what = f"tensor {getattr(tensor, 'name', '')!r}"
+        data = tensor.data
+    else:
+        if ggml_type is None or shape is None:
+            raise TypeError("with raw block bytes, ggml_type and shape (out_features, in_features) are required")
+        what = "tensor"
+        data = tensor
+    fmt = _gguf_blocks.resolve_type(ggml_type)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = np.frombuffer(data, np.uint8)
+    if not isinstance(data, np.ndarray):
+        raise TypeError(f"tensor must be a gguf.ReaderTensor, a uint8 array or bytes, got {type(data).__name__}")
+    if data.dtype != np.uint8:
+        raise TypeError(f"tensor data must be uint8 block bytes, got dtype {data.dtype}")
+    try:
+        dims = tuple(int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"shape must be (out_features, in_features) integers, got {shape!r}") from None
+    if len(dims) != 2 or min(dims) <= 0:
+        raise ValueError(f"shape must be a 2-D (out_features, in_features) of positive sizes, got {dims} ({what})")
+    rows, cols = dims
+    if cols % fmt.block_size:
+        raise ValueError(f"shape: in_features {cols} is not a multiple of the {fmt.name} block size "
+                         f"{fmt.block_size} ({what})")
+    n_blocks = rows * (cols // fmt.block_size)
+    if data.size != n_blocks * fmt.type_size:
+        raise ValueError(f"tensor data holds {data.size} bytes; shape {dims} in {fmt.name} needs "
+                         f"{n_blocks * fmt.type_size} ({what})")
+    blocks = np.ascontiguousarray(data).reshape(n_blocks, fmt.type_size)
+    return fmt, blocks, rows, cols
+
+
+def _pack_codes(u, step, offset, shape, bits, gs, method):
+    """Integer codes u (rows, cols) of ``bits`` bits, step and offset (rows, groups) ->
+    BCQMatrix with alpha_i = step * 2**(i-1), b_i = 2*bit_i(u) - 1 (layout of c/lutgemm.h).
+    ``cols`` must be a multiple of ``gs``."""
+    rows, cols = shape
+    groups, gb = cols // gs, gs // 8
+    tiles = -(-rows // TILE)
+    planes = np.zeros((tiles, groups, bits, gb, TILE), np.uint8)
+    alphas = np.zeros((tiles * TILE, groups, bits), np.float32)
+    offsets = np.zeros((tiles * TILE, groups), np.float32)
+    alphas[:rows] = step[..., None] * (0.5 * 2.0 ** np.arange(bits))
+    offsets[:rows] = offset
+    for r0 in range(0, rows, _PACK_ROWS):  # _PACK_ROWS is a multiple of TILE
+        r1 = min(rows, r0 + _PACK_ROWS)
+        t0, t1 = r0 // TILE, -(-r1 // TILE)
+        U = np.zeros(((t1 - t0) * TILE, groups, gb, 8), np.uint8)
+        U[:r1 - r0] = u[r0:r1].reshape(r1 - r0, groups, gb, 8)
+        for i in range(bits):
+            byte = np.packbits((U >> i) & 1, axis=-1, bitorder="little")[..., 0]  # (R, groups, gb)
+            planes[t0:t1, :, i] = byte.reshape(t1 - t0, TILE, groups, gb).transpose(0, 2, 3, 1)
+    Al = alphas.reshape(tiles, TILE, groups, bits).transpose(0, 2, 3, 1)
+    Of = offsets.reshape(tiles, TILE, groups).transpose(0, 2, 1)
+    return BCQMatrix(planes, Al, Of, shape, bits, gs, method)
 
 
 # ---------------------------------------------------------------------------
@@ -248,23 +432,87 @@ def _best_codes(w, A, z):
     return ((code[:, :, None, :] >> np.arange(bits, dtype=np.uint8)[None, None, :, None]) & 1).astype(bool)
 
 
-def _fit_alternating(w, m, bits, iters):
-    """Xu et al. 2018: start from greedy, then alternate (least-squares alphas and
-    offset given the codes; best codes given alphas and offset).  Each step can
-    only lower the error; a group keeps its previous fit if rounding says otherwise."""
-    B, A, z = _fit_greedy(w, m, bits)
+def _group_maxerr(w, m, B, A, z):
+    return (np.abs(_reconstruct(B, A, z) - w) * m).max(-1)
+
+
+def _fit_alternating(w, m, bits, iters, init=None, cap=None):
+    """Xu et al. 2018: start from ``init`` (B, A, z) (default: greedy), then alternate
+    (least-squares alphas and offset given the codes; best codes given alphas and offset).
+    Each step can only lower the error; a group keeps its previous fit if rounding says
+    otherwise, or if the step would leave a weight further than ``cap`` (per group) from
+    its reconstruction.  Returns (B, A, z, err)."""
+    B, A, z = _fit_greedy(w, m, bits) if init is None else init
     err = _group_sse(w, m, B, A, z)
     for _ in range(iters):
         A2, z2 = _refit_scales(w, m, B)
         B2 = _best_codes(w, A2, z2)
         err2 = _group_sse(w, m, B2, A2, z2)
         better = err2 < err
+        if cap is not None:
+            better &= _group_maxerr(w, m, B2, A2, z2) <= cap
         if not better.any():
             break
         B = np.where(better[..., None, None], B2, B)
         A = np.where(better[..., None], A2, A)
         z = np.where(better, z2, z)
         err = np.where(better, err2, err)
+    return B, A, z, err
+
+
+def _uniform_fit(W, gs, bits):
+    """The ``method="uniform"`` fit of W (rows, cols) as grouped (B, A, z), float64 alphas/offsets
+    holding the float32 values the uniform BCQMatrix stores (same arithmetic as _from_uniform)."""
+    codes, s, zp = uniform_quantize(W, bits, gs)
+    rows, cols = codes.shape
+    groups = -(-cols // gs)
+    u = np.zeros((rows, groups * gs), np.uint8)
+    u[:, :cols] = codes
+    u = u.reshape(rows, groups, gs)
+    B = ((u[:, :, None, :] >> np.arange(bits, dtype=np.uint8)[None, None, :, None]) & 1).astype(bool)
+    s = s.astype(np.float64)
+    A = (s[..., None] / 2.0) * 2.0 ** np.arange(bits)
+    z = s / 2.0 * (2 ** bits - 1) - s * zp.astype(np.float64)
+    return B, A.astype(np.float32).astype(np.float64), z.astype(np.float32).astype(np.float64)
+
+
+def _group_sse_f32(w, m, B, A, z):
+    """Per-group squared error of the weights the kernels see: float32 alphas and offset,
+    summed in the order of BCQMatrix.dequantize (planes 0..bits-1, then the offset)."""
+    A32, z32 = A.astype(np.float32), z.astype(np.float32)
+    acc = np.where(B[:, :, 0], A32[..., 0, None], -A32[..., 0, None])
+    for i in range(1, B.shape[2]):
+        acc = acc + np.where(B[:, :, i], A32[..., i, None], -A32[..., i, None])
+    acc = acc + z32[..., None]
+    return (((acc.astype(np.float64) - w) * m) ** 2).sum(-1)
+
+
+def _fit_best(W, w, m, gs, bits, iters):
+    """``method="alternating"``: alternating refinement started from the greedy fit and from the
+    round-to-nearest uniform fit, keeping per group the lower squared error, and finally the
+    uniform fit itself wherever it is at least as good in float32.  On real LLM weights (heavy
+    tails, a few large weights per group) refinement from greedy alone ends in a local minimum
+    worse than plain rounding; the uniform start spans the group's whole range.
+
+    Outlier guard: a fit is admitted only if no weight of the group lies further than
+    ``OUTLIER_GUARD`` times the uniform fit's largest error from its reconstruction (least
+    squares would otherwise trade a group's largest weight for many small gains)."""
+    uni = _uniform_fit(W, gs, bits)
+    cap = None
+    if OUTLIER_GUARD is not None:
+        cap = OUTLIER_GUARD * _group_maxerr(w, m, *uni) * (1 + 1e-12) + 1e-300
+    Bu, Au, zu, eu = _fit_alternating(w, m, bits, iters, init=uni, cap=cap)
+    Bg, Ag, zg, eg = _fit_alternating(w, m, bits, iters, cap=cap)
+    take_u = eu <= eg
+    if cap is not None:  # the greedy start itself may break the guard
+        take_u |= _group_maxerr(w, m, Bg, Ag, zg) > cap
+    B = np.where(take_u[..., None, None], Bu, Bg)
+    A = np.where(take_u[..., None], Au, Ag)
+    z = np.where(take_u, zu, zg)
+    keep_uniform = _group_sse_f32(w, m, *uni) <= _group_sse_f32(w, m, B, A, z)
+    B = np.where(keep_uniform[..., None, None], uni[0], B)
+    A = np.where(keep_uniform[..., None], uni[1], A)
+    z = np.where(keep_uniform, uni[2], z)
     return B, A, z
 
 
@@ -356,10 +604,14 @@ def quantize(W, bits=3, group_size=128, method="alternating", iters=None) -> BCQ
       is padded internally (the padding is excluded from the fit and multiplies
       zero activations).
     - ``method``: ``"greedy"`` (offset = mean, then sign / mean-|residual| per
-      plane), ``"alternating"`` (greedy, then ``iters`` rounds of least-squares
-      alphas+offset given codes and nearest codes given alphas; Xu et al. 2018;
-      never worse than greedy), ``"uniform"`` (round-to-nearest asymmetric
-      ``uniform_quantize`` converted exactly to BCQ, SPEC §2).
+      plane), ``"alternating"`` (``iters`` rounds of least-squares alphas+offset
+      given codes and nearest codes given alphas, Xu et al. 2018, started from the
+      greedy and from the uniform fit; per group the best of the two and of the
+      uniform fit itself is kept, so it is never worse than ``"greedy"`` or
+      ``"uniform"``; no weight may end further from its reconstruction than
+      ``OUTLIER_GUARD`` times the uniform fit's largest error in its group),
+      ``"uniform"`` (round-to-nearest asymmetric ``uniform_quantize`` converted
+      exactly to BCQ, SPEC §2).
     - ``iters``: alternating rounds (default 15; stops early when no group improves).
     """
     W = _check_weights(W)
@@ -384,7 +636,7 @@ def quantize(W, bits=3, group_size=128, method="alternating", iters=None) -> BCQ
         if method == "greedy":
             fit = _fit_greedy(w, m, bits)
         else:
-            fit = _fit_alternating(w, m, bits, int(iters))
+            fit = _fit_best(W[r0:r0 + _ROW_CHUNK], w, m, gs, bits, int(iters))
         B[r0:r0 + _ROW_CHUNK], A[r0:r0 + _ROW_CHUNK], z[r0:r0 + _ROW_CHUNK] = fit
     return _pack(B, A, z, (rows, cols), bits, group_size, method)
 
@@ -399,6 +651,7 @@ _TABLES = ("auto", "mu4", "mu8")
 def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="auto"):
     """``x @ Wq.dequantize().T`` without dequantizing: (..., in_features) -> (..., out_features).
 
+    - ``Wq``: a :class:`BCQMatrix`, or a :class:`BCQStack` (one LUT pass per part).
     - ``x``: float16/32/64, any leading shape (one token = GEMV is the main case).
     - ``out``: optional C-contiguous float32 array of the result shape.
     - ``threads``: worker threads for the LUT kernel (default 1; capped at the
@@ -413,8 +666,10 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
     Result float32, equal to ``x @ Wq.dequantize().T`` up to float32 rounding
     (the tables hold float32 partial sums).
     """
+    if isinstance(Wq, BCQStack):
+        return _lut_gemm_stack(x, Wq, out, threads, method, table)
     if not isinstance(Wq, BCQMatrix):
-        raise TypeError(f"Wq must be a BCQMatrix, got {type(Wq).__name__}")
+        raise TypeError(f"Wq must be a BCQMatrix or BCQStack, got {type(Wq).__name__}")
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
@@ -449,6 +704,43 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
     _core.lut_gemm_rows(*Wq._args(), x2, y2, int(threads), table)
     if not out.flags.aligned:
         out.reshape(tokens, rows)[...] = y2
+    return out
+
+
+def _lut_gemm_stack(x, Wq, out, threads, method, table):
+    """lut_gemm for a BCQStack: one LUT pass per part (summed), or from BATCH_CROSSOVER[4]
+    tokens on (with method="auto") one dequantization of the sum and one matmul."""
+    if method not in _LUT_METHODS:
+        raise ValueError(f"method must be one of {_LUT_METHODS}, got {method!r}")
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
+    rows, cols = Wq.shape
+    if x.ndim < 1 or x.shape[-1] != cols:
+        raise ValueError(f"x must have shape (..., {cols}), got {x.shape}")
+    tokens = math.prod(x.shape[:-1])
+    if method == "auto":
+        method = "dequantize" if tokens >= BATCH_CROSSOVER[_MAX_PLANES] else "lut"
+    if method == "lut":  # the first call checks out, threads and table
+        y = lut_gemm(x, Wq.parts[0], out, threads, method="lut", table=table)
+        part = np.empty_like(y)
+        for p in Wq.parts[1:]:
+            lut_gemm(x, p, part, threads, method="lut", table=table)
+            y += part
+        return y
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if table not in _TABLES:
+        raise ValueError(f"table must be one of {_TABLES}, got {table!r}")
+    lead = x.shape[:-1]
+    if out is None:
+        out = np.empty(lead + (rows,), np.float32)
+    elif (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != lead + (rows,)
+          or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {lead + (rows,)}")
+    x2 = np.require(x.reshape(tokens, cols), np.float32, ("C", "A"))
+    np.matmul(x2, Wq.dequantize().T, out=out.reshape(tokens, rows))
     return out
 
 

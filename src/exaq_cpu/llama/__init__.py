@@ -22,6 +22,8 @@ from .model import (
     ExaqSoftmax,
     FloatLinear,
     FloatSoftmax,
+    GGUFLinear,
+    GGUFLinearFactory,
     KVCache,
     LlamaModel,
     LlamaWeights,
@@ -37,6 +39,8 @@ __all__ = [
     "FloatLinear",
     "FloatSoftmax",
     "GGUFContents",
+    "GGUFLinear",
+    "GGUFLinearFactory",
     "GGUFTokenizer",
     "KVCache",
     "LlamaConfig",
@@ -54,6 +58,14 @@ __all__ = [
 
 
 def load(path=None, softmax=None, linear=FloatLinear) -> tuple[LlamaModel, GGUFTokenizer]:
-    """Load a GGUF file (``None``: the default SmolLM2 model); return ``(model, tokenizer)``."""
+    """Load a GGUF file (``None``: the default SmolLM2 model); return ``(model, tokenizer)``.
+
+    ``linear``: a linear-layer factory, or ``"gguf"`` for every linear layer and the output head
+    built from the file's own quantized blocks (:class:`GGUFLinearFactory`).
+    """
     contents = load_gguf(path)
+    if isinstance(linear, str):
+        if linear != "gguf":
+            raise ValueError(f"linear must be a factory or 'gguf', got {linear!r}")
+        linear = GGUFLinearFactory(contents.raw, contents.tensors)
     return LlamaModel(LlamaWeights.from_gguf(contents), softmax, linear), GGUFTokenizer(contents.tokenizer)

@@ -6,6 +6,7 @@ Examples::
     python -m exaq_cpu.llama generate --prompt "Once upon a time" --softmax exaq --bits 2
     python -m exaq_cpu.llama eval --tokens 2048 --ctx 256 --softmax exaq --bits 3 --clip row --json
     python -m exaq_cpu.llama eval --linear bcq --wbits 3 --group 128
+    python -m exaq_cpu.llama eval --tokens 1024 --ctx 256 --linear gguf
     python -m exaq_cpu.llama bench --prompt-tokens 128 --new 64 --softmax exaq --bits 2
 
 ``--threads N`` sets the thread count of NumPy's BLAS (the matmuls); without it the BLAS default
@@ -75,7 +76,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--calib-law", default="gauss", help="with --clip static: the clip law calibrated (default gauss)"
     )
     group = parser.add_argument_group("linear layers")
-    group.add_argument("--linear", choices=("float", "bcq"), default="float", help="float32 NumPy or BCQ via LUT-GEMM")
+    group.add_argument(
+        "--linear",
+        choices=("float", "bcq", "gguf"),
+        default="float",
+        help="float32 NumPy; bcq (re-quantize the float weights to BCQ, LUT-GEMM); or gguf (the file's own "
+        "quantized blocks imported exactly as BCQ, LUT-GEMM, output head included)",
+    )
     group.add_argument("--wbits", type=_positive_int, default=None, help="BCQ bit-planes per weight (default 3)")
     group.add_argument(
         "--group", type=_positive_int, default=None, help="BCQ group size in input columns (default 128)"
@@ -138,7 +145,7 @@ def _check_variant_options(parser: argparse.ArgumentParser, args: argparse.Names
         args.floor = "exp" if args.floor is None else args.floor
         if not 1 <= args.bits <= 8:
             parser.error(f"--bits must be between 1 and 8, got {args.bits}")
-    if args.linear == "float":
+    if args.linear in ("float", "gguf"):
         options = ("wbits", "group", "bcq_method", "bcq_iters")
         given = ["--" + name.replace("_", "-") for name in options if getattr(args, name) is not None]
         if given:
@@ -152,6 +159,8 @@ def _check_variant_options(parser: argparse.ArgumentParser, args: argparse.Names
 def _linear_label(args: argparse.Namespace) -> str:
     if args.linear == "float":
         return "float"
+    if args.linear == "gguf":
+        return "gguf-blocks"
     iters = "" if args.bcq_iters is None else f"-{args.bcq_iters}iters"
     return f"bcq-{args.wbits}bit-g{args.group}-{args.bcq_method}{iters}"
 
@@ -163,7 +172,7 @@ def _describe(args: argparse.Namespace, softmax_label: str) -> str:
 def _load(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """Load the model file and build (float model, variant model, tokenizer, softmax label)."""
     from .gguf_loader import load_gguf
-    from .model import FloatLinear, LlamaModel, LlamaWeights, bcq_linear_factory, make_softmax
+    from .model import FloatLinear, GGUFLinearFactory, LlamaModel, LlamaWeights, bcq_linear_factory, make_softmax
     from .tokenizer import GGUFTokenizer
 
     try:
@@ -174,8 +183,15 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace):
             linear = bcq_linear_factory(args.wbits, args.group, args.bcq_method, args.bcq_iters, args.threads)
         else:
             linear = FloatLinear
+        if args.linear == "gguf":
+            try:
+                from exaq_cpu import lutgemm  # noqa: F401
+            except ImportError as exc:
+                raise RuntimeError(f"--linear gguf needs exaq_cpu.lutgemm, which is not available: {exc}") from exc
         contents = load_gguf(args.model)
         tokenizer = GGUFTokenizer(contents.tokenizer)
+        if args.linear == "gguf":
+            linear = GGUFLinearFactory(contents.raw, contents.tensors, args.threads)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         parser.error(str(exc))
     weights = LlamaWeights.from_gguf(contents)
@@ -185,9 +201,14 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace):
     if args.linear == "bcq":
         print(f"quantizing the linear layers ({_linear_label(args)}) ...", file=sys.stderr, flush=True)
     tic = time.perf_counter()
-    variant = LlamaModel(weights, softmax, linear)
+    try:
+        variant = LlamaModel(weights, softmax, linear)
+    except ValueError as exc:  # e.g. --linear gguf on a file in a block format BCQ cannot hold
+        parser.error(str(exc))
     if args.linear == "bcq":
         print(f"quantized in {time.perf_counter() - tic:.0f} s", file=sys.stderr, flush=True)
+    elif args.linear == "gguf":
+        print(f"imported the file's blocks in {time.perf_counter() - tic:.1f} s", file=sys.stderr, flush=True)
     return contents, float_model, variant, tokenizer, softmax.label
 
 

@@ -117,6 +117,9 @@ class GGUFContents:
     tokenizer: TokenizerSpec
     #: Tensor name (as in the file, e.g. ``blk.0.attn_q.weight``) -> float32 array.
     tensors: dict[str, np.ndarray] = field(repr=False)
+    #: Tensor name -> the file's ``gguf.ReaderTensor`` (type, shape and the stored blocks, memory
+    #: mapped), for layers built from the quantized blocks themselves (``--linear gguf``).
+    raw: dict = field(default_factory=dict, repr=False)
 
 
 def _field_value(reader, key: str, default=None):
@@ -208,9 +211,11 @@ def load_gguf(path: str | os.PathLike | None = None) -> GGUFContents:
         raise ValueError(f"{path} is not a readable GGUF file: {exc}") from exc
 
     tensors: dict[str, np.ndarray] = {}
+    raw = {}
     for tensor in reader.tensors:
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         tensors[tensor.name] = np.ascontiguousarray(values, dtype=np.float32)
+        raw[tensor.name] = tensor
 
     config = _read_config(reader, tensors)
     return GGUFContents(
@@ -219,4 +224,5 @@ def load_gguf(path: str | os.PathLike | None = None) -> GGUFContents:
         config=config,
         tokenizer=_read_tokenizer_spec(reader),
         tensors=tensors,
+        raw=raw,
     )

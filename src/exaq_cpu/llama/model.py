@@ -14,6 +14,8 @@ Two seams exist for the rest of the library:
 * **Linear layers** — a :class:`Linear` maps ``(tokens, in_features) -> (tokens, out_features)``.
   :class:`FloatLinear` is a NumPy matmul, :class:`BCQLinear` quantizes the weight with
   :func:`exaq_cpu.lutgemm.quantize` and runs :func:`exaq_cpu.lutgemm.lut_gemm`.
+  :class:`GGUFLinearFactory` builds :class:`GGUFLinear` layers from the file's own quantized
+  blocks (:meth:`exaq_cpu.lutgemm.BCQMatrix.from_gguf`, exact), including the output head.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = [
     "FloatLinear",
     "FloatSoftmax",
     "ForwardStats",
+    "GGUFLinear",
+    "GGUFLinearFactory",
     "KVCache",
     "Linear",
     "LinearFactory",
@@ -139,6 +143,95 @@ def bcq_linear_factory(
         np.zeros((1, group_size), np.float32), bits=wbits, group_size=group_size, method=method, iters=iters
     )
     return lambda weight: BCQLinear(weight, wbits, group_size, method, iters, threads)
+
+
+class GGUFLinear:
+    """Linear layer whose weight is the GGUF file's own quantized blocks, imported exactly as BCQ.
+
+    ``parts`` are :class:`~exaq_cpu.lutgemm.BCQMatrix` / :class:`~exaq_cpu.lutgemm.BCQStack`
+    matrices (or float32 arrays, for tensors the file stores unquantized) whose outputs are
+    concatenated: a fused projection whose tensors share one format is a single part.
+    """
+
+    def __init__(self, parts: Sequence, threads: int | None = None) -> None:
+        from exaq_cpu import lutgemm  # lazy: the LUT-GEMM module may not be built
+
+        self._lut_gemm = lutgemm.lut_gemm
+        self.parts = list(parts)
+        self.threads = threads
+        self.in_features = self.parts[0].shape[1]
+        self.out_features = sum(p.shape[0] for p in self.parts)
+
+    def _one(self, part, x: np.ndarray) -> np.ndarray:
+        if isinstance(part, np.ndarray):
+            return x @ part.T
+        return self._lut_gemm(x, part, threads=self.threads)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(self.parts) == 1:
+            return self._one(self.parts[0], x)
+        return np.concatenate([self._one(p, x) for p in self.parts], axis=-1)
+
+    def __repr__(self) -> str:
+        kinds = ",".join("float" if isinstance(p, np.ndarray) else str(p.method) for p in self.parts)
+        return f"GGUFLinear({self.in_features} -> {self.out_features}, {kinds})"
+
+
+#: Storage types left as float32 matmuls by :class:`GGUFLinearFactory` (they are not quantized).
+_FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
+
+
+class GGUFLinearFactory:
+    """Builds each linear layer, and the output head, from the GGUF file's quantized blocks.
+
+    ``raw``: tensor name -> ``gguf.ReaderTensor`` (:attr:`GGUFContents.raw`); ``tensors``: the
+    float32 arrays of the same file, used for tensors stored unquantized (F32/F16/BF16).
+    :class:`LlamaModel` calls :meth:`from_tensors` with the names of the tensors a (fused) layer
+    stacks. Tensors in a block format :meth:`~exaq_cpu.lutgemm.BCQMatrix.from_gguf` does not
+    take (IQ*, TQ*, ...) raise ``ValueError``.
+    """
+
+    #: LlamaModel also runs the output head (the tied embedding if the file ties them) through it.
+    output_head = True
+
+    def __init__(self, raw: dict, tensors: dict | None = None, threads: int | None = None) -> None:
+        self.raw = raw
+        self.tensors = tensors or {}
+        self.threads = threads
+
+    def __call__(self, weight: np.ndarray) -> Linear:
+        raise TypeError("GGUFLinearFactory builds layers from tensor names: use from_tensors(names)")
+
+    def from_tensors(self, names: Sequence[str]) -> GGUFLinear:
+        from exaq_cpu import lutgemm
+
+        groups: list[tuple[str, list]] = []  # runs of consecutive tensors of one storage type
+        for name in names:
+            tensor = self.raw.get(name)
+            if tensor is None:
+                raise ValueError(f"GGUF file lacks tensor {name!r}")
+            kind = tensor.tensor_type.name
+            if groups and groups[-1][0] == kind:
+                groups[-1][1].append(tensor)
+            else:
+                groups.append((kind, [tensor]))
+        parts = []
+        for kind, run in groups:
+            if kind in _FLOAT_TYPES:
+                parts.append(np.concatenate([np.ascontiguousarray(self.tensors[t.name], np.float32) for t in run]))
+                continue
+            if len(run) == 1:
+                parts.append(lutgemm.BCQMatrix.from_gguf(run[0]))
+                continue
+            shapes = [tuple(int(v) for v in reversed(np.asarray(t.shape).reshape(-1))) for t in run]
+            cols = {shape[1] for shape in shapes}
+            if len(cols) != 1 or any(len(shape) != 2 for shape in shapes):
+                raise ValueError(f"tensors {[t.name for t in run]} cannot be stacked: shapes {shapes}")
+            data = np.concatenate([np.asarray(t.data).reshape(shape[0], -1) for t, shape in zip(run, shapes)])
+            rows = sum(shape[0] for shape in shapes)
+            parts.append(lutgemm.BCQMatrix.from_gguf(data, run[0].tensor_type, (rows, cols.pop())))
+        return GGUFLinear(parts, self.threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,6 +406,8 @@ class LlamaWeights:
     output_norm: np.ndarray  # (d_model,)
     output: np.ndarray  # (vocab, d_model); the embedding itself when the file ties them
     rope_freq_factors: np.ndarray | None = None  # llama3-style per-frequency divisors
+    #: The file's name of the output head: ``"output.weight"``, or ``"token_embd.weight"`` if tied.
+    output_name: str = "output.weight"
 
     @classmethod
     def from_gguf(cls, contents: GGUFContents) -> LlamaWeights:
@@ -347,6 +442,7 @@ class LlamaWeights:
             output_norm=get("output_norm.weight"),
             output=t.get("output.weight", embedding),
             rope_freq_factors=t.get("rope_freqs.weight"),
+            output_name="output.weight" if "output.weight" in t else "token_embd.weight",
         )
 
 
@@ -408,7 +504,9 @@ class LlamaModel:
         The attention softmax (default: exact float).
     linear:
         Factory for the transformer blocks' linear layers (default: float32 NumPy). The token
-        embedding and the output head always stay float32.
+        embedding stays float32; so does the output head, unless the factory has
+        ``output_head = True`` (:class:`GGUFLinearFactory`). A factory with a ``from_tensors``
+        method is given the file's tensor names of each layer instead of the float weight.
     """
 
     def __init__(
@@ -422,11 +520,25 @@ class LlamaModel:
         self.softmax = softmax if softmax is not None else FloatSoftmax()
         self.stats = ForwardStats()
         self._qkv, self._attn_out, self._gate_up, self._down = [], [], [], []
-        for layer in weights.layers:
+        from_tensors = getattr(linear, "from_tensors", None)
+        for i, layer in enumerate(weights.layers):
+            if from_tensors is not None:
+                p = f"blk.{i}."
+                self._qkv.append(from_tensors([p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"]))
+                self._attn_out.append(from_tensors([p + "attn_output.weight"]))
+                self._gate_up.append(from_tensors([p + "ffn_gate.weight", p + "ffn_up.weight"]))
+                self._down.append(from_tensors([p + "ffn_down.weight"]))
+                continue
             self._qkv.append(linear(layer.qkv))
             self._attn_out.append(linear(layer.attn_output))
             self._gate_up.append(linear(layer.gate_up))
             self._down.append(linear(layer.ffn_down))
+        self._output: Linear | None = None
+        if getattr(linear, "output_head", False):
+            if from_tensors is not None:
+                self._output = from_tensors([weights.output_name])
+            else:
+                self._output = linear(weights.output)
 
         self._q_dim = cfg.n_heads * cfg.head_dim
         self._kv_dim = cfg.n_kv_heads * cfg.head_dim
@@ -554,7 +666,8 @@ class LlamaModel:
 
         if last_only:
             x = x[-1:]
-        logits = _rms_norm(x, self.weights.output_norm, eps) @ self.weights.output.T
+        h = _rms_norm(x, self.weights.output_norm, eps)
+        logits = h @ self.weights.output.T if self._output is None else self._output(h)
         self.stats.tokens += ids.size
         self.stats.forward_seconds += time.perf_counter() - tic
         return logits
