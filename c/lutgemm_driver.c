@@ -3,6 +3,9 @@
  * splits the row tiles among threads and calls the active backend's kernel. */
 #include <math.h>
 #include <pthread.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,32 +146,64 @@ static void *alloc64(size_t bytes, void **base) {
 
 /* ---- integer-table mode ---- */
 
+/* The float tables of exaq_lut_build_tables4, then one flat loop that scales,
+ * rounds to the nearest integer (ties to even: the 1.5 * 2^23 trick, exact for
+ * |v| < 2^22) and clamps; both loops vectorize on the baseline ISA.  Every
+ * backend reads these bytes. */
 void exaq_lut_build_tables_i8(const float *x, size_t kpad, size_t group_size, int8_t *tables,
                               float *scales) {
-    float T[16];
+    enum { CH = 32 }; /* quads per pass through the float scratch */
+    float T[16 * CH];
     const size_t quads = group_size / 4;
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
     for (size_t g = 0; g < kpad / group_size; ++g) {
         const float *xg = x + g * group_size;
-        /* the largest entry of a quad's table is sum |x_t| (all signs matching) */
+        /* the largest entry of a quad's table is |x0| + |x1| + |x2| + |x3| */
         float m = 0.0f;
         for (size_t c = 0; c < quads; ++c) {
             const float *xc = xg + 4 * c;
-            float a = fabsf(xc[0]);
-            a += fabsf(xc[1]);
-            a += fabsf(xc[2]);
-            a += fabsf(xc[3]);
-            if (a > m) m = a;
+            const float a = ((fabsf(xc[0]) + fabsf(xc[1])) + fabsf(xc[2])) + fabsf(xc[3]);
+            m = a > m ? a : m;
         }
         const float inv = m > 0.0f ? 127.0f / m : 0.0f;
         scales[g] = m / 127.0f;
-        for (size_t c = 0; c < quads; ++c) {
-            exaq_lut_build_tables4(xg + 4 * c, 4, T);
-            int8_t *Q = tables + 16 * (g * quads + c);
-            for (unsigned idx = 0; idx < 16; ++idx) {
-                const long q = lrintf(T[idx] * inv); /* |T| * inv <= 127 up to rounding: clamp */
-                Q[idx] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+        for (size_t c0 = 0; c0 < quads; c0 += CH) {
+            const size_t nq = quads - c0 < CH ? quads - c0 : CH;
+            exaq_lut_build_tables4(xg + 4 * c0, 4 * nq, T);
+            int8_t *Q = tables + 16 * (g * quads + c0);
+            size_t k = 0;
+#if defined(__SSE2__)
+            /* the same arithmetic 16 at a time (cvtps2dq rounds to nearest even under
+             * the default MXCSR; |v| <= 127 up to rounding, so the saturating packs
+             * never clip): compilers do not find this for the loop below */
+            const __m128 vinv = _mm_set1_ps(inv), hi = _mm_set1_ps(127.0f), lo = _mm_set1_ps(-127.0f);
+            for (; k < 16 * nq; k += 16) {
+                __m128i q[4];
+                for (int l = 0; l < 4; ++l)
+                    q[l] = _mm_cvtps_epi32(_mm_max_ps(_mm_min_ps(_mm_mul_ps(_mm_loadu_ps(T + k + 4 * l), vinv), hi), lo));
+                _mm_storeu_si128((__m128i *)(Q + k),
+                                 _mm_packs_epi16(_mm_packs_epi32(q[0], q[1]), _mm_packs_epi32(q[2], q[3])));
+            }
+#endif
+            for (; k < 16 * nq; ++k) {
+                float v = T[k] * inv;
+                v = (v + magic) - magic;
+                v = v > 127.0f ? 127.0f : v; /* |v| <= 127 up to the rounding of inv */
+                v = v < -127.0f ? -127.0f : v;
+                Q[k] = (int8_t)(int32_t)v;
             }
         }
+    }
+}
+
+/* Group sums for the int8 mode: 8 running sums (stride 8) combined pairwise, a
+ * fixed order the compiler vectorizes (the exact mode keeps plain column order). */
+static void group_sums8(const float *xpad, size_t groups, size_t gs, float *gsum) {
+    for (size_t g = 0; g < groups; ++g) {
+        float a[8] = {0};
+        for (size_t j = 0; j < gs; j += 8)
+            for (int l = 0; l < 8; ++l) a[l] += xpad[g * gs + j + l];
+        gsum[g] = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
     }
 }
 
@@ -280,7 +315,7 @@ int exaq_lutgemm_i8(const exaq_lutgemm_kernels *k, const exaq_bcq_i8 *w, const f
             memcpy(xpad, xr, w->cols * sizeof(float));
             memset(xpad + w->cols, 0, (kpad - w->cols) * sizeof(float));
             exaq_lut_build_tables_i8(xpad, kpad, w->group_size, tables + n * tb, scales + n * w->groups);
-            group_sums(xpad, w->groups, w->group_size, gsum + n * w->groups);
+            group_sums8(xpad, w->groups, w->group_size, gsum + n * w->groups);
         }
         job.tokens = nb;
         job.y = y + (ptrdiff_t)n0 * y_stride;
