@@ -129,7 +129,7 @@ BY_BITS(mu8)
 /* ---- integer tables (lutgemm.h): a whole 64-row tile per zmm of codes ----
  * The AVX2 scheme at twice the width: the two int8 tables of a byte column are
  * broadcast to the four 128-bit lanes, so one 64-byte load of codes gives 128
- * lookups with two vpshufb; unpack + maddubs pair and add each row's two
+ * lookups with two vpermb (VBMI; unlike vpshufb it needs no nibble masks); unpack + maddubs pair and add each row's two
  * lookups into int16, and the even / odd int16 -> int32 split hands back rows
  * 0-15, 16-31 (unpacklo) and 32-47, 48-63 (unpackhi) in natural order. */
 #define R8 EXAQ_LUT8_TILE
@@ -147,7 +147,7 @@ ALWAYS_INLINE void prefetch_i8(const exaq_bcq_i8 *w, size_t tg, size_t bits, siz
 ALWAYS_INLINE void i8_tiles(const exaq_bcq_i8 *w, const int8_t *tables, const float *scales,
                             const float *gsum, size_t t0, size_t t1, float *y, const size_t bits) {
     const size_t gb = w->group_size / 8;
-    const __m512i m0f = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi8(1);
+    const __m512i ones = _mm512_set1_epi8(1);
     for (size_t t = t0; t < t1; ++t) {
         __m512 yt[4];
         for (int q = 0; q < 4; ++q) yt[q] = _mm512_setzero_ps();
@@ -169,8 +169,11 @@ ALWAYS_INLINE void i8_tiles(const exaq_bcq_i8 *w, const int8_t *tables, const fl
                     const __m512i tb = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(Q + j * 32 + 16)));
                     for (size_t i = 0; i < bits; ++i) {
                         const __m512i v = _mm512_loadu_si512((const void *)(C + (i * gb + j) * R8));
-                        const __m512i x = _mm512_shuffle_epi8(ta, _mm512_and_si512(v, m0f));
-                        const __m512i z = _mm512_shuffle_epi8(tb, _mm512_and_si512(_mm512_srli_epi16(v, 4), m0f));
+                        /* vpermb reads index bits 0-5 and the table is the same in all four
+                         * lanes, so bits 4-5 (the other nibble / the neighbour byte after
+                         * the shift) only pick a copy: no masking */
+                        const __m512i x = _mm512_permutexvar_epi8(v, ta);
+                        const __m512i z = _mm512_permutexvar_epi8(_mm512_srli_epi16(v, 4), tb);
                         lo[i] = _mm512_add_epi16(lo[i], _mm512_maddubs_epi16(ones, _mm512_unpacklo_epi8(x, z)));
                         hi[i] = _mm512_add_epi16(hi[i], _mm512_maddubs_epi16(ones, _mm512_unpackhi_epi8(x, z)));
                     }
