@@ -98,7 +98,7 @@ class GgmlGemv:
         rows, cols = W.shape
         t = GGML_TYPES[type_name]
         wbytes = self.base.ggml_row_size(t, cols) * rows
-        self.ctx = self.base.ggml_init(_InitParams(wbytes + cols * 4 * 4 + rows * 4 + (64 << 20), None, False))
+        self.ctx = self.base.ggml_init(_InitParams(wbytes + cols * 4 * 4 + rows * 4 + (160 << 20), None, False))
         self.w = self.base.ggml_new_tensor_2d(self.ctx, t, cols, rows)  # ne0 = cols (contiguous)
         self.x = self.base.ggml_new_tensor_1d(self.ctx, 0, cols)
         Wc = np.ascontiguousarray(W, np.float32)
