@@ -9,16 +9,19 @@ and ``lut_gemm`` never dequantizes them.  For each run of 4 activations it
 builds the 16 signed partial sums ``±x0 ±x1 ±x2 ±x3`` once (shared by every
 output row), and each 4-bit nibble of a bit-plane picks one of them; the
 partial sums of bit-plane ``i`` are scaled by ``alpha_i`` per group, plus
-``z * sum(x_group)``.  The paper's 256-entry tables over 8 activations are the
-other available design (``table="mu8"``); ``docs/lutgemm.md`` has the
-measurements behind the per-backend default.
+``z * sum(x_group)``.  By default (``precision="int8"``) the tables are int8
+with one scale per weight group, read with byte shuffles and summed exactly in
+integers; ``precision="exact"`` keeps float32 tables, either 16-entry ones or
+the paper's 256-entry tables over 8 activations (``table="mu8"``);
+``docs/lutgemm.md`` has the measurements behind the defaults.
 
     >>> import numpy as np
     >>> from exaq_cpu import lutgemm
     >>> W = np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
     >>> Wq = lutgemm.quantize(W, bits=3, group_size=128)
     >>> x = np.ones(512, np.float32)
-    >>> y = lutgemm.lut_gemm(x, Wq)            # == x @ Wq.dequantize().T (float rounding)
+    >>> y = lutgemm.lut_gemm(x, Wq)            # ~ x @ Wq.dequantize().T (int8 tables, ~1%)
+    >>> y = lutgemm.lut_gemm(x, Wq, precision="exact")  # == it up to float rounding
     >>> y.shape
     (256,)
 """
