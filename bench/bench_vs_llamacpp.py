@@ -220,7 +220,8 @@ def decode(rounds=3, new_tokens=32, threads=1, prompt="The capital of France is 
         for name, model in ours.items():
             results[name].append(benchmark_decode(model, ids, new_tokens, warmup=2).decode_tokens_per_s)
     print(f"\nDecode, {path.name if hasattr(path, 'name') else path}, {threads} thread(s), prompt "
-          f"{len(ids_cpp)} tokens, {new_tokens} new tokens, median [min-max] of {rounds} interleaved rounds\n")
+          f"{len(ids_cpp)} tokens (llama.cpp) / {len(ids)} (exaq_cpu), {new_tokens} new tokens, greedy, "
+          f"median [min-max] of {rounds} interleaved rounds\n")
     print("| engine | tokens/s | vs llama.cpp |")
     print("|---|---|---|")
     ref = float(np.median(results["llama.cpp"]))
