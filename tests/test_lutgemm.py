@@ -282,7 +282,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="precision"):
         L.lut_gemm(x, Wq, precision="int4")
     with pytest.raises(ValueError, match="exact"):
-        L.lut_gemm(x, Wq, table="mu4")  # a float-table design with the int8 default
+        L.lut_gemm(x, Wq, table="mu4", precision="int8")  # a float-table design with int8 tables
+    # a float-table design named alone means the float tables
+    assert np.array_equal(L.lut_gemm(x, Wq, table="mu8"), L.lut_gemm(x, Wq, table="mu8", precision="exact"))
     with pytest.raises(ValueError):
         L.BCQMatrix(Wq.planes[:-1], Wq.alphas, Wq.offsets, Wq.shape, 2, 8)
 

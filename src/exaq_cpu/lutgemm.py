@@ -438,7 +438,8 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
       tables, equal to ``x @ Wq.dequantize().T`` up to float32 rounding.
     - ``table``: for ``precision="exact"``: ``"mu4"`` (16-entry tables, vpermps),
       ``"mu8"`` (256-entry, the paper's), or ``"auto"`` (the active backend's faster
-      design).  ``precision="int8"`` has one design and takes only ``"auto"``.
+      design).  Naming ``"mu4"``/``"mu8"`` without ``precision`` means ``"exact"``;
+      ``precision="int8"`` has one design and takes only ``"auto"``.
     """
     if not isinstance(Wq, BCQMatrix):
         raise TypeError(f"Wq must be a BCQMatrix, got {type(Wq).__name__}")
@@ -456,8 +457,8 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
         raise ValueError(f"method must be one of {_LUT_METHODS}, got {method!r}")
     if table not in _TABLES:
         raise ValueError(f"table must be one of {_TABLES}, got {table!r}")
-    if precision is None:
-        precision = DEFAULT_PRECISION
+    if precision is None:  # a float-table design asked for by name implies the float tables
+        precision = DEFAULT_PRECISION if table == "auto" else "exact"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and table != "auto":
