@@ -10,7 +10,8 @@
    forced, and the best backend) against ggml's own ``ggml_mul_mat`` of a q2_K / q3_K /
    q4_0 weight with an f32 vector (ggml quantizes the vector to q8 inside, as in
    inference), timed through the ggml C API that ``llama_cpp`` ships (ctypes: one
-   ggml context per shape, ``ggml_graph_compute_with_ctx`` with 1 thread).  ggml's
+   ggml context per shape, planned once with ``ggml_graph_plan``, then
+   ``ggml_graph_compute`` with 1 thread per call).  ggml's
    per-call graph overhead is measured on a 64x256 matmul and printed.  Columns are
    timed round-robin (interleaved rounds), the medians are reported.
 2. Decode tokens/s on the same GGUF (default: SmolLM2-135M-Instruct Q4_1 from the
@@ -58,6 +59,12 @@ class _InitParams(ctypes.Structure):
     _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
 
 
+class _CPlan(ctypes.Structure):  # struct ggml_cplan (ggml-cpu.h)
+    _fields_ = [("work_size", ctypes.c_size_t), ("work_data", ctypes.c_void_p), ("n_threads", ctypes.c_int),
+                ("threadpool", ctypes.c_void_p), ("abort_callback", ctypes.c_void_p),
+                ("abort_callback_data", ctypes.c_void_p), ("use_ref", ctypes.c_bool)]
+
+
 def _load_ggml():
     import llama_cpp  # noqa: F401  (loads its shared libraries)
 
@@ -82,8 +89,8 @@ def _load_ggml():
     base.ggml_quantize_chunk.argtypes = [ctypes.c_int, vp, vp, i64, i64, i64, vp]
     base.ggml_quantize_chunk.restype = ctypes.c_size_t
     base.ggml_row_size.argtypes, base.ggml_row_size.restype = [ctypes.c_int, i64], ctypes.c_size_t
-    cpu.ggml_graph_compute_with_ctx.argtypes = [vp, vp, ctypes.c_int]
-    cpu.ggml_graph_compute_with_ctx.restype = ctypes.c_int
+    cpu.ggml_graph_plan.argtypes, cpu.ggml_graph_plan.restype = [vp, ctypes.c_int, vp], _CPlan
+    cpu.ggml_graph_compute.argtypes, cpu.ggml_graph_compute.restype = [vp, ctypes.POINTER(_CPlan)], ctypes.c_int
     if hasattr(cpu, "ggml_cpu_init"):
         cpu.ggml_cpu_init.argtypes, cpu.ggml_cpu_init.restype = [], None
         cpu.ggml_cpu_init()
@@ -98,7 +105,7 @@ class GgmlGemv:
         rows, cols = W.shape
         t = GGML_TYPES[type_name]
         wbytes = self.base.ggml_row_size(t, cols) * rows
-        self.ctx = self.base.ggml_init(_InitParams(wbytes + cols * 4 * 4 + rows * 4 + (160 << 20), None, False))
+        self.ctx = self.base.ggml_init(_InitParams(wbytes + cols * 4 * 4 + rows * 4 + (16 << 20), None, False))
         self.w = self.base.ggml_new_tensor_2d(self.ctx, t, cols, rows)  # ne0 = cols (contiguous)
         self.x = self.base.ggml_new_tensor_1d(self.ctx, 0, cols)
         Wc = np.ascontiguousarray(W, np.float32)
@@ -108,9 +115,15 @@ class GgmlGemv:
         self.graph = self.base.ggml_new_graph(self.ctx)
         self.base.ggml_build_forward_expand(self.graph, self.y)
         self.rows, self.threads = rows, threads
+        # plan once, work buffer (x quantized to q8) owned here; each call = ggml_graph_compute
+        self.plan = self.cpu.ggml_graph_plan(self.graph, threads, None)
+        self.work = np.zeros(max(1, self.plan.work_size), np.uint8)
+        self.plan.work_data = self.work.ctypes.data
+        self.plan_ref = ctypes.byref(self.plan)
 
     def __call__(self):
-        self.cpu.ggml_graph_compute_with_ctx(self.ctx, self.graph, self.threads)
+        if self.cpu.ggml_graph_compute(self.graph, self.plan_ref) != 0:
+            raise RuntimeError("ggml_graph_compute failed")
 
     def result(self) -> np.ndarray:
         return np.ctypeslib.as_array(ctypes.cast(self.base.ggml_get_data(self.y), ctypes.POINTER(ctypes.c_float)),
@@ -155,8 +168,8 @@ def kernels(rounds=15, shapes=SHAPES, bits_list=(2, 3, 4)):
     tiny.close()
     print(f"ggml per-call overhead (64x256 q4_0 graph): {over[0] * 1e3:.1f} us\n")
     print("| shape | bits | ggml type | ggml | avx2 int8 | avx2 exact | "
-          f"{best} int8 | {best} exact | ggml / avx2 int8 | ggml / {best} int8 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"{best} int8 | {best} exact | ggml / avx2 int8 | ggml / {best} int8 | rel. error ggml, ours int8 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for shape in shapes:
         W = (rng.standard_normal(shape) * 0.02).astype(np.float32)
@@ -177,9 +190,12 @@ def kernels(rounds=15, shapes=SHAPES, bits_list=(2, 3, 4)):
             cols = [g, ours("avx2", "int8"), ours("avx2", "exact"), ours(best, "int8"), ours(best, "exact")]
             res = _interleaved_ms(cols, rounds)
             exaq_cpu.set_backend(best)
+            ref = W.astype(np.float64) @ x  # both sides checked against the float product
+            errs = [np.linalg.norm(v - ref) / np.linalg.norm(ref) for v in (g.result(), L.lut_gemm(x, Wq))]
             cells = " | ".join(f"{m:.3f} [{lo:.3f}-{hi:.3f}]" for m, lo, hi in res)
             print(f"| {shape[0]}x{shape[1]} | {bits} | {tname} | {cells} | "
-                  f"{res[0][0] / res[1][0]:.2f}x | {res[0][0] / res[3][0]:.2f}x |", flush=True)
+                  f"{res[0][0] / res[1][0]:.2f}x | {res[0][0] / res[3][0]:.2f}x | "
+                  f"{errs[0]:.3f}, {errs[1]:.3f} |", flush=True)
             g.close()
 
 
