@@ -3,10 +3,15 @@
 The package is built for the baseline ISA of the target; only the kernel files
 named ``*_avx2.c`` / ``*_avx512.c`` get SIMD code-generation flags, and the
 dispatch table picks among them at run time.  Never ``-march=native``.
+x86-64 builds scalar + AVX2 + AVX-512, aarch64 scalar + NEON (baseline, no
+flags), anything else scalar only; see target_machine() for cross builds.
 """
 import os
 import platform
+import shlex
+import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy
@@ -17,8 +22,35 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).parent
 C_DIR = "c"
 
-X86 = platform.machine().lower() in {"x86_64", "amd64", "i686", "x86"}
-ARM64 = platform.machine().lower() in {"aarch64", "arm64"}
+
+
+def target_machine():
+    """The architecture the extension is built for, which in a cross build is
+    not platform.machine() (the build host).  In order: EXAQ_TARGET_ARCH
+    (e.g. aarch64, x86_64), _PYTHON_HOST_PLATFORM (set by cross-build tools,
+    e.g. linux-aarch64), the target of the C compiler (`$CC -dumpmachine`),
+    the host."""
+    forced = os.environ.get("EXAQ_TARGET_ARCH")
+    if forced:
+        return forced.lower()
+    host_platform = os.environ.get("_PYTHON_HOST_PLATFORM")
+    if host_platform:
+        return host_platform.rsplit("-", 1)[-1].lower()
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC")
+    if cc:
+        try:
+            out = subprocess.run(shlex.split(cc) + ["-dumpmachine"], capture_output=True, text=True,
+                                 timeout=30, check=True).stdout.strip()
+            if out:
+                return out.split("-", 1)[0].lower()
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass
+    return platform.machine().lower()
+
+
+TARGET = target_machine()
+X86 = TARGET in {"x86_64", "amd64", "i686", "i386", "x86"}
+ARM64 = TARGET in {"aarch64", "arm64"}
 
 # Per-file code generation flags, by the ISA suffix of the kernel file.
 ISA_FLAGS = {

@@ -45,7 +45,7 @@ static const exaq_backend backend_table[EXAQ_BACKEND_COUNT] = {
     {"avx512", NULL, NULL},
 #endif
 #if defined(__aarch64__)
-    {"neon", &exaq_softmax_neon, &exaq_lutgemm_scalar}, /* LUT-GEMM: scalar until the NEON kernels */
+    {"neon", &exaq_softmax_neon, &exaq_lutgemm_neon},
 #else
     {"neon", NULL, NULL},
 #endif

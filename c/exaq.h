@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "lutgemm.h" /* LUT-GEMM kernel tables and driver */
+#include "threadpool.h" /* the one worker pool */
 
 #ifdef __cplusplus
 extern "C" {
@@ -153,6 +154,9 @@ extern const exaq_packed_kernels exaq_packed_scalar;
 extern const exaq_packed_kernels exaq_packed_avx2;
 extern const exaq_packed_kernels exaq_packed_avx512;
 #endif
+#if defined(__aarch64__)
+extern const exaq_packed_kernels exaq_packed_neon;
+#endif
 extern const exaq_softmax_kernels exaq_softmax_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const exaq_softmax_kernels exaq_softmax_avx2;
@@ -191,6 +195,7 @@ typedef struct {
     double law_intercept;  /* c */
     double static_lo;      /* EXAQ_CLIP_STATIC */
     exaq_floor_mode floor;
+    int threads;           /* rows split across this many threads (threadpool.h); 0 or 1: the caller's alone */
 } exaq_params;
 
 /* Statistics of the shifted, unmasked scores pooled over a whole call. */
@@ -213,7 +218,7 @@ int exaq_quantize_codes(const exaq_backend *be, const float *x, size_t rows, siz
                         ptrdiff_t x_stride, uint8_t *codes, ptrdiff_t c_stride,
                         const exaq_params *p, float *scratch, float *lo_out, float *tables);
 int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size_t n,
-                       ptrdiff_t x_stride, float *y, ptrdiff_t y_stride);
+                       ptrdiff_t x_stride, float *y, ptrdiff_t y_stride, int threads);
 void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_t n,
                       ptrdiff_t x_stride, float *scratch, exaq_call_stats *out);
 

@@ -118,6 +118,9 @@ extern const exaq_lutgemm_kernels exaq_lutgemm_scalar;
 extern const exaq_lutgemm_kernels exaq_lutgemm_avx2;
 extern const exaq_lutgemm_kernels exaq_lutgemm_avx512;
 #endif
+#if defined(__aarch64__)
+extern const exaq_lutgemm_kernels exaq_lutgemm_neon;
+#endif
 
 /* ---- portable driver (lutgemm_driver.c) ---- */
 

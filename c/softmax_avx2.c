@@ -79,29 +79,51 @@ static inline void stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *s
     *sumsq = _mm256_fmadd_ps(d, d, *sumsq);
 }
 
-/* exaq_stat_lanes_flush of lanes (l in vector l / 8): vectors v and v + 4,
- * v + 2 and v + 6 folded in float, added to the double lanes */
-static inline void fold256(float lanes[EXAQ_STAT_LANES], double wide[EXAQ_STAT_WIDE]) {
-    __m256 f[8];
-    for (int v = 0; v < 8; ++v) {
-        f[v] = _mm256_loadu_ps(lanes + 8 * v);
-        _mm256_storeu_ps(lanes + 8 * v, _mm256_setzero_ps());
-    }
+/* exaq_stat_lanes_flush of the float lanes (l in vector l / 8): vectors v and
+ * v + 4, v + 2 and v + 6 folded in float, added to the 16 double lanes held
+ * in four registers (lanes 4w .. 4w + 3 in wide[w]).  The float lanes need no
+ * zeroing: the next block's sweeps store every one of them. */
+static inline void fold256(const float lanes[EXAQ_STAT_LANES], __m256d wide[4]) {
     for (int v = 0; v < 2; ++v) {
-        const __m256 folded = _mm256_add_ps(_mm256_add_ps(f[v], f[v + 4]), _mm256_add_ps(f[v + 2], f[v + 6]));
-        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(folded));
-        const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(folded, 1));
-        _mm256_storeu_pd(wide + 8 * v, _mm256_add_pd(_mm256_loadu_pd(wide + 8 * v), lo));
-        _mm256_storeu_pd(wide + 8 * v + 4, _mm256_add_pd(_mm256_loadu_pd(wide + 8 * v + 4), hi));
+        const __m256 folded = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(lanes + 8 * v), _mm256_loadu_ps(lanes + 8 * v + 32)),
+                                            _mm256_add_ps(_mm256_loadu_ps(lanes + 8 * v + 16), _mm256_loadu_ps(lanes + 8 * v + 48)));
+        wide[2 * v] = _mm256_add_pd(wide[2 * v], _mm256_cvtps_pd(_mm256_castps256_ps128(folded)));
+        wide[2 * v + 1] = _mm256_add_pd(wide[2 * v + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(folded, 1)));
     }
+}
+
+/* exaq_tree_total of the 16 double lanes, level by level in registers: lane l
+ * with l + 8, then l + 4, l + 2 and l + 1, the same adds in the same pairs */
+static inline double tree_total256(const __m256d wide[4]) {
+    const __m256d quarter = _mm256_add_pd(_mm256_add_pd(wide[0], wide[2]), _mm256_add_pd(wide[1], wide[3]));
+    const __m128d pair = _mm_add_pd(_mm256_castpd256_pd128(quarter), _mm256_extractf128_pd(quarter, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)));
+}
+
+/* the largest (smallest) of 8 lanes; the order does not matter for a row
+ * without NaN, and the driver discards the extremes of a row with one */
+static inline float max8(__m256 v) {
+    /* max_ps returns its second operand when either is NaN */
+    __m128 m = _mm_max_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    m = _mm_max_ps(_mm_movehl_ps(m, m), m);
+    m = _mm_max_ss(_mm_movehdup_ps(m), m);
+    return _mm_cvtss_f32(m);
+}
+
+static inline float min8(__m256 v) {
+    __m128 m = _mm_min_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    m = _mm_min_ps(_mm_movehl_ps(m, m), m);
+    m = _mm_min_ss(_mm_movehdup_ps(m), m);
+    return _mm_cvtss_f32(m);
 }
 
 static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n, float pilot, exaq_row_stats *out,
                                      const int with_min, const int centered, const int no_mask) {
     const int flags = (with_min ? EXAQ_STATS_MIN : 0) | (no_mask ? EXAQ_STATS_NO_MASK : 0);
     const __m256 p = _mm256_set1_ps(pilot);
-    exaq_stat_lanes lanes;
-    memset(&lanes, 0, sizeof lanes);
+    exaq_stat_lanes lanes; /* only the float lanes are used; every block stores all of them */
+    __m256d wide_sum[4], wide_sumsq[4];
+    for (int w = 0; w < 4; ++w) wide_sum[w] = wide_sumsq[w] = _mm256_setzero_pd();
     exaq_row_stats_init(out);
     extremes256 st = {neg_inf8(), _mm256_set1_ps(__builtin_inff()), 0};
     for (size_t block = 0; block < n; block += EXAQ_FLUSH) {
@@ -130,19 +152,20 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
             _mm256_storeu_ps(lanes.sumsq + 8 * g, sumsq);
         }
         for (; j < end; ++j) exaq_stats_add_one(x[j], j, pilot, flags, &lanes, out);
-        fold256(lanes.sum, lanes.wide_sum);
-        fold256(lanes.sumsq, lanes.wide_sumsq);
+        fold256(lanes.sum, wide_sum);
+        fold256(lanes.sumsq, wide_sumsq);
     }
-    float lanes_max[8], lanes_min[8];
-    _mm256_storeu_ps(lanes_max, st.vmax);
-    _mm256_storeu_ps(lanes_min, st.vmin);
-    for (int l = 0; l < 8; ++l) {
-        if (lanes_max[l] > out->max) out->max = lanes_max[l];
-        if (lanes_min[l] < out->min) out->min = lanes_min[l];
+    /* a NaN lane (the row is then invalid, its max unused) loses to the
+     * scalar part's value, as in a loop of comparisons */
+    const float lanes_max = max8(st.vmax);
+    if (lanes_max > out->max) out->max = lanes_max;
+    if (with_min) {
+        const float lanes_min = min8(st.vmin);
+        if (lanes_min < out->min) out->min = lanes_min;
     }
     out->unmasked += st.unmasked;
-    out->sum = exaq_tree_total(lanes.wide_sum, EXAQ_STAT_WIDE);
-    out->sumsq = exaq_tree_total(lanes.wide_sumsq, EXAQ_STAT_WIDE);
+    out->sum = tree_total256(wide_sum);
+    out->sumsq = tree_total256(wide_sumsq);
     if (!with_min) out->min = __builtin_nanf("");
 }
 

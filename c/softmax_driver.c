@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "softmax_common.h"
+#include "threadpool.h"
 
 /* A range narrower than this (degenerate rows: constant, or denormal spread)
  * is widened to it, so the scale stays finite; every entry then gets the top
@@ -135,36 +136,91 @@ static double sigma_of(double count, double m2) {
 #define EXAQ_ROW_GROUP 8
 #define EXAQ_CODE_GROUP_BYTES 4096
 
-/* Pass 1 over the call: row maxima into `maxima` (NaN for invalid rows, -inf
- * for fully masked ones) and the pooled moments of t over the live rows. */
-static void pool_rows(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
-                      int with_min, float *maxima, uint8_t *unmasked_rows, pooled_moments *pm) {
-    memset(pm, 0, sizeof *pm);
-    pm->min = INFINITY;
+/* What pooling needs of a row, kept when rows are summarized in parallel */
+typedef struct {
+    double count, mean, m2;
+    float max, min;
+    uint8_t state;
+} pool_entry;
+
+typedef struct {
+    const exaq_backend *be;
+    const float *x;
+    size_t n;
+    ptrdiff_t xs;
+    int with_min;
+    float *maxima;
+    uint8_t *unmasked_rows;
+    pool_entry *entries; /* NULL: pool each row at once into pm (one thread) */
+    pooled_moments *pm;
+} pool_job;
+
+static void pool_entry_add(pooled_moments *pm, const pool_entry *e) {
+    if (e->state == ROW_INVALID) ++pm->invalid_rows;
+    if (e->state != ROW_LIVE) return;
+    row_summary s = {ROW_LIVE, e->max, e->min, e->count, e->mean, e->m2};
+    pool_add(pm, &s);
+}
+
+/* Rows [begin, end) of pass 1: maxima, which rows hold no -inf, and each
+ * row's moments (pooled at once, or kept for pooling in row order). */
+static void summarize_rows(void *ctx, size_t begin, size_t end) {
+    const pool_job *job = (const pool_job *)ctx;
+    const size_t n = job->n;
     int unmasked_before = 1;
-    for (size_t r0 = 0; r0 < rows; r0 += EXAQ_ROW_GROUP) {
-        const size_t group = rows - r0 < EXAQ_ROW_GROUP ? rows - r0 : EXAQ_ROW_GROUP;
+    for (size_t r0 = begin; r0 < end; r0 += EXAQ_ROW_GROUP) {
+        const size_t group = end - r0 < EXAQ_ROW_GROUP ? end - r0 : EXAQ_ROW_GROUP;
         exaq_row_stats stats[EXAQ_ROW_GROUP];
         /* The rows of a call are masked alike (causal, padding) or not at all:
          * a group skips the mask test when the previous one had no -inf (the
          * first looks at its first row's ends).  Peeking at every row's ends
-         * would wait on a cache miss per row.  A wrong guess costs a pass. */
-        const int flags = stats_flags(with_min, r0 == 0 ? ends_unmasked(x, n) : unmasked_before);
-        be->softmax->row_stats_rows(x + (ptrdiff_t)r0 * xs, group, n, xs, flags, stats);
+         * would wait on a cache miss per row.  A wrong guess costs a pass,
+         * never a different result. */
+        const float *first = job->x + (ptrdiff_t)r0 * job->xs;
+        const int flags = stats_flags(job->with_min, r0 == begin ? ends_unmasked(first, n) : unmasked_before);
+        job->be->softmax->row_stats_rows(first, group, n, job->xs, flags, stats);
         unmasked_before = 1;
         for (size_t g = 0; g < group; ++g) {
             const size_t r = r0 + g;
             row_summary s;
-            finish_summary(be, x + (ptrdiff_t)r * xs, n, flags, stats[g], &s);
+            finish_summary(job->be, job->x + (ptrdiff_t)r * job->xs, n, flags, stats[g], &s);
             const int unmasked = s.state == ROW_LIVE && s.count == (double)n;
             if (!unmasked) unmasked_before = 0;
-            maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
-            if (unmasked_rows) unmasked_rows[r] = (uint8_t)unmasked;
-            if (s.state == ROW_INVALID) ++pm->invalid_rows;
-            if (s.state == ROW_LIVE) pool_add(pm, &s);
+            job->maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
+            if (job->unmasked_rows) job->unmasked_rows[r] = (uint8_t)unmasked;
+            pool_entry e = {s.count, s.mean, s.m2, s.max, s.min, (uint8_t)s.state};
+            if (job->entries) job->entries[r] = e;
+            else pool_entry_add(job->pm, &e);
         }
     }
+}
+
+/* rows a parallel chunk takes: whole row groups, about four chunks a thread */
+static size_t row_grain(size_t rows, int threads) {
+    size_t grain = rows / (4 * (size_t)(threads > 1 ? threads : 1));
+    grain = (grain + EXAQ_ROW_GROUP - 1) / EXAQ_ROW_GROUP * EXAQ_ROW_GROUP;
+    return grain < EXAQ_ROW_GROUP ? EXAQ_ROW_GROUP : grain;
+}
+
+/* Pass 1 over the call: row maxima into `maxima` (NaN for invalid rows, -inf
+ * for fully masked ones) and the pooled moments of t over the live rows,
+ * pooled in row order whatever the thread count.  -2 if out of memory. */
+static int pool_rows(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
+                     int with_min, float *maxima, uint8_t *unmasked_rows, pooled_moments *pm, int threads) {
+    memset(pm, 0, sizeof *pm);
+    pm->min = INFINITY;
+    pool_job job = {be, x, n, xs, with_min, maxima, unmasked_rows, NULL, pm};
+    if (threads > 1 && rows > EXAQ_ROW_GROUP) {
+        job.entries = (pool_entry *)malloc(rows * sizeof *job.entries);
+        if (!job.entries) return -2;
+        exaq_parallel_for(rows, row_grain(rows, threads), threads, summarize_rows, &job);
+        for (size_t r = 0; r < rows; ++r) pool_entry_add(pm, job.entries + r);
+        free(job.entries);
+    } else {
+        summarize_rows(&job, 0, rows);
+    }
     pool_finish(pm);
+    return 0;
 }
 
 static int row_state_of_max(float row_max) {
@@ -229,20 +285,30 @@ static int uses_pooled_range(const exaq_params *p) {
     return p->clip == EXAQ_CLIP_GAUSS || p->clip == EXAQ_CLIP_LAPLACE || p->clip == EXAQ_CLIP_NONE;
 }
 
-/* The range shared by every row of the call (pooled modes fill `maxima`). */
-static float shared_lo(const exaq_backend *be, const float *x, size_t rows, size_t n,
-                       ptrdiff_t xs, const exaq_params *p, float *maxima, uint8_t *unmasked_rows) {
-    if (p->clip == EXAQ_CLIP_STATIC) return finish_lo(p->static_lo);
-    if (!uses_pooled_range(p)) return NAN;
+/* The range shared by every row of the call into *lo (pooled modes fill
+ * `maxima`); -2 if out of memory. */
+static int shared_lo(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
+                     const exaq_params *p, float *maxima, uint8_t *unmasked_rows, float *lo) {
+    if (p->clip == EXAQ_CLIP_STATIC) {
+        *lo = finish_lo(p->static_lo);
+        return 0;
+    }
+    *lo = NAN;
+    if (!uses_pooled_range(p)) return 0;
     pooled_moments pm;
-    pool_rows(be, x, rows, n, xs, p->clip == EXAQ_CLIP_NONE, maxima, unmasked_rows, &pm);
-    if (p->clip == EXAQ_CLIP_NONE) return finish_lo(pm.min);
+    if (pool_rows(be, x, rows, n, xs, p->clip == EXAQ_CLIP_NONE, maxima, unmasked_rows, &pm, p->threads) != 0)
+        return -2;
+    if (p->clip == EXAQ_CLIP_NONE) {
+        *lo = finish_lo(pm.min);
+        return 0;
+    }
     const double spread = p->clip == EXAQ_CLIP_GAUSS
                               ? sigma_of(pm.count, pm.m2)
                               : pool_abs_deviation(be, x, rows, n, xs, maxima, pm.mean, pm.count);
     const double c = p->law_slope * spread + p->law_intercept;
     /* the minimum matters only when the clip lies below it */
-    return law_lo(p, spread, min_surely_below(&pm, c) ? -INFINITY : pooled_min(be, x, rows, n, xs, maxima));
+    *lo = law_lo(p, spread, min_surely_below(&pm, c) ? -INFINITY : pooled_min(be, x, rows, n, xs, maxima));
+    return 0;
 }
 
 /* a quantizer's range (lo, scale, offset) moved to another row's shift */
@@ -311,18 +377,20 @@ static void probability_table(const int64_t *counts, const double e[EXAQ_MAX_COD
     double total = 0.0;
     for (int k = 0; k <= levels; ++k) total += (double)counts[k] * e[k];
     const double inverse = 1.0 / total;
+    /* the entries past levels first, as one fixed-size store (a loop with a
+     * variable start compiles to a scalar store per entry) */
+    memset(table, 0, EXAQ_MAX_CODES * sizeof *table);
     for (int k = 0; k <= levels; ++k) table[k] = (float)(e[k] * inverse);
-    for (int k = levels + 1; k < EXAQ_MAX_CODES; ++k) table[k] = 0.0f;
 }
 
 /* The range of every row of a call: shared_lo's result, and for the pooled
- * modes the rows' maxima and which rows hold no -inf (from pass 1). */
+ * modes the rows' maxima and which rows hold no -inf (from pass 1).  Read
+ * only once made, so the rows can be quantized in parallel. */
 typedef struct {
     int pooled;
     float lo;
     float *maxima;
     uint8_t *unmasked_rows;
-    exaq_quantizer q; /* the last live row's */
 } call_range;
 
 /* Pass 1 where the mode needs it; -2 if out of memory (release with range_end) */
@@ -331,17 +399,16 @@ static int range_begin(call_range *cr, const exaq_backend *be, const float *x, s
     cr->pooled = uses_pooled_range(p);
     cr->maxima = maxima;
     cr->unmasked_rows = cr->pooled ? (uint8_t *)malloc(rows) : NULL;
-    cr->q.levels = 0;
     if (cr->pooled && !cr->unmasked_rows) return -2;
-    cr->lo = shared_lo(be, x, rows, n, xs, p, maxima, cr->unmasked_rows);
-    return 0;
+    return shared_lo(be, x, rows, n, xs, p, maxima, cr->unmasked_rows, &cr->lo);
 }
 
-/* Row r's quantizer into cr->q; returns the row's ROW_* state */
-static int range_row(call_range *cr, const exaq_backend *be, const float *row, size_t r, size_t n,
-                     const exaq_params *p) {
+/* Row r's quantizer into q (which holds the previous row's of the same
+ * thread, or levels 0); returns the row's ROW_* state */
+static int range_row(const call_range *cr, exaq_quantizer *q, const exaq_backend *be, const float *row, size_t r,
+                     size_t n, const exaq_params *p) {
     return prepare_row(be, row, n, p, cr->lo, cr->pooled ? cr->maxima + r : NULL,
-                       cr->pooled ? !cr->unmasked_rows[r] : 1, &cr->q);
+                       cr->pooled ? !cr->unmasked_rows[r] : 1, q);
 }
 
 static void range_end(call_range *cr) { free(cr->unmasked_rows); }
@@ -377,50 +444,86 @@ struct row_sink {
     void (*emit)(row_sink *sink, const exaq_backend *be, size_t r, size_t n, const coded_row *row);
 };
 
-/* Range selection, then every row quantized and tabulated, handed to `sink`.
- * A group of rows goes through the kernel before any of them is tabulated
+/* What the threads of pass 2 share (read only, but `failed`) */
+typedef struct {
+    const exaq_backend *be;
+    const float *x;
+    size_t n;
+    ptrdiff_t xs;
+    const exaq_params *p;
+    const call_range *cr;
+    float *lo_out;
+    row_sink *sink;
+    int failed; /* atomic: a range could not get its code buffer */
+} quantize_job;
+
+/* Rows [begin, end) quantized and tabulated, handed to the sink.  A group of
+ * rows goes through the kernel before any of them is tabulated
  * (EXAQ_ROW_GROUP); byte codes wait in a buffer of one group, in L1. */
-static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
-                         ptrdiff_t xs, const exaq_params *p, float *maxima, float *lo_out,
-                         row_sink *sink) {
-    if (!params_valid(p)) return -1;
-    if (rows == 0 || n == 0) return 0;
+static void quantize_range(void *ctx, size_t begin, size_t end) {
+    quantize_job *job = (quantize_job *)ctx;
+    const exaq_backend *be = job->be;
+    const exaq_params *p = job->p;
+    const size_t n = job->n;
     uint8_t *codes = (uint8_t *)malloc(EXAQ_ROW_GROUP * n); /* at most a group */
-    call_range cr = {0}; /* range_end frees nothing if range_begin did not run */
-    if (!codes || range_begin(&cr, be, x, rows, n, xs, p, maxima) != 0) {
-        free(codes), range_end(&cr);
-        return -2;
+    if (!codes) {
+        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+        return;
     }
+    exaq_quantizer q;
+    q.levels = 0;
     exponent_cache exponents = {NAN, {0}};
     /* byte codes of a group must stay in L1 beside the rows streaming through it */
     const size_t byte_group = n >= EXAQ_CODE_GROUP_BYTES ? 1 : EXAQ_CODE_GROUP_BYTES / n;
     const size_t group_rows = byte_group > EXAQ_ROW_GROUP ? EXAQ_ROW_GROUP : byte_group;
     const int ncodes = 1 << p->bits;
-    for (size_t r0 = 0; r0 < rows; r0 += group_rows) {
-        const size_t group = rows - r0 < group_rows ? rows - r0 : group_rows;
+    /* Last group first: pass 1 ran forward, so the rows it touched last are
+     * the ones still in cache (a forward sweep would evict each row just
+     * before reading it, when the call outgrows the cache). */
+    const size_t groups = (end - begin + group_rows - 1) / group_rows;
+    for (size_t gi = groups; gi-- > 0;) {
+        const size_t r0 = begin + gi * group_rows;
+        const size_t group = end - r0 < group_rows ? end - r0 : group_rows;
         coded_row out[EXAQ_ROW_GROUP];
         int64_t counts[EXAQ_ROW_GROUP][EXAQ_MAX_CODES];
         float row_lo[EXAQ_ROW_GROUP];
         for (size_t g = 0; g < group; ++g) {
             const size_t r = r0 + g;
-            const float *row = x + (ptrdiff_t)r * xs;
+            const float *row = job->x + (ptrdiff_t)r * job->xs;
             out[g].codes = NULL;
-            out[g].state = range_row(&cr, be, row, r, n, p);
-            row_lo[g] = out[g].state == ROW_LIVE ? cr.q.lo : NAN;
-            if (lo_out) lo_out[r] = row_lo[g];
+            out[g].state = range_row(job->cr, &q, be, row, r, n, p);
+            row_lo[g] = out[g].state == ROW_LIVE ? q.lo : NAN;
+            if (job->lo_out) job->lo_out[r] = row_lo[g];
             if (out[g].state != ROW_LIVE) continue;
             for (int k = 0; k < ncodes; ++k) counts[g][k] = 0; /* memset here is a slow rep stos */
             out[g].codes = codes + g * n;
-            be->softmax->quantize_count(row, n, &cr.q, codes + g * n, counts[g]);
+            be->softmax->quantize_count(row, n, &q, codes + g * n, counts[g]);
         }
         for (size_t g = 0; g < group; ++g) {
             if (out[g].state == ROW_LIVE)
                 row_table(&exponents, row_lo[g], ncodes - 1, p->floor, counts[g], out[g].table);
-            sink->emit(sink, be, r0 + g, n, &out[g]);
+            job->sink->emit(job->sink, be, r0 + g, n, &out[g]);
         }
     }
-    free(codes), range_end(&cr);
-    return 0;
+    free(codes);
+}
+
+/* Range selection, then every row quantized and tabulated, handed to `sink`,
+ * rows split across p->threads threads. */
+static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
+                         ptrdiff_t xs, const exaq_params *p, float *maxima, float *lo_out,
+                         row_sink *sink) {
+    if (!params_valid(p)) return -1;
+    if (rows == 0 || n == 0) return 0;
+    call_range cr = {0}; /* range_end frees nothing if range_begin did not run */
+    if (range_begin(&cr, be, x, rows, n, xs, p, maxima) != 0) {
+        range_end(&cr);
+        return -2;
+    }
+    quantize_job job = {be, x, n, xs, p, &cr, lo_out, sink, 0};
+    exaq_parallel_for(rows, row_grain(rows, p->threads), p->threads, quantize_range, &job);
+    range_end(&cr);
+    return job.failed ? -2 : 0;
 }
 
 typedef struct {
@@ -482,21 +585,38 @@ int exaq_quantize_codes(const exaq_backend *be, const float *x, size_t rows, siz
     return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
 }
 
-int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size_t n,
-                       ptrdiff_t xs, float *y, ptrdiff_t ys) {
-    for (size_t r = 0; r < rows && n; ++r) {
-        const float *row = x + (ptrdiff_t)r * xs;
-        float *out = y + (ptrdiff_t)r * ys;
+typedef struct {
+    const exaq_backend *be;
+    const float *x;
+    size_t n;
+    ptrdiff_t xs;
+    float *y;
+    ptrdiff_t ys;
+} exact_job;
+
+static void exact_range(void *ctx, size_t begin, size_t end) {
+    const exact_job *job = (const exact_job *)ctx;
+    const size_t n = job->n;
+    for (size_t r = begin; r < end; ++r) {
+        const float *row = job->x + (ptrdiff_t)r * job->xs;
+        float *out = job->y + (ptrdiff_t)r * job->ys;
         int specials;
-        const float row_max = be->softmax->row_max(row, n, &specials);
+        const float row_max = job->be->softmax->row_max(row, n, &specials);
         const int invalid = specials & EXAQ_ROW_HAS_INVALID;
         if (invalid || row_max == -INFINITY) {
             fill(out, n, invalid ? NAN : 0.0f);
             continue;
         }
-        const double total = be->softmax->exp_store_sum(row, n, row_max, out);
-        be->softmax->scale(out, n, (float)(1.0 / total));
+        const double total = job->be->softmax->exp_store_sum(row, n, row_max, out);
+        job->be->softmax->scale(out, n, (float)(1.0 / total));
     }
+}
+
+int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size_t n,
+                       ptrdiff_t xs, float *y, ptrdiff_t ys, int threads) {
+    if (rows == 0 || n == 0) return 0;
+    exact_job job = {be, x, n, xs, y, ys};
+    exaq_parallel_for(rows, row_grain(rows, threads), threads, exact_range, &job);
     return 0;
 }
 
@@ -504,7 +624,7 @@ void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_
                       ptrdiff_t xs, float *maxima, exaq_call_stats *out) {
     pooled_moments pm;
     memset(&pm, 0, sizeof pm);
-    if (rows && n) pool_rows(be, x, rows, n, xs, 1, maxima, NULL, &pm);
+    if (rows && n) pool_rows(be, x, rows, n, xs, 1, maxima, NULL, &pm, 1); /* one thread: cannot fail */
     const int any = pm.count > 0;
     out->count = (int64_t)pm.count;
     out->mean = any ? pm.mean : NAN;
@@ -556,7 +676,7 @@ static void finish_packed_row(packed_sink *c, size_t r, size_t n, int state, int
     size_t len;
     if (state == ROW_LIVE) {
         len = any_masked ? valid_length(mask, n) : n;
-        if (any_masked && any_masked_before(mask, len)) ++c->interior;
+        if (any_masked && any_masked_before(mask, len)) __atomic_fetch_add(&c->interior, 1, __ATOMIC_RELAXED);
     } else {
         const size_t mbytes = EXAQ_MASK_BYTES(n);
         memset(c->packed + (ptrdiff_t)r * c->ps, 0, EXAQ_PACKED_BYTES(n, c->bits));
@@ -591,6 +711,36 @@ typedef struct {
  * but the kernels runs between two kernel calls.  A row without -inf leaves
  * its bitmap unwritten; once the bitmap is handed out (interior masks), those
  * rows are zeroed. */
+typedef struct {
+    const exaq_backend *be;
+    const float *x;
+    size_t n;
+    ptrdiff_t xs;
+    const exaq_params *p;
+    const call_range *cr;
+    packed_sink *sink;
+    packed2_row *info;
+} packed2_job;
+
+/* Rows [begin, end) through the fused 2-bit kernel */
+static void packed2_range(void *ctx, size_t begin, size_t end) {
+    const packed2_job *job = (const packed2_job *)ctx;
+    const packed_sink *c = job->sink;
+    exaq_quantizer q;
+    q.levels = 0;
+    for (size_t r = end; r-- > begin;) { /* last row first, as quantize_range */
+        const float *row = job->x + (ptrdiff_t)r * job->xs;
+        packed2_row *out = job->info + r;
+        out->state = (uint8_t)range_row(job->cr, &q, job->be, row, r, job->n, job->p);
+        out->lo = out->state == ROW_LIVE ? q.lo : NAN;
+        if (out->state != ROW_LIVE) continue;
+        for (int k = 0; k < 4; ++k) out->counts[k] = 0; /* memset here is a slow rep stos */
+        out->any_masked = job->be->softmax->quantize_pack2(row, job->n, &q, c->packed + (ptrdiff_t)r * c->ps,
+                                                           c->maskbits + (ptrdiff_t)r * c->ms, out->counts) != 0;
+        out->mask_written = (uint8_t)q.may_mask;
+    }
+}
+
 static int softmax_packed2(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
                            const exaq_params *p, float *maxima, float *lo_out, packed_sink *c) {
     packed2_row *info = (packed2_row *)malloc(rows * sizeof *info);
@@ -599,17 +749,8 @@ static int softmax_packed2(const exaq_backend *be, const float *x, size_t rows, 
         free(info), range_end(&cr);
         return -2;
     }
-    for (size_t r = 0; r < rows; ++r) {
-        const float *row = x + (ptrdiff_t)r * xs;
-        packed2_row *out = info + r;
-        out->state = (uint8_t)range_row(&cr, be, row, r, n, p);
-        out->lo = out->state == ROW_LIVE ? cr.q.lo : NAN;
-        if (out->state != ROW_LIVE) continue;
-        for (int k = 0; k < 4; ++k) out->counts[k] = 0; /* memset here is a slow rep stos */
-        out->any_masked = be->softmax->quantize_pack2(row, n, &cr.q, c->packed + (ptrdiff_t)r * c->ps,
-                                                      c->maskbits + (ptrdiff_t)r * c->ms, out->counts) != 0;
-        out->mask_written = (uint8_t)cr.q.may_mask;
-    }
+    packed2_job job = {be, x, n, xs, p, &cr, c, info};
+    exaq_parallel_for(rows, row_grain(rows, p->threads), p->threads, packed2_range, &job);
     exponent_cache exponents = {NAN, {0}};
     for (size_t r = 0; r < rows; ++r) {
         const packed2_row *row = info + r;

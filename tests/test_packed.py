@@ -221,12 +221,17 @@ def same_packed(a, b):
             and (a.mask is None) == (b.mask is None) and (a.mask is None or np.array_equal(a.mask, b.mask)))
 
 
+def _packed_in_place(x, bits, axis, clip, floor):
+    from exaq_cpu import _api
+    return _api._in_place(x, bits, axis, clip, floor, None, None, "packed", None)
+
+
 @given(rows=st.integers(0, 5), n=st.sampled_from(LENGTHS), bits=st.sampled_from([2, 3, 4]),
        clip=st.sampled_from(["gauss", "row", "laplace", -4.5, None]), floor=st.sampled_from(["exp", "zero"]),
        mask_rate=st.sampled_from([0.0, 0.3]), lead=st.sampled_from([(), (2,), (1, 3)]), seed=st.integers(0, 99))
 @HYP
 def test_in_place_path_equals_checking_path(rows, n, bits, clip, floor, mask_rate, lead, seed):
-    """softmax(output="packed") reads kernel-ready scores in place (exaq_cpu._api._packed_in_place);
+    """softmax(output="packed") reads kernel-ready scores in place (exaq_cpu._api._in_place);
     every other call checks and converts.  Both give the same PackedSoftmax, on every backend."""
     from exaq_cpu import _api
     if clip == "laplace" and bits == 3:
@@ -236,7 +241,7 @@ def test_in_place_path_equals_checking_path(rows, n, bits, clip, floor, mask_rat
     for name in exaq_cpu.backends():
         exaq_cpu.set_backend(name)
         try:
-            fast = _api._packed_in_place(x, bits, -1, clip, floor)
+            fast = _packed_in_place(x, bits, -1, clip, floor)
             if clip is None:
                 assert fast is None  # no law: the checking path
                 fast = exaq_cpu.softmax(x, bits, clip=clip, floor=floor, output="packed")
@@ -252,11 +257,11 @@ def test_in_place_path_declines_what_it_cannot_read():
     x = scores(4, 40, 0)
     for args in [(x.T, 2, -1), (x.astype(np.float64), 2, -1), (x, 2, 0), (x.tolist(), 2, -1),
                  (x[:, ::2], 2, -1), (x.astype(">f4"), 2, -1), (x, True, -1), (x, 2, True), (x, 5, -1)]:
-        assert _api._packed_in_place(args[0], args[1], args[2], "gauss", "exp") is None
-    assert _api._packed_in_place(x, 2, -1, "no such mode", "exp") is None
-    assert _api._packed_in_place(x, 2, -1, -np.inf, "exp") is None
-    assert _api._packed_in_place(x, 2, -1, "gauss", "floor") is None
-    assert _api._packed_in_place(x, 2, 1, -2.0, "zero") is not None
+        assert _packed_in_place(args[0], args[1], args[2], "gauss", "exp") is None
+    assert _packed_in_place(x, 2, -1, "no such mode", "exp") is None
+    assert _packed_in_place(x, 2, -1, -np.inf, "exp") is None
+    assert _packed_in_place(x, 2, -1, "gauss", "floor") is None
+    assert _packed_in_place(x, 2, 1, -2.0, "zero") is not None
     with pytest.raises(ValueError):
         exaq_cpu.softmax(x, 5, output="packed")
     with pytest.raises(TypeError):

@@ -31,4 +31,43 @@ static float normal(void) {
     return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
 }
 
+/* ---- backend coverage: every backend this build compiled and this CPU runs
+ * must have been compared with scalar (the scalar reference is not counted:
+ * scalar against scalar proves nothing) ---- */
+#include "../exaq.h"
+
+/* the backends whose kernels dispatch.c links on this architecture */
+static int backend_compiled(int id) {
+    if (id == EXAQ_BACKEND_SCALAR) return 1;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (id == EXAQ_BACKEND_AVX2 || id == EXAQ_BACKEND_AVX512) return 1;
+#endif
+#if defined(__aarch64__)
+    if (id == EXAQ_BACKEND_NEON) return 1;
+#endif
+    return 0;
+}
+
+/* One line per compiled SIMD backend.  Compiled but unsupported by this CPU:
+ * said once and not counted as passed.  Compiled, supported and not compared
+ * (tested[id] == 0): a failure. */
+static void check_backend_coverage(const char *what, const int tested[EXAQ_BACKEND_COUNT]) {
+    for (int id = 1; id < EXAQ_BACKEND_COUNT; ++id) {
+        const char *name = exaq_backend_name((exaq_backend_id)id);
+        if (!backend_compiled(id)) continue;
+        if (!exaq_backend_supported((exaq_backend_id)id)) {
+            printf("%s: backend %s compiled, but this CPU lacks it: NOT tested (not counted as passed)\n", what,
+                   name);
+            continue;
+        }
+        ++checks;
+        if (tested[id]) {
+            printf("%s: backend %s compared with scalar\n", what, name);
+        } else {
+            ++failures;
+            fprintf(stderr, "FAIL %s: backend %s is compiled and supported but was not exercised\n", what, name);
+        }
+    }
+}
+
 #endif

@@ -18,11 +18,11 @@ import os
 import warnings
 
 from . import _core
-from ._api import QuantizedRows, quantize, score_stats, softmax
+from ._api import QuantizedRows, quantize, score_stats, softmax, softmax_into
 from .packed import PackedSoftmax, lutsum, pack, packed_row_bytes, unpack
 
 __all__ = [
-    "softmax", "quantize", "QuantizedRows", "score_stats",
+    "softmax", "softmax_into", "quantize", "QuantizedRows", "score_stats",
     "PackedSoftmax", "pack", "unpack", "lutsum", "packed_row_bytes",
     "backends", "backend", "set_backend", "all_backends", "__version__",
 ]

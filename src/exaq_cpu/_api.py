@@ -188,7 +188,8 @@ def _result_dtype(dtype) -> np.dtype:
 
 
 def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gauss",
-            floor: str = "exp", out: Optional[np.ndarray] = None, dtype=None, output: str = "float"):
+            floor: str = "exp", out: Optional[np.ndarray] = None, dtype=None, output: str = "float",
+            threads: Optional[int] = None):
     """Softmax along ``axis``, EXAQ-quantized (``bits`` = 2, 3, 4) or exact (``bits=None``).
 
     EXAQ (``bits`` given): each row is shifted by its maximum (``t = x - max``),
@@ -228,12 +229,22 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
     :class:`exaq_cpu.PackedSoftmax` instead: the packed codes and each row's
     ``2**bits`` probabilities, built without writing any float probability;
     its ``to_float()`` equals the float output bit for bit (``docs/packed.md``).
+
+    ``threads``: rows are split across this many threads of the library's one
+    persistent worker pool (shared with LUT-GEMM); ``None`` (default) uses
+    every core the process may run on, but only for calls big enough to gain
+    (64K scores a thread), so small and decode-sized calls stay on the calling
+    thread.  The result does not depend on the thread count, bit for bit.  A
+    call that finds the pool busy (another Python thread's call) runs on its
+    own thread alone: concurrent callers never oversubscribe the cores.  The
+    GIL is released while the kernels run.
     """
-    if output == "packed" and out is None and dtype is None:
-        result = _packed_in_place(x, bits, axis, clip, floor)
+    if out is None or type(out) is np.ndarray:
+        result = _in_place(x, bits, axis, clip, floor, out, dtype, output, threads)
         if result is not None:
             return result
     arr = _check_scores(x)
+    threads = _check_threads(threads)
     bits = _check_bits(bits)
     axis = _check_axis(axis, arr.ndim)
     floor = _check_floor(floor)
@@ -244,7 +255,7 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
             raise ValueError("output='packed' needs bits = 2, 3 or 4")
         if out is not None or dtype is not None:
             raise ValueError("output='packed' takes neither out nor dtype")
-        return _packed_module()._softmax_packed(arr, bits, axis, clip, floor)
+        return _packed_module()._softmax_packed(arr, bits, axis, clip, floor, threads)
     res_dtype = _result_dtype(dtype)
     if out is not None:
         _check_out(out, arr.shape, res_dtype)
@@ -258,10 +269,10 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
     else:
         target = np.empty(rows.shape, np.float32)
     if bits is None:
-        _core.softmax_exact(rows, target)
+        _core.softmax_exact(rows, target, threads)
     else:
         mode, slope, intercept, static_lo = params
-        _core.softmax_quantized(rows, target, bits, mode, slope, intercept, static_lo, floor)
+        _core.softmax_quantized(rows, target, bits, mode, slope, intercept, static_lo, floor, None, threads)
 
     if direct:
         return out
@@ -272,17 +283,77 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
     return result if res_dtype == np.float32 else result.astype(res_dtype)
 
 
-def _packed_in_place(x, bits, axis, clip, floor):
-    """The common packed call, in as few steps as can be: scores the kernels read
-    in place (checked in C), plain int arguments, a published law or a static
-    clip.  None for anything else, which then takes the checking path (the
-    same kernels, so the same result)."""
-    if not (type(bits) is int and 2 <= bits <= 4 and type(axis) is int and (floor == "exp" or floor == "zero")):
+def _check_threads(threads) -> Optional[int]:
+    if threads is None or (type(threads) is int and threads >= 1):
+        return threads
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads}")
+    return int(threads)
+
+
+# the exact softmax in the direct entry's parameters (bits 0)
+_EXACT_PARAMS = ("gauss", 0.0, 0.0, 0.0)
+
+
+def _in_place(x, bits, axis, clip, floor, out, dtype, output, threads):
+    """The common call, in as few steps as can be: scores the kernels read in
+    place and an ``out`` they write in place (both checked in C), plain int
+    arguments, a published law or a static clip.  None for anything else,
+    which then takes the checking path (the same kernels, so the same result)."""
+    if dtype is not None or type(axis) is not int or not (floor == "exp" or floor == "zero") \
+            or not (threads is None or (type(threads) is int and threads >= 1)):
         return None
-    params = _common_clip_params(clip, bits)
+    if bits is None:
+        params = _EXACT_PARAMS if output == "float" else None
+    elif type(bits) is int and 2 <= bits <= 4:
+        params = _common_clip_params(clip, bits)
+    else:
+        return None
     if params is None:
         return None
-    return _core.softmax_packed_direct(x, bits, *params, floor, _packed_module().PackedSoftmax, axis)
+    if output == "float":
+        return _core.softmax_direct(x, bits or 0, *params, floor, out, axis, threads)
+    if output == "packed" and out is None:
+        return _core.softmax_packed_direct(x, bits, *params, floor, _packed_module().PackedSoftmax, axis, threads)
+    return None
+
+
+def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, clip: Union[str, float] = "gauss",
+                 floor: str = "exp", threads: Optional[int] = 1) -> np.ndarray:
+    """:func:`softmax` along the last axis of ready arrays, for hot loops (decode steps).
+
+    The arrays are taken as they are, nothing is converted: ``x`` and ``out``
+    must be ``numpy.ndarray`` of the same shape, C-contiguous, aligned,
+    native-order float32, ``out`` writable and either ``x`` itself or not
+    overlapping it; ``clip`` a published law name (``"gauss"``, ``"laplace"``,
+    ``"row"``) or a static negative float; ``bits`` 2, 3, 4 or ``None``.
+    These preconditions are checked with a few flag tests in C (a violation
+    raises ``TypeError``/``ValueError``; no access out of bounds is possible),
+    skipping the general path's argument handling.  ``threads`` defaults to 1
+    here (decode-sized calls).  Returns ``out``, bit for bit what
+    ``softmax(x, bits, clip=clip, floor=floor, out=out)`` gives.
+    """
+    if bits is None:
+        params = _EXACT_PARAMS
+    else:
+        if not (type(bits) is int and 2 <= bits <= 4):
+            _check_bits(bits)
+        if type(clip) is not str and type(clip) is not float and isinstance(clip, numbers.Real) \
+                and not isinstance(clip, bool):  # the ABC check only off the common path: it costs a microsecond
+            clip = float(clip)
+        params = _common_clip_params(clip, bits)
+        if params is None:
+            if not isinstance(clip, (str, float)):
+                raise TypeError(f"clip must be a law name or a negative float, got {type(clip).__name__}")
+            raise ValueError(f"softmax_into takes a published law ('gauss', 'laplace' for bits 2 and 4, 'row') "
+                             f"or a finite negative float as clip, got {clip!r}")
+    if not (floor == "exp" or floor == "zero"):
+        _check_floor(floor)
+    if out is None:
+        raise TypeError("out must be a numpy.ndarray, got None")
+    return _core.softmax_direct(x, bits or 0, *params, floor, out, -1, _check_threads(threads), True)
 
 
 def _overlaps_partially(out: np.ndarray, rows: np.ndarray) -> bool:

@@ -21,6 +21,7 @@ cdef extern from "exaq.h" nogil:
         double law_intercept
         double static_lo
         int floor
+        int threads
     ctypedef struct exaq_call_stats:
         int64_t count
         double mean, sigma, min, mean_abs_dev
@@ -40,7 +41,7 @@ cdef extern from "exaq.h" nogil:
                             ptrdiff_t xs, uint8_t *codes, ptrdiff_t cs, const exaq_params *p,
                             float *scratch, float *lo_out, float *tables)
     int exaq_softmax_exact(const exaq_backend *be, const float *x, size_t rows, size_t n,
-                           ptrdiff_t xs, float *y, ptrdiff_t ys)
+                           ptrdiff_t xs, float *y, ptrdiff_t ys, int threads)
     void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_t n,
                           ptrdiff_t xs, float *scratch, exaq_call_stats *out)
     int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, size_t n,
@@ -61,6 +62,51 @@ cdef extern from "exaq.h" nogil:
                               ptrdiff_t cs, const float *luts, ptrdiff_t lut_stride, double *sums)
     void exaq_exp_sum_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
                            ptrdiff_t xs, const float *shifts, float *y, double *sums)
+
+
+cdef extern from "threadpool.h" nogil:
+    int EXAQ_MAX_THREADS
+    int exaq_cpu_count()
+    int exaq_pool_workers()
+
+
+# A thread is worth waking for this many entries of its own (a wake-up costs
+# microseconds, a 64K-entry share tens of microseconds).
+cdef Py_ssize_t ENTRIES_PER_THREAD = 1 << 16
+
+
+def cpu_count():
+    """Processors this process may run on."""
+    return exaq_cpu_count()
+
+
+def pool_workers():
+    """Worker threads of the shared pool started so far (they persist)."""
+    return exaq_pool_workers()
+
+
+cdef int resolve_threads(object threads, Py_ssize_t entries) except -1:
+    """threads=None: every core, but only as many threads as have
+    ENTRIES_PER_THREAD entries each; an int >= 1: that many (at most
+    EXAQ_MAX_THREADS)."""
+    cdef Py_ssize_t wanted
+    if threads is None:
+        wanted = entries // ENTRIES_PER_THREAD
+        if wanted > exaq_cpu_count():
+            wanted = exaq_cpu_count()
+        return <int>wanted if wanted > 1 else 1
+    if type(threads) is not int:
+        if isinstance(threads, bool) or not hasattr(threads, "__index__"):
+            raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
+        threads = threads.__index__()
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads}")
+    return <int>threads if threads < EXAQ_MAX_THREADS else EXAQ_MAX_THREADS
+
+
+def threads_for(object threads, Py_ssize_t entries):
+    """The thread count a call over `entries` scores runs with (see resolve_threads)."""
+    return resolve_threads(threads, entries)
 
 
 CLIP_MODES = {"gauss": 0, "laplace": 1, "row": 2, "none": 3, "static": 4}
@@ -96,6 +142,7 @@ cdef ptrdiff_t row_stride(Py_ssize_t byte_stride, Py_ssize_t itemsize) except -1
 cdef exaq_params make_params(int bits, str clip, double slope, double intercept,
                              double static_lo, str floor) except *:
     cdef exaq_params p
+    p.threads = 1
     p.bits = bits
     p.clip = CLIP_MODES[clip]
     p.law_slope = slope
@@ -107,10 +154,11 @@ cdef exaq_params make_params(int bits, str clip, double slope, double intercept,
 
 def softmax_quantized(const float[:, ::1] x, float[:, ::1] y, int bits, str clip,
                       double slope, double intercept, double static_lo, str floor,
-                      float[::1] lo_out=None):
+                      float[::1] lo_out=None, object threads=1):
     """Rows of x (C-contiguous float32) -> probabilities in y (same shape; may be x)."""
     cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
+    p.threads = resolve_threads(threads, rows * n)
     if y.shape[0] != rows or y.shape[1] != n:
         raise ValueError("out has the wrong shape")
     if lo_out is not None and lo_out.shape[0] != rows:
@@ -148,14 +196,99 @@ def quantize_codes(const float[:, ::1] x, uint8_t[:, ::1] codes, float[::1] lo_o
     check_rc(rc)
 
 
-def softmax_exact(const float[:, ::1] x, float[:, ::1] y):
+def softmax_exact(const float[:, ::1] x, float[:, ::1] y, object threads=1):
     cdef Py_ssize_t rows = x.shape[0], n = x.shape[1]
     if y.shape[0] != rows or y.shape[1] != n:
         raise ValueError("out has the wrong shape")
+    cdef int nthreads = resolve_threads(threads, rows * n)
     if rows == 0 or n == 0:
         return
     with nogil:
-        exaq_softmax_exact(exaq_active_backend(), &x[0, 0], rows, n, n, &y[0, 0], n)
+        exaq_softmax_exact(exaq_active_backend(), &x[0, 0], rows, n, n, &y[0, 0], n, nthreads)
+
+
+cdef inline bint kernel_ready_out(cnp.ndarray y):
+    """Whether the kernels write y in place: C-contiguous, aligned, writable, native float32."""
+    return cnp.PyArray_TYPE(y) == cnp.NPY_FLOAT32 and cnp.PyArray_ISCARRAY(y)
+
+
+cdef bint same_shape(cnp.ndarray a, cnp.ndarray b):
+    cdef int k, nd = cnp.PyArray_NDIM(a)
+    if cnp.PyArray_NDIM(b) != nd:
+        return False
+    for k in range(nd):
+        if cnp.PyArray_DIM(a, k) != cnp.PyArray_DIM(b, k):
+            return False
+    return True
+
+
+cdef bint overlaps_partly(cnp.ndarray a, cnp.ndarray b):
+    """b's bytes meet a's other than as the very same buffer (in place)"""
+    cdef char *a0 = <char *>cnp.PyArray_DATA(a)
+    cdef char *b0 = <char *>cnp.PyArray_DATA(b)
+    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(a)
+    if a0 == b0:
+        return False
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + nbytes
+
+
+def softmax_direct(object x, int bits, str clip, double slope, double intercept, double static_lo,
+                   str floor, object out, int axis, object threads, bint strict=False):
+    """Float softmax of an array the kernels read in place (an ndarray,
+    exactly: C-contiguous, aligned, native float32, at least 1-D, ``axis``
+    its last) into ``out`` (None: a new array; else an ndarray of the same
+    shape the kernels write in place, which may be ``x`` itself but not
+    overlap it otherwise).  bits 0: the exact softmax.  Returns the result,
+    or None for anything else (the caller then checks and converts); with
+    ``strict`` a ValueError/TypeError instead of None."""
+    if type(x) is not cnp.ndarray:
+        if strict:
+            raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
+        return None
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    cdef int nd = cnp.PyArray_NDIM(arr)
+    if nd == 0 or not (axis == -1 or axis == nd - 1) or not kernel_ready(arr):
+        if strict:
+            raise ValueError("x must be a C-contiguous, aligned, native float32 array of at least one "
+                             "dimension, softmax along its last axis")
+        return None
+    cdef cnp.ndarray y
+    if out is None:
+        y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(arr), cnp.NPY_FLOAT32, 0)
+    elif type(out) is cnp.ndarray and kernel_ready_out(<cnp.ndarray>out) and same_shape(arr, <cnp.ndarray>out) \
+            and not overlaps_partly(arr, <cnp.ndarray>out):
+        y = <cnp.ndarray>out
+    else:
+        if strict:
+            raise ValueError("out must be a writable, C-contiguous, aligned, native float32 numpy.ndarray of "
+                             "x's shape, x itself or not overlapping x")
+        return None
+    cdef Py_ssize_t n = cnp.PyArray_DIM(arr, nd - 1), rows = 1, k
+    for k in range(nd - 1):
+        rows *= cnp.PyArray_DIM(arr, k)
+    cdef exaq_params p
+    if bits != 0:
+        check_bits(bits)
+        p = make_params(bits, clip, slope, intercept, static_lo, floor)
+    p.threads = resolve_threads(threads, rows * n)
+    if rows == 0 or n == 0:
+        return y
+    cdef const float *xp = <const float *>cnp.PyArray_DATA(arr)
+    cdef float *yp = <float *>cnp.PyArray_DATA(y)
+    cdef float *maxima
+    cdef int rc = 0
+    if bits == 0:
+        with nogil:
+            exaq_softmax_exact(exaq_active_backend(), xp, rows, n, n, yp, n, p.threads)
+        return y
+    maxima = <float *>malloc(rows * sizeof(float))
+    if maxima == NULL:
+        raise MemoryError()
+    with nogil:
+        rc = exaq_softmax_quantized(exaq_active_backend(), xp, rows, n, n, yp, n, &p, maxima, NULL)
+    free(maxima)
+    check_rc(rc)
+    return y
 
 
 def score_stats(const float[:, ::1] x):
@@ -265,7 +398,7 @@ cdef object _packed_result(const float *xp, Py_ssize_t rows, Py_ssize_t n, exaq_
 
 
 def softmax_packed(cnp.ndarray x not None, int bits, str clip, double slope, double intercept,
-                   double static_lo, str floor, type result_type, tuple shape, int axis):
+                   double static_lo, str floor, type result_type, tuple shape, int axis, object threads=1):
     """Fused EXAQ softmax of the rows ``x`` (2-D) to packed codes, as a
     ``result_type`` (a PackedFields) describing an output of ``shape`` with
     softmax ``axis``: its arrays are made in the batch shape (``shape``
@@ -274,6 +407,7 @@ def softmax_packed(cnp.ndarray x not None, int bits, str clip, double slope, dou
     check_bits(bits)
     check_score_rows(x)
     cdef Py_ssize_t rows = cnp.PyArray_DIM(x, 0), n = cnp.PyArray_DIM(x, 1)
+    p.threads = resolve_threads(threads, rows * n)
     cdef tuple batch_shape = shape[:axis] + shape[axis + 1:]
     if shape[axis] != n or _batch_size(batch_shape) != rows:
         raise ValueError(f"rows of shape {(rows, n)} do not match shape {shape} with axis {axis}")
@@ -282,7 +416,7 @@ def softmax_packed(cnp.ndarray x not None, int bits, str clip, double slope, dou
 
 
 def softmax_packed_direct(object x, int bits, str clip, double slope, double intercept,
-                          double static_lo, str floor, type result_type, int axis):
+                          double static_lo, str floor, type result_type, int axis, object threads=1):
     """``softmax_packed`` of an array the kernels read in place: an ndarray
     (exactly), C-contiguous, aligned, native float32, of at least one
     dimension, softmax ``axis`` its last.  None for any other ``x`` or axis
@@ -300,6 +434,7 @@ def softmax_packed_direct(object x, int bits, str clip, double slope, double int
     cdef Py_ssize_t rows = 1, k
     for k in range(nd - 1):
         rows *= cnp.PyArray_DIM(arr, k)
+    p.threads = resolve_threads(threads, rows * cnp.PyArray_DIM(arr, nd - 1))
     cdef tuple shape = x.shape
     return _packed_result(<const float *>cnp.PyArray_DATA(arr), rows, cnp.PyArray_DIM(arr, nd - 1), &p,
                           result_type, shape, nd - 1, shape[:nd - 1])

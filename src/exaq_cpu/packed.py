@@ -171,13 +171,14 @@ class PackedSoftmax(_core.PackedFields):
                    tuple(fields["shape"].tolist()), int(fields["axis"]))
 
 
-def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor: str) -> PackedSoftmax:
+def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor: str,
+                    threads=None) -> PackedSoftmax:
     """The fused path of ``softmax(..., output="packed")``: codes are packed in C
     as each row is quantized; no float probability is written.  The result's
     arrays are made in their final (batch) shape."""
     rows = _rows(arr, axis)
     return _core.softmax_packed(rows, bits, *_clip_params(clip, bits, floor, rows), floor, PackedSoftmax,
-                                arr.shape, axis)
+                                arr.shape, axis, threads)
 
 
 def pack(codes, bits: int, *, axis: int = -1) -> np.ndarray:
