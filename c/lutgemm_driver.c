@@ -1,7 +1,11 @@
 /* LUT-GEMM driver, portable C99 + pthreads: pads the activations, builds the
  * tables once per activation vector (shared by every row and every thread),
  * splits the row tiles among threads and calls the active backend's kernel. */
+#include <math.h>
 #include <pthread.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,42 +62,79 @@ void exaq_lut_build_tables8(const float *x, size_t kpad, float *tables) {
     }
 }
 
-/* One call's work, shared by all its threads.  Steps of TILES_PER_STEP tiles are
+/* One call's work, shared by all its threads.  Steps of `step` tiles are
  * handed out dynamically (a counter under a mutex, ~tens of steps per call): on
  * a machine where another process holds a core, the thread that runs does the
- * work instead of both waiting for a static half. */
+ * work instead of both waiting for a static half.  Either a float-table kernel
+ * (16-row tiles, 4 per step) or an integer-table kernel (64-row tiles, 1 per
+ * step) runs. */
 typedef struct {
     exaq_lut_kernel kernel;
+    exaq_lut8_kernel kernel8;
     const exaq_bcq_matrix *w;
-    const float *tables; /* token n at tables + n * table_floats */
-    const float *gsum;   /* token n at gsum + n * groups */
-    size_t table_floats, tokens;
+    const exaq_bcq_i8 *w8;
+    const float *tables;   /* float tables: token n at tables + n * table_size */
+    const int8_t *tables8; /* int8 tables: token n at tables8 + n * table_size */
+    const float *scales;   /* int8 table scales: token n at scales + n * groups */
+    const float *gsum;     /* token n at gsum + n * groups */
+    size_t table_size, tokens, groups, tiles, rows, tile_rows, step;
     float *y;
     ptrdiff_t y_stride;
     pthread_mutex_t lock;
     size_t next_tile;
 } lut_job;
 
+#define STEP_ROWS (TILES_PER_STEP * TILE) /* == EXAQ_LUT8_TILE: one buffer serves both */
+
 static void *run_job(void *arg) {
     lut_job *job = (lut_job *)arg;
-    float buf[TILES_PER_STEP * TILE];
+    float buf[STEP_ROWS];
     for (;;) {
         pthread_mutex_lock(&job->lock);
         const size_t t = job->next_tile;
-        job->next_tile = t < job->w->tiles ? t + TILES_PER_STEP : t;
+        job->next_tile = t < job->tiles ? t + job->step : t;
         pthread_mutex_unlock(&job->lock);
-        if (t >= job->w->tiles) break;
-        const size_t te = t + TILES_PER_STEP < job->w->tiles ? t + TILES_PER_STEP : job->w->tiles;
-        const size_t r0 = t * TILE;
-        size_t r1 = te * TILE;
-        if (r1 > job->w->rows) r1 = job->w->rows;
+        if (t >= job->tiles) break;
+        const size_t te = t + job->step < job->tiles ? t + job->step : job->tiles;
+        const size_t r0 = t * job->tile_rows;
+        size_t r1 = te * job->tile_rows;
+        if (r1 > job->rows) r1 = job->rows;
         for (size_t n = 0; n < job->tokens; ++n) {
-            job->kernel(job->w, job->tables + n * job->table_floats, job->gsum + n * job->w->groups,
-                        t, te, buf);
+            if (job->kernel8)
+                job->kernel8(job->w8, job->tables8 + n * job->table_size, job->scales + n * job->groups,
+                             job->gsum + n * job->groups, t, te, buf);
+            else
+                job->kernel(job->w, job->tables + n * job->table_size, job->gsum + n * job->groups, t,
+                            te, buf);
             memcpy(job->y + (ptrdiff_t)n * job->y_stride + r0, buf, (r1 - r0) * sizeof(float));
         }
     }
     return NULL;
+}
+
+/* Runs the job's current token block on `threads` threads, this one included: a
+ * helper that cannot be started only means fewer hands, the result is complete
+ * either way. */
+static void run_threads(lut_job *job, int threads) {
+    pthread_t tids[64];
+    if (threads > 64) threads = 64;
+    job->next_tile = 0;
+    int started = 0;
+    for (int th = 1; th < threads; ++th) {
+        if (pthread_create(&tids[th], NULL, run_job, job) != 0) break;
+        started = th;
+    }
+    run_job(job);
+    for (int th = 1; th <= started; ++th) pthread_join(tids[th], NULL);
+}
+
+/* Sum of the activations of each group, float32, in column order. */
+static void group_sums(const float *xpad, size_t groups, size_t gs, float *gsum) {
+    for (size_t g = 0; g < groups; ++g) {
+        float s = 0.0f;
+        for (size_t j = 0; j < gs; ++j) s += xpad[g * gs + j];
+        gsum[g] = s;
+    }
 }
 
 /* 64-byte aligned block so table rows never straddle more cache lines than needed. */
@@ -101,6 +142,188 @@ static void *alloc64(size_t bytes, void **base) {
     *base = malloc(bytes + 64);
     if (!*base) return NULL;
     return (void *)(((uintptr_t)*base + 63) & ~(uintptr_t)63);
+}
+
+/* ---- integer-table mode ---- */
+
+/* The float tables of exaq_lut_build_tables4, then one flat loop that scales,
+ * rounds to the nearest integer (ties to even: the 1.5 * 2^23 trick, exact for
+ * |v| < 2^22) and clamps; both loops vectorize on the baseline ISA.  Every
+ * backend reads these bytes. */
+void exaq_lut_build_tables_i8(const float *x, size_t kpad, size_t group_size, int8_t *tables,
+                              float *scales) {
+    enum { CH = 32 }; /* quads per pass through the float scratch */
+    float T[16 * CH];
+    const size_t quads = group_size / 4;
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    for (size_t g = 0; g < kpad / group_size; ++g) {
+        const float *xg = x + g * group_size;
+        /* the largest entry of a quad's table is |x0| + |x1| + |x2| + |x3| */
+        float m = 0.0f;
+        for (size_t c = 0; c < quads; ++c) {
+            const float *xc = xg + 4 * c;
+            const float a = ((fabsf(xc[0]) + fabsf(xc[1])) + fabsf(xc[2])) + fabsf(xc[3]);
+            m = a > m ? a : m;
+        }
+        const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+        scales[g] = m / 127.0f;
+        for (size_t c0 = 0; c0 < quads; c0 += CH) {
+            const size_t nq = quads - c0 < CH ? quads - c0 : CH;
+            exaq_lut_build_tables4(xg + 4 * c0, 4 * nq, T);
+            int8_t *Q = tables + 16 * (g * quads + c0);
+            size_t k = 0;
+#if defined(__SSE2__)
+            /* the same arithmetic 16 at a time (cvtps2dq rounds to nearest even under
+             * the default MXCSR; |v| <= 127 up to rounding, so the saturating packs
+             * never clip): compilers do not find this for the loop below */
+            const __m128 vinv = _mm_set1_ps(inv), hi = _mm_set1_ps(127.0f), lo = _mm_set1_ps(-127.0f);
+            for (; k < 16 * nq; k += 16) {
+                __m128i q[4];
+                for (int l = 0; l < 4; ++l)
+                    q[l] = _mm_cvtps_epi32(_mm_max_ps(_mm_min_ps(_mm_mul_ps(_mm_loadu_ps(T + k + 4 * l), vinv), hi), lo));
+                _mm_storeu_si128((__m128i *)(Q + k),
+                                 _mm_packs_epi16(_mm_packs_epi32(q[0], q[1]), _mm_packs_epi32(q[2], q[3])));
+            }
+#endif
+            for (; k < 16 * nq; ++k) {
+                float v = T[k] * inv;
+                v = (v + magic) - magic;
+                v = v > 127.0f ? 127.0f : v; /* |v| <= 127 up to the rounding of inv */
+                v = v < -127.0f ? -127.0f : v;
+                Q[k] = (int8_t)(int32_t)v;
+            }
+        }
+    }
+}
+
+/* Group sums for the int8 mode: 8 running sums (stride 8) combined pairwise, a
+ * fixed order the compiler vectorizes (the exact mode keeps plain column order). */
+static void group_sums8(const float *xpad, size_t groups, size_t gs, float *gsum) {
+    for (size_t g = 0; g < groups; ++g) {
+        float a[8] = {0};
+        for (size_t j = 0; j < gs; j += 8)
+            for (int l = 0; l < 8; ++l) a[l] += xpad[g * gs + j + l];
+        gsum[g] = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+    }
+}
+
+void exaq_bcq_i8_sizes(const exaq_bcq_matrix *w, size_t *codes, size_t *alphas, size_t *offsets) {
+    const size_t tiles8 = (w->rows + EXAQ_LUT8_TILE - 1) / EXAQ_LUT8_TILE;
+    const size_t tg = tiles8 * w->groups;
+    *codes = tg * (size_t)w->bits * (w->group_size / 8) * EXAQ_LUT8_TILE;
+    *alphas = tg * (size_t)w->bits * EXAQ_LUT8_TILE;
+    *offsets = tg * EXAQ_LUT8_TILE;
+}
+
+int exaq_bcq_i8_check(const exaq_bcq_i8 *w) {
+    if (!w || w->bits < 1 || w->bits > EXAQ_LUT_MAX_BITS) return -1;
+    if (w->group_size == 0 || w->group_size % 8) return -1;
+    if (w->tiles != (w->rows + EXAQ_LUT8_TILE - 1) / EXAQ_LUT8_TILE) return -1;
+    if (w->groups != (w->cols + w->group_size - 1) / w->group_size) return -1;
+    if (w->rows && w->cols && (!w->codes || !w->alphas || !w->offsets)) return -1;
+    return 0;
+}
+
+int exaq_bcq_pack_i8(const exaq_bcq_matrix *w, uint8_t *codes, float *alphas, float *offsets,
+                     exaq_bcq_i8 *out) {
+    if (exaq_bcq_check(w) != 0 || !out) return -1;
+    const size_t R = EXAQ_LUT8_TILE, gb = w->group_size / 8, bits = (size_t)w->bits;
+    const size_t tiles8 = (w->rows + R - 1) / R;
+    unsigned row_of[EXAQ_LUT8_TILE];
+    for (unsigned p = 0; p < R; ++p) row_of[p] = exaq_lut8_row_of(p);
+    for (size_t t = 0; t < tiles8; ++t)
+        for (size_t g = 0; g < w->groups; ++g) {
+            const size_t tg8 = t * w->groups + g;
+            uint8_t *C = codes + tg8 * bits * gb * R;
+            float *A = alphas + tg8 * bits * R, *O = offsets + tg8 * R;
+            for (size_t r = 0; r < R; ++r) { /* row r of this tile is lane r16 of 16-row tile t16 */
+                const size_t row = t * R + r, t16 = row / TILE, r16 = row % TILE;
+                const int real = t16 < w->tiles; /* rows past the 16-row tiles: padding */
+                const size_t tg = t16 * w->groups + g;
+                for (size_t i = 0; i < bits; ++i)
+                    A[i * R + r] = real ? w->alphas[(tg * bits + i) * TILE + r16] : 0.0f;
+                O[r] = real ? w->offsets[tg * TILE + r16] : 0.0f;
+            }
+            for (size_t i = 0; i < bits; ++i)
+                for (size_t j = 0; j < gb; ++j)
+                    for (size_t p = 0; p < R; ++p) {
+                        const size_t row = t * R + row_of[p], t16 = row / TILE, r16 = row % TILE;
+                        C[(i * gb + j) * R + p] =
+                            t16 < w->tiles
+                                ? w->planes[((t16 * w->groups + g) * bits * gb + i * gb + j) * TILE + r16]
+                                : 0;
+                    }
+        }
+    out->codes = codes;
+    out->alphas = alphas;
+    out->offsets = offsets;
+    out->rows = w->rows;
+    out->tiles = tiles8;
+    out->cols = w->cols;
+    out->group_size = w->group_size;
+    out->groups = w->groups;
+    out->bits = w->bits;
+    return 0;
+}
+
+int exaq_lutgemm_i8(const exaq_lutgemm_kernels *k, const exaq_bcq_i8 *w, const float *x,
+                    size_t tokens, ptrdiff_t x_stride, float *y, ptrdiff_t y_stride, int threads) {
+    if (!k || exaq_bcq_i8_check(w) != 0 || threads < 1) return -1;
+    if (tokens == 0 || w->rows == 0) return 0;
+    if (!y || (!x && w->cols)) return -1;
+    if (w->cols == 0) {
+        for (size_t n = 0; n < tokens; ++n) memset(y + (ptrdiff_t)n * y_stride, 0, w->rows * sizeof(float));
+        return 0;
+    }
+    const exaq_lut8_kernel kernel = k->gemv_i8 ? k->gemv_i8 : exaq_lutgemm_scalar.gemv_i8;
+    const size_t kpad = w->groups * w->group_size;
+    const size_t tb = kpad * 4; /* int8 table bytes per token (16 per 4 columns) */
+    /* the tables are small (16 KiB at K = 4096): a block of tokens shares one pass over the weights */
+    size_t block = TABLE_BUDGET_BYTES / (tb + 8 * w->groups);
+    if (block < 1) block = 1;
+    if (block > tokens) block = tokens;
+    if ((size_t)threads > w->tiles) threads = (int)w->tiles;
+
+    void *base = NULL;
+    const size_t nfloat = block * 2 * w->groups + kpad;
+    float *mem = (float *)alloc64(nfloat * sizeof(float) + block * tb, &base);
+    if (!mem) return -2;
+    float *scales = mem, *gsum = mem + block * w->groups, *xpad = gsum + block * w->groups;
+    int8_t *tables = (int8_t *)(mem + nfloat);
+    lut_job job;
+    memset(&job, 0, sizeof job);
+    job.kernel8 = kernel;
+    job.w8 = w;
+    job.tables8 = tables;
+    job.scales = scales;
+    job.gsum = gsum;
+    job.table_size = tb;
+    job.groups = w->groups;
+    job.tiles = w->tiles;
+    job.rows = w->rows;
+    job.tile_rows = EXAQ_LUT8_TILE;
+    job.step = 1;
+    job.y_stride = y_stride;
+    if (pthread_mutex_init(&job.lock, NULL) != 0) {
+        free(base);
+        return -2;
+    }
+    for (size_t n0 = 0; n0 < tokens; n0 += block) {
+        const size_t nb = n0 + block <= tokens ? block : tokens - n0;
+        for (size_t n = 0; n < nb; ++n) {
+            const float *xr = x + (ptrdiff_t)(n0 + n) * x_stride;
+            memcpy(xpad, xr, w->cols * sizeof(float));
+            memset(xpad + w->cols, 0, (kpad - w->cols) * sizeof(float));
+            exaq_lut_build_tables_i8(xpad, kpad, w->group_size, tables + n * tb, scales + n * w->groups);
+            group_sums8(xpad, w->groups, w->group_size, gsum + n * w->groups);
+        }
+        job.tokens = nb;
+        job.y = y + (ptrdiff_t)n0 * y_stride;
+        run_threads(&job, threads);
+    }
+    pthread_mutex_destroy(&job.lock);
+    free(base);
+    return 0;
 }
 
 int exaq_lutgemm(const exaq_lutgemm_kernels *k, exaq_lut_design design,
@@ -128,22 +351,25 @@ int exaq_lutgemm(const exaq_lutgemm_kernels *k, exaq_lut_design design,
     if (!mem) return -2;
     float *tables = mem, *gsum = mem + block * tf, *xpad = gsum + block * w->groups;
 
-    pthread_t tids[64];
-    if (threads > 64) threads = 64;
     if ((size_t)threads > (w->tiles + TILES_PER_STEP - 1) / TILES_PER_STEP)
         threads = (int)((w->tiles + TILES_PER_STEP - 1) / TILES_PER_STEP);
     lut_job job;
+    memset(&job, 0, sizeof job);
     job.kernel = kernel;
     job.w = w;
     job.tables = tables;
     job.gsum = gsum;
-    job.table_floats = tf;
+    job.table_size = tf;
+    job.groups = w->groups;
+    job.tiles = w->tiles;
+    job.rows = w->rows;
+    job.tile_rows = TILE;
+    job.step = TILES_PER_STEP;
     job.y_stride = y_stride;
     if (pthread_mutex_init(&job.lock, NULL) != 0) {
         free(base);
         return -2;
     }
-    int rc = 0;
     for (size_t n0 = 0; n0 < tokens; n0 += block) {
         const size_t nb = n0 + block <= tokens ? block : tokens - n0;
         for (size_t n = 0; n < nb; ++n) {
@@ -153,28 +379,15 @@ int exaq_lutgemm(const exaq_lutgemm_kernels *k, exaq_lut_design design,
             float *T = tables + n * tf;
             if (design == EXAQ_LUT_MU8) exaq_lut_build_tables8(xpad, kpad, T);
             else exaq_lut_build_tables4(xpad, kpad, T);
-            for (size_t g = 0; g < w->groups; ++g) {
-                float s = 0.0f;
-                for (size_t j = 0; j < w->group_size; ++j) s += xpad[g * w->group_size + j];
-                gsum[n * w->groups + g] = s;
-            }
+            group_sums(xpad, w->groups, w->group_size, gsum + n * w->groups);
         }
         job.tokens = nb;
         job.y = y + (ptrdiff_t)n0 * y_stride;
-        job.next_tile = 0;
-        /* helpers on new threads, and this thread works too; a helper that cannot
-         * be started only means fewer hands: the result is complete either way */
-        int started = 0;
-        for (int th = 1; th < threads; ++th) {
-            if (pthread_create(&tids[th], NULL, run_job, &job) != 0) break;
-            started = th;
-        }
-        run_job(&job);
-        for (int th = 1; th <= started; ++th) pthread_join(tids[th], NULL);
+        run_threads(&job, threads);
     }
     pthread_mutex_destroy(&job.lock);
     free(base);
-    return rc;
+    return 0;
 }
 
 int exaq_bcq_dequantize(const exaq_bcq_matrix *w, float *out, ptrdiff_t ld) {

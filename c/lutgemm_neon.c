@@ -147,4 +147,5 @@ BY_BITS(mu8)
 /* MU4 preferred: its tables are read from registers by tbl, where MU8 needs
  * four dependent lane loads per vector (no gather on NEON).  Not measured:
  * no Arm machine here (docs/neon.md). */
-const exaq_lutgemm_kernels exaq_lutgemm_neon = {mu4_neon, mu8_neon, EXAQ_LUT_MU4};
+const exaq_lutgemm_kernels exaq_lutgemm_neon = {mu4_neon, mu8_neon, EXAQ_LUT_MU4,
+                                                NULL}; /* int8 tables: the scalar kernel until a NEON one (vqtbl1q_u8) */

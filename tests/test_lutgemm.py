@@ -1,6 +1,8 @@
-"""LUT-GEMM (exaq_cpu.lutgemm): kernels against x @ W_deq.T on every backend and
-both table designs, BCQ fitting quality, the exact uniform->BCQ conversion,
-packing round trips, and argument checking."""
+"""LUT-GEMM (exaq_cpu.lutgemm): kernels against x @ W_deq.T on every backend, both
+float-table designs (precision="exact") and the int8 tables (precision="int8",
+within their worst-case bound and bit-identical across backends), BCQ fitting
+quality, the exact uniform->BCQ conversion, packing round trips, and argument
+checking."""
 import pickle
 
 import numpy as np
@@ -42,14 +44,63 @@ def _assert_matches(y, x, Wq):
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+def _int8_bound(x, Wq):
+    """Worst case of the int8 tables per output: each of the group_size/4 lookups per
+    row, group and bit-plane errs by at most s_g/2, s_g = (largest |x0|+..+|x3| of a
+    quad in group g) / 127; so |y - x @ W_deq.T| <= sum_g s_g * gs/8 * sum_i |alpha_i|."""
+    x = np.atleast_2d(x).astype(np.float64)
+    rows, cols = Wq.shape
+    gs = Wq._gs
+    groups = -(-cols // gs)
+    xp = np.zeros((x.shape[0], groups * gs))
+    xp[:, :cols] = x
+    s = np.abs(xp).reshape(x.shape[0], groups, gs // 4, 4).sum(-1).max(-1) / 127  # (tokens, groups)
+    tiles = -(-rows // 16)
+    A = np.abs(Wq.alphas.astype(np.float64)).reshape(tiles, groups, Wq.bits, 16).sum(2)
+    A = A.transpose(0, 2, 1).reshape(tiles * 16, groups)[:rows]  # (rows, groups)
+    return s @ A.T * (gs / 8)
+
+
+def _assert_int8(y, x, Wq):
+    Wd = Wq.dequantize().astype(np.float64)
+    ref = x.astype(np.float64) @ Wd.T
+    scale = np.abs(x.astype(np.float64)) @ _magnitudes(Wq).T + np.abs(x).sum(-1, keepdims=True) * 1e-6
+    bound = _int8_bound(x, Wq).reshape(ref.shape) * 1.0001 + 1e-4 * scale
+    np.testing.assert_array_less(np.abs(y - ref), bound + 1e-30)
+
+
 @pytest.mark.parametrize("table", ["mu4", "mu8"])
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 def test_lut_gemm_matches_dequantized(backend, bits, table):
     W = _weights(70, 333, seed=bits)
     Wq = L.quantize(W, bits=bits, group_size=64, method="greedy")
     x = RNG.standard_normal((3, 333)).astype(np.float32)
-    _assert_matches(L.lut_gemm(x, Wq, table=table), x, Wq)
-    _assert_matches(L.lut_gemm(x[0], Wq, table=table, threads=2), x[0], Wq)
+    _assert_matches(L.lut_gemm(x, Wq, table=table, precision="exact"), x, Wq)
+    _assert_matches(L.lut_gemm(x[0], Wq, table=table, threads=2, precision="exact"), x[0], Wq)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_int8_within_bound(backend, bits):
+    W = _weights(70, 333, seed=bits)
+    Wq = L.quantize(W, bits=bits, group_size=64, method="greedy")
+    x = RNG.standard_normal((3, 333)).astype(np.float32)
+    y = L.lut_gemm(x, Wq)  # int8 is the default
+    assert np.array_equal(y, L.lut_gemm(x, Wq, precision="int8"))
+    _assert_int8(y, x, Wq)
+    y1 = L.lut_gemm(x[0], Wq, threads=2)
+    _assert_int8(y1, x[0], Wq)
+    assert np.array_equal(y1, y[0])  # a token's result does not depend on its batch
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_int8_typical_error(bits):
+    """Statistically far below the worst case: ~1% relative for Gaussian activations."""
+    W = _weights(256, 1024, "heavy", seed=bits)
+    Wq = L.quantize(W, bits=bits, group_size=128, method="uniform")
+    x = RNG.standard_normal((4, 1024)).astype(np.float32)
+    exact = L.lut_gemm(x, Wq, precision="exact")
+    rel = np.linalg.norm(L.lut_gemm(x, Wq) - exact) / np.linalg.norm(exact)
+    assert rel < 0.03, rel
 
 
 def test_backends_agree_bit_for_bit():
@@ -58,13 +109,13 @@ def test_backends_agree_bit_for_bit():
     x = RNG.standard_normal((2, 520)).astype(np.float32)
     previous = exaq_cpu.backend()
     try:
-        for table in ("mu4", "mu8"):
+        for table, precision in (("mu4", "exact"), ("mu8", "exact"), ("auto", "int8")):
             results = {}
             for name in exaq_cpu.backends():
                 exaq_cpu.set_backend(name)
-                results[name] = L.lut_gemm(x, Wq, table=table, method="lut")
+                results[name] = L.lut_gemm(x, Wq, table=table, method="lut", precision=precision)
             for name, y in results.items():
-                assert np.array_equal(y, results["scalar"]), (name, table)
+                assert np.array_equal(y, results["scalar"]), (name, table, precision)
     finally:
         exaq_cpu.set_backend(previous)
 
@@ -89,11 +140,12 @@ def test_threads_and_out(backend):
 def test_batched_shapes_and_auto_switch():
     Wq = L.quantize(_weights(48, 64), bits=4, group_size=None, method="greedy")
     x = RNG.standard_normal((2, 3, 64))
-    y = L.lut_gemm(x, Wq)
+    y = L.lut_gemm(x, Wq, precision="exact")
     assert y.shape == (2, 3, 48) and y.dtype == np.float32
     _assert_matches(y, x.astype(np.float32), Wq)
+    _assert_int8(L.lut_gemm(x, Wq).reshape(6, 48), x.reshape(6, 64).astype(np.float32), Wq)
     big = RNG.standard_normal((L.BATCH_CROSSOVER[4], 64)).astype(np.float32)
-    y_auto, y_lut = L.lut_gemm(big, Wq), L.lut_gemm(big, Wq, method="lut")
+    y_auto, y_lut = L.lut_gemm(big, Wq), L.lut_gemm(big, Wq, method="lut", precision="exact")
     np.testing.assert_allclose(y_auto, y_lut, rtol=1e-4, atol=1e-4 * np.abs(y_lut).max())
     assert L.lut_gemm(np.zeros((0, 64), np.float32), Wq).shape == (0, 48)
 
@@ -111,9 +163,16 @@ def test_hypothesis_shapes(rows, cols, bits, group, tokens, method, table, seed)
     Wd = Wq.dequantize()
     assert Wd.shape == (rows, cols) and np.isfinite(Wd).all()
     x = rng.standard_normal((tokens, cols)).astype(np.float32)
+    x[:, rng.random(cols) < 0.05] *= 30  # outlier columns stress the int8 scales
+    int8 = None
     for name in exaq_cpu.backends():
         exaq_cpu.set_backend(name)
-        _assert_matches(L.lut_gemm(x, Wq, table=table), x, Wq)
+        _assert_matches(L.lut_gemm(x, Wq, table=table, precision="exact"), x, Wq)
+        y8 = L.lut_gemm(x, Wq, method="lut", precision="int8")
+        _assert_int8(y8, x, Wq)
+        if int8 is None:
+            int8 = y8
+        assert np.array_equal(y8, int8), name  # bit-identical on every backend
     exaq_cpu.set_backend(exaq_cpu.backends()[-1])
 
 
@@ -214,7 +273,8 @@ def test_float64_weights_and_rowwise():
     Wq = L.quantize(W, bits=2, group_size=None)
     assert Wq.group_size is None and Wq.shape == (17, 50)
     x = RNG.standard_normal(50).astype(np.float32)
-    _assert_matches(L.lut_gemm(x, Wq), x, Wq)
+    _assert_matches(L.lut_gemm(x, Wq, precision="exact"), x, Wq)
+    _assert_int8(L.lut_gemm(x, Wq), x, Wq)
 
 
 def test_nbytes_and_compression():
@@ -269,6 +329,12 @@ def test_bad_arguments():
         L.lut_gemm(x, Wq, method="magic")
     with pytest.raises(ValueError, match="table"):
         L.lut_gemm(x, Wq, table="mu16")
+    with pytest.raises(ValueError, match="precision"):
+        L.lut_gemm(x, Wq, precision="int4")
+    with pytest.raises(ValueError, match="exact"):
+        L.lut_gemm(x, Wq, table="mu4", precision="int8")  # a float-table design with int8 tables
+    # a float-table design named alone means the float tables
+    assert np.array_equal(L.lut_gemm(x, Wq, table="mu8"), L.lut_gemm(x, Wq, table="mu8", precision="exact"))
     with pytest.raises(ValueError):
         L.BCQMatrix(Wq.planes[:-1], Wq.alphas, Wq.offsets, Wq.shape, 2, 8)
 
@@ -284,3 +350,16 @@ def test_empty_shapes(shape, method):
     assert Wq.dequantize().shape == shape
     y = L.lut_gemm(np.ones((2, shape[1]), np.float32), Wq)
     assert y.shape == (2, shape[0]) and not y.any()
+
+
+def test_packed_int8_cached_and_rebuilt():
+    Wq = L.quantize(_weights(70, 96), bits=3, group_size=32, method="greedy")
+    codes, alphas, offsets = Wq.packed_int8()
+    assert Wq.packed_int8()[0] is codes  # built once
+    tiles, groups = 2, 3  # 70 rows -> 2 tiles of 64; 96 columns -> 3 groups of 32
+    assert codes.size == tiles * groups * 3 * (32 // 8) * 64
+    assert alphas.size == tiles * groups * 3 * 64 and offsets.size == tiles * groups * 64
+    x = RNG.standard_normal(96).astype(np.float32)
+    y = L.lut_gemm(x, Wq)
+    W2 = pickle.loads(pickle.dumps(Wq))  # the planes travel; the int8 form is rebuilt
+    assert np.array_equal(L.lut_gemm(x, W2), y)

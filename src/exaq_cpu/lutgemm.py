@@ -9,16 +9,19 @@ and ``lut_gemm`` never dequantizes them.  For each run of 4 activations it
 builds the 16 signed partial sums ``±x0 ±x1 ±x2 ±x3`` once (shared by every
 output row), and each 4-bit nibble of a bit-plane picks one of them; the
 partial sums of bit-plane ``i`` are scaled by ``alpha_i`` per group, plus
-``z * sum(x_group)``.  The paper's 256-entry tables over 8 activations are the
-other available design (``table="mu8"``); ``docs/lutgemm.md`` has the
-measurements behind the per-backend default.
+``z * sum(x_group)``.  By default (``precision="int8"``) the tables are int8
+with one scale per weight group, read with byte shuffles and summed exactly in
+integers; ``precision="exact"`` keeps float32 tables, either 16-entry ones or
+the paper's 256-entry tables over 8 activations (``table="mu8"``);
+``docs/lutgemm.md`` has the measurements behind the defaults.
 
     >>> import numpy as np
     >>> from exaq_cpu import lutgemm
     >>> W = np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
     >>> Wq = lutgemm.quantize(W, bits=3, group_size=128)
     >>> x = np.ones(512, np.float32)
-    >>> y = lutgemm.lut_gemm(x, Wq)            # == x @ Wq.dequantize().T (float rounding)
+    >>> y = lutgemm.lut_gemm(x, Wq)            # ~ x @ Wq.dequantize().T (int8 tables, ~1%)
+    >>> y = lutgemm.lut_gemm(x, Wq, precision="exact")  # == it up to float rounding
     >>> y.shape
     (256,)
 """
@@ -32,8 +35,8 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["BATCH_CROSSOVER", "BCQMatrix", "BCQStack", "lut_gemm", "preferred_table", "quantize",
-           "uniform_quantize"]
+__all__ = ["BATCH_CROSSOVER", "BCQMatrix", "BCQStack", "DEFAULT_PRECISION", "PRECISIONS", "lut_gemm",
+           "preferred_table", "quantize", "uniform_quantize"]
 
 TILE = 16  # rows per kernel tile (one zmm of float32 lanes), see c/lutgemm.h
 METHODS = ("greedy", "alternating", "uniform")
@@ -77,6 +80,7 @@ class BCQMatrix:
         self.group_size = None if group_size is None else int(group_size)
         self.method = method
         self._gs = gs
+        self._i8 = None  # the int8-mode packed form, built on first use (packed_int8)
 
     # -- geometry ---------------------------------------------------------
     @property
@@ -95,6 +99,18 @@ class BCQMatrix:
     def _args(self):
         return (self.planes, self.alphas, self.offsets, self.shape[0], self.shape[1],
                 self._gs, self.bits)
+
+    def packed_int8(self):
+        """The layout the integer-table kernels stream (``precision="int8"``):
+        ``(codes, alphas, offsets)`` in 64-row tiles (``c/lutgemm.h``), repacked once
+        from the planes layout on first use and kept (the planes stay the source of
+        truth for ``dequantize``/``save``; the codes take as many bytes again)."""
+        if self._i8 is None:
+            nc, na, no = _core.bcq_i8_sizes(*self._args())
+            packed = (np.zeros(nc, np.uint8), np.zeros(na, np.float32), np.zeros(no, np.float32))
+            _core.bcq_pack_i8(*self._args(), *packed)
+            self._i8 = packed
+        return self._i8
 
     # -- conversion -------------------------------------------------------
     def dequantize(self) -> np.ndarray:
@@ -646,9 +662,13 @@ def quantize(W, bits=3, group_size=128, method="alternating", iters=None) -> BCQ
 
 _LUT_METHODS = ("auto", "lut", "dequantize")
 _TABLES = ("auto", "mu4", "mu8")
+PRECISIONS = ("int8", "exact")
+#: ``lut_gemm``'s default ``precision``; ``EXAQ_CPU_LUT_PRECISION=exact`` switches a whole
+#: program (e.g. ``python -m exaq_cpu.llama eval --linear bcq``) to the float tables.
+DEFAULT_PRECISION = "int8"
 
 
-def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="auto"):
+def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="auto", precision=None):
     """``x @ Wq.dequantize().T`` without dequantizing: (..., in_features) -> (..., out_features).
 
     - ``Wq``: a :class:`BCQMatrix`, or a :class:`BCQStack` (one LUT pass per part).
@@ -660,14 +680,21 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
       NumPy/BLAS matmul), or ``"auto"``: LUT below ``BATCH_CROSSOVER[bits]`` tokens,
       dequantize+BLAS from there on (where the BLAS matmul's reuse of each
       weight across tokens outweighs the cost of dequantizing).
-    - ``table``: ``"mu4"`` (16-entry tables, vpermps), ``"mu8"`` (256-entry,
-      the paper's), or ``"auto"`` (the active backend's faster design).
-
-    Result float32, equal to ``x @ Wq.dequantize().T`` up to float32 rounding
-    (the tables hold float32 partial sums).
+    - ``precision``: ``"int8"`` (default, ``DEFAULT_PRECISION``): the 16 partial sums
+      of every 4 activations are quantized to int8 with one scale per weight group,
+      looked up with byte shuffles and summed exactly in integers; the result
+      differs from ``x @ Wq.dequantize().T`` by the table rounding (~1% relative
+      for Gaussian activations; worst case per row ``sum_g s_g * group_size/8 *
+      sum_i |alpha_i|`` with ``s_g`` = largest ``|x0|+|x1|+|x2|+|x3|`` of the group / 127,
+      docs/lutgemm.md) and is bit-identical on every backend.  ``"exact"``: float32
+      tables, equal to ``x @ Wq.dequantize().T`` up to float32 rounding.
+    - ``table``: for ``precision="exact"``: ``"mu4"`` (16-entry tables, vpermps),
+      ``"mu8"`` (256-entry, the paper's), or ``"auto"`` (the active backend's faster
+      design).  Naming ``"mu4"``/``"mu8"`` without ``precision`` means ``"exact"``;
+      ``precision="int8"`` has one design and takes only ``"auto"``.
     """
     if isinstance(Wq, BCQStack):
-        return _lut_gemm_stack(x, Wq, out, threads, method, table)
+        return _lut_gemm_stack(x, Wq, out, threads, method, table, precision)
     if not isinstance(Wq, BCQMatrix):
         raise TypeError(f"Wq must be a BCQMatrix or BCQStack, got {type(Wq).__name__}")
     x = np.asarray(x)
@@ -684,6 +711,12 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
         raise ValueError(f"method must be one of {_LUT_METHODS}, got {method!r}")
     if table not in _TABLES:
         raise ValueError(f"table must be one of {_TABLES}, got {table!r}")
+    if precision is None:  # a float-table design asked for by name implies the float tables
+        precision = DEFAULT_PRECISION if table == "auto" else "exact"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8" and table != "auto":
+        raise ValueError(f"table={table!r} selects a float-table design: use it with precision='exact'")
     lead = x.shape[:-1]
     tokens = math.prod(lead)
     if out is None:
@@ -701,13 +734,16 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
         return out
     # an out off its float grid gets the result through an aligned buffer
     y2 = out.reshape(tokens, rows) if out.flags.aligned else np.empty((tokens, rows), np.float32)
-    _core.lut_gemm_rows(*Wq._args(), x2, y2, int(threads), table)
+    if precision == "int8":
+        _core.lut_gemm_rows_i8(*Wq.packed_int8(), rows, cols, Wq._gs, Wq.bits, x2, y2, int(threads))
+    else:
+        _core.lut_gemm_rows(*Wq._args(), x2, y2, int(threads), table)
     if not out.flags.aligned:
         out.reshape(tokens, rows)[...] = y2
     return out
 
 
-def _lut_gemm_stack(x, Wq, out, threads, method, table):
+def _lut_gemm_stack(x, Wq, out, threads, method, table, precision=None):
     """lut_gemm for a BCQStack: one LUT pass per part (summed), or from BATCH_CROSSOVER[4]
     tokens on (with method="auto") one dequantization of the sum and one matmul."""
     if method not in _LUT_METHODS:
@@ -722,10 +758,10 @@ def _lut_gemm_stack(x, Wq, out, threads, method, table):
     if method == "auto":
         method = "dequantize" if tokens >= BATCH_CROSSOVER[_MAX_PLANES] else "lut"
     if method == "lut":  # the first call checks out, threads and table
-        y = lut_gemm(x, Wq.parts[0], out, threads, method="lut", table=table)
+        y = lut_gemm(x, Wq.parts[0], out, threads, method="lut", table=table, precision=precision)
         part = np.empty_like(y)
         for p in Wq.parts[1:]:
-            lut_gemm(x, p, part, threads, method="lut", table=table)
+            lut_gemm(x, p, part, threads, method="lut", table=table, precision=precision)
             y += part
         return y
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
@@ -748,6 +784,11 @@ def preferred_table() -> str:
     """The table design ``table="auto"`` uses on the active backend."""
     return _core.lut_preferred_design()
 
+
+if os.environ.get("EXAQ_CPU_LUT_PRECISION"):  # e.g. exact vs int8 perplexity of a whole model
+    DEFAULT_PRECISION = os.environ["EXAQ_CPU_LUT_PRECISION"]
+    if DEFAULT_PRECISION not in PRECISIONS:
+        raise ValueError(f"EXAQ_CPU_LUT_PRECISION must be one of {PRECISIONS}, got {DEFAULT_PRECISION!r}")
 
 if os.environ.get("EXAQ_CPU_LUT_CROSSOVER"):  # tuning knob for other machines: one count for all bits
     BATCH_CROSSOVER = dict.fromkeys(BATCH_CROSSOVER, int(os.environ["EXAQ_CPU_LUT_CROSSOVER"]))

@@ -5,7 +5,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = ["BCQMatrix", "BCQStack", "quantize", "lut_gemm", "uniform_quantize", "preferred_table",
-           "BATCH_CROSSOVER"]
+           "BATCH_CROSSOVER", "DEFAULT_PRECISION", "PRECISIONS"]
 
 TILE: int
 METHODS: tuple[str, ...]
@@ -15,6 +15,8 @@ OUTLIER_GUARD: Optional[float]
 
 #: a ggml type number, a gguf.GGMLQuantizationType (an IntEnum) or a name such as "Q4_1"
 GGMLType = Union[int, str]
+PRECISIONS: tuple[str, ...]
+DEFAULT_PRECISION: str
 
 class BCQMatrix:
     planes: npt.NDArray[np.uint8]
@@ -34,6 +36,7 @@ class BCQMatrix:
     @property
     def nbytes(self) -> int: ...
     def dequantize(self) -> npt.NDArray[np.float32]: ...
+    def packed_int8(self) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
     @classmethod
     def from_uniform(cls, codes: npt.ArrayLike, scale: npt.ArrayLike, zero_point: npt.ArrayLike,
                      group_size: Optional[int] = ..., bits: Optional[int] = ...) -> "BCQMatrix": ...
@@ -66,5 +69,6 @@ def quantize(W: npt.ArrayLike, bits: int = ..., group_size: Optional[int] = ...,
              iters: Optional[int] = ...) -> BCQMatrix: ...
 def lut_gemm(x: npt.ArrayLike, Wq: Union[BCQMatrix, BCQStack], out: Optional[npt.NDArray[np.float32]] = ...,
              threads: Optional[int] = ..., *, method: Literal["auto", "lut", "dequantize"] = ...,
-             table: Literal["auto", "mu4", "mu8"] = ...) -> npt.NDArray[np.float32]: ...
+             table: Literal["auto", "mu4", "mu8"] = ...,
+             precision: Optional[Literal["int8", "exact"]] = ...) -> npt.NDArray[np.float32]: ...
 def preferred_table() -> Literal["mu4", "mu8"]: ...
