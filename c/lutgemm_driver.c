@@ -1,8 +1,8 @@
-/* LUT-GEMM driver, portable C99 + pthreads: pads the activations, builds the
- * tables once per activation vector (shared by every row and every thread),
- * splits the row tiles among threads and calls the active backend's kernel. */
+/* LUT-GEMM driver, portable C99: pads the activations, builds the tables once
+ * per activation vector (shared by every row and every thread), splits the
+ * row tiles across the library's worker pool (threadpool.h) and calls the
+ * active backend's kernel. */
 #include <math.h>
-#include <pthread.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -63,11 +63,11 @@ void exaq_lut_build_tables8(const float *x, size_t kpad, float *tables) {
 }
 
 /* One call's work, shared by all its threads.  Steps of `step` tiles are
- * handed out dynamically (a counter under a mutex, ~tens of steps per call): on
- * a machine where another process holds a core, the thread that runs does the
- * work instead of both waiting for a static half.  Either a float-table kernel
- * (16-row tiles, 4 per step) or an integer-table kernel (64-row tiles, 1 per
- * step) runs. */
+ * handed out by the pool (threadpool.h: each thread's home range first, then
+ * the others' leftovers): on a machine where another process holds a core,
+ * the thread that runs does the work instead of both waiting for a static
+ * half.  Either a float-table kernel (16-row tiles, 4 per step) or an
+ * integer-table kernel (64-row tiles, 1 per step) runs. */
 typedef struct {
     exaq_lut_kernel kernel;
     exaq_lut8_kernel kernel8;
@@ -80,21 +80,16 @@ typedef struct {
     size_t table_size, tokens, groups, tiles, rows, tile_rows, step;
     float *y;
     ptrdiff_t y_stride;
-    pthread_mutex_t lock;
-    size_t next_tile;
 } lut_job;
 
 #define STEP_ROWS (TILES_PER_STEP * TILE) /* == EXAQ_LUT8_TILE: one buffer serves both */
 
-static void *run_job(void *arg) {
-    lut_job *job = (lut_job *)arg;
+/* steps [s0, s1) of the job's current token block */
+static void run_steps(void *arg, size_t s0, size_t s1) {
+    const lut_job *job = (const lut_job *)arg;
     float buf[STEP_ROWS];
-    for (;;) {
-        pthread_mutex_lock(&job->lock);
-        const size_t t = job->next_tile;
-        job->next_tile = t < job->tiles ? t + job->step : t;
-        pthread_mutex_unlock(&job->lock);
-        if (t >= job->tiles) break;
+    for (size_t s = s0; s < s1; ++s) {
+        const size_t t = s * job->step;
         const size_t te = t + job->step < job->tiles ? t + job->step : job->tiles;
         const size_t r0 = t * job->tile_rows;
         size_t r1 = te * job->tile_rows;
@@ -109,23 +104,13 @@ static void *run_job(void *arg) {
             memcpy(job->y + (ptrdiff_t)n * job->y_stride + r0, buf, (r1 - r0) * sizeof(float));
         }
     }
-    return NULL;
 }
 
-/* Runs the job's current token block on `threads` threads, this one included: a
- * helper that cannot be started only means fewer hands, the result is complete
- * either way. */
+/* The job's current token block on up to `threads` threads of the pool, this
+ * one included (a busy pool: this thread alone; the result is complete either
+ * way). */
 static void run_threads(lut_job *job, int threads) {
-    pthread_t tids[64];
-    if (threads > 64) threads = 64;
-    job->next_tile = 0;
-    int started = 0;
-    for (int th = 1; th < threads; ++th) {
-        if (pthread_create(&tids[th], NULL, run_job, job) != 0) break;
-        started = th;
-    }
-    run_job(job);
-    for (int th = 1; th <= started; ++th) pthread_join(tids[th], NULL);
+    exaq_parallel_for((job->tiles + job->step - 1) / job->step, 1, threads, run_steps, job);
 }
 
 /* Sum of the activations of each group, float32, in column order. */
@@ -304,10 +289,6 @@ int exaq_lutgemm_i8(const exaq_lutgemm_kernels *k, const exaq_bcq_i8 *w, const f
     job.tile_rows = EXAQ_LUT8_TILE;
     job.step = 1;
     job.y_stride = y_stride;
-    if (pthread_mutex_init(&job.lock, NULL) != 0) {
-        free(base);
-        return -2;
-    }
     for (size_t n0 = 0; n0 < tokens; n0 += block) {
         const size_t nb = n0 + block <= tokens ? block : tokens - n0;
         for (size_t n = 0; n < nb; ++n) {
@@ -321,7 +302,6 @@ int exaq_lutgemm_i8(const exaq_lutgemm_kernels *k, const exaq_bcq_i8 *w, const f
         job.y = y + (ptrdiff_t)n0 * y_stride;
         run_threads(&job, threads);
     }
-    pthread_mutex_destroy(&job.lock);
     free(base);
     return 0;
 }
@@ -366,10 +346,6 @@ int exaq_lutgemm(const exaq_lutgemm_kernels *k, exaq_lut_design design,
     job.tile_rows = TILE;
     job.step = TILES_PER_STEP;
     job.y_stride = y_stride;
-    if (pthread_mutex_init(&job.lock, NULL) != 0) {
-        free(base);
-        return -2;
-    }
     for (size_t n0 = 0; n0 < tokens; n0 += block) {
         const size_t nb = n0 + block <= tokens ? block : tokens - n0;
         for (size_t n = 0; n < nb; ++n) {
@@ -385,7 +361,6 @@ int exaq_lutgemm(const exaq_lutgemm_kernels *k, exaq_lut_design design,
         job.y = y + (ptrdiff_t)n0 * y_stride;
         run_threads(&job, threads);
     }
-    pthread_mutex_destroy(&job.lock);
     free(base);
     return 0;
 }

