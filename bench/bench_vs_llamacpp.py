@@ -223,10 +223,16 @@ def decode(rounds=3, new_tokens=32, threads=1, prompt="The capital of France is 
             tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
         return new_tokens / (time.perf_counter() - t0)
 
+    from exaq_cpu.llama import make_softmax
+
     ours = {}
     model_f, tok = load(path)
     ours["exaq_cpu float"] = model_f
     ours["exaq_cpu bcq4 int8"], _ = load(path, linear=bcq_linear_factory(4, 32, "uniform", threads=threads))
+    # the file's own Q4_1/Q8_0 blocks, imported exactly (--linear gguf), int8 tables
+    ours["exaq_cpu gguf int8"], _ = load(path, linear="gguf")
+    ours["exaq_cpu gguf int8 + exaq softmax bits=2"], _ = load(path, linear="gguf",
+                                                                softmax=make_softmax("exaq", bits=2))
     ids = tok.encode(prompt)
     results = {"llama.cpp": []}
     for name in ours:

@@ -382,7 +382,7 @@ def gguf_model(contents, weights):
     """Every linear layer and the tied output head from the file's own Q4_1 / Q8_0 blocks."""
     from exaq_cpu.llama import GGUFLinearFactory
 
-    return LlamaModel(weights, linear=GGUFLinearFactory(contents.raw, contents.tensors))
+    return LlamaModel(weights, linear=GGUFLinearFactory(contents.raw, contents.tensors, precision="exact"))
 
 
 @pytest.mark.skipif(not _module_available("exaq_cpu.lutgemm"), reason="exaq_cpu.lutgemm not available yet")
@@ -449,9 +449,12 @@ def test_gguf_linear_on_float_file(tmp_path):
 @pytest.mark.skipif(not _module_available("exaq_cpu.lutgemm"), reason="exaq_cpu.lutgemm not available yet")
 def test_cli_eval_gguf_json(cached_loader, capsys):
     argv = ["eval", "--linear", "gguf", "--tokens", "32", "--ctx", "32", "--json", "--no-progress", "--threads", "1"]
-    assert main(argv) == 0
+    assert main(argv + ["--lut-precision", "exact"]) == 0  # float32 tables: the float path's logits
     payload = json.loads(capsys.readouterr().out)
     assert payload["linear"] == "gguf-blocks" and payload["kl"] < 1e-6 and payload["top1"] == 1.0
+    assert main(argv) == 0  # int8 tables (the default): close, not equal
+    payload = json.loads(capsys.readouterr().out)
+    assert 1e-6 < payload["kl"] < 2e-2 and payload["top1"] >= 0.9
 
 
 # --- command line --------------------------------------------------------------------------

@@ -87,6 +87,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="float32 NumPy; bcq (re-quantize the float weights to BCQ, LUT-GEMM); or gguf (the file's own "
         "quantized blocks imported exactly as BCQ, LUT-GEMM, output head included)",
     )
+    group.add_argument(
+        "--lut-precision",
+        choices=("int8", "exact"),
+        default=None,
+        help="LUT-GEMM tables for --linear gguf: int8 (default, fastest; ~1%% per-product error) or exact "
+        "(float32 tables: the file's weights to float32 rounding)",
+    )
     group.add_argument("--wbits", type=_positive_int, default=None, help="BCQ bit-planes per weight (default 3)")
     group.add_argument(
         "--group", type=_positive_int, default=None, help="BCQ group size in input columns (default 128)"
@@ -195,7 +202,7 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace):
         contents = load_gguf(args.model)
         tokenizer = GGUFTokenizer(contents.tokenizer)
         if args.linear == "gguf":
-            linear = GGUFLinearFactory(contents.raw, contents.tensors, args.threads)
+            linear = GGUFLinearFactory(contents.raw, contents.tensors, args.threads, args.lut_precision)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         parser.error(str(exc))
     weights = LlamaWeights.from_gguf(contents)

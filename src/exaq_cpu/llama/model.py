@@ -153,19 +153,20 @@ class GGUFLinear:
     concatenated: a fused projection whose tensors share one format is a single part.
     """
 
-    def __init__(self, parts: Sequence, threads: int | None = None) -> None:
+    def __init__(self, parts: Sequence, threads: int | None = None, precision: str | None = None) -> None:
         from exaq_cpu import lutgemm  # lazy: the LUT-GEMM module may not be built
 
         self._lut_gemm = lutgemm.lut_gemm
         self.parts = list(parts)
         self.threads = threads
+        self.precision = precision  # lut_gemm's: None is its default (int8 tables)
         self.in_features = self.parts[0].shape[1]
         self.out_features = sum(p.shape[0] for p in self.parts)
 
     def _one(self, part, x: np.ndarray) -> np.ndarray:
         if isinstance(part, np.ndarray):
             return x @ part.T
-        return self._lut_gemm(x, part, threads=self.threads)
+        return self._lut_gemm(x, part, threads=self.threads, precision=self.precision)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -195,10 +196,12 @@ class GGUFLinearFactory:
     #: LlamaModel also runs the output head (the tied embedding if the file ties them) through it.
     output_head = True
 
-    def __init__(self, raw: dict, tensors: dict | None = None, threads: int | None = None) -> None:
+    def __init__(self, raw: dict, tensors: dict | None = None, threads: int | None = None,
+                 precision: str | None = None) -> None:
         self.raw = raw
         self.tensors = tensors or {}
         self.threads = threads
+        self.precision = precision  # lut_gemm's table precision ("int8" default, or "exact")
 
     def __call__(self, weight: np.ndarray) -> Linear:
         raise TypeError("GGUFLinearFactory builds layers from tensor names: use from_tensors(names)")
@@ -231,7 +234,7 @@ class GGUFLinearFactory:
             data = np.concatenate([np.asarray(t.data).reshape(shape[0], -1) for t, shape in zip(run, shapes)])
             rows = sum(shape[0] for shape in shapes)
             parts.append(lutgemm.BCQMatrix.from_gguf(data, run[0].tensor_type, (rows, cols.pop())))
-        return GGUFLinear(parts, self.threads)
+        return GGUFLinear(parts, self.threads, self.precision)
 
 
 # --------------------------------------------------------------------------------------------
