@@ -444,7 +444,7 @@ struct row_sink {
     void (*emit)(row_sink *sink, const exaq_backend *be, size_t r, size_t n, const coded_row *row);
 };
 
-/* What the threads of pass 2 share (read only, but `failed`) */
+/* What every thread of pass 2 reads: the call and its range */
 typedef struct {
     const exaq_backend *be;
     const float *x;
@@ -452,6 +452,11 @@ typedef struct {
     ptrdiff_t xs;
     const exaq_params *p;
     const call_range *cr;
+} call_rows;
+
+/* Pass 2 to byte codes handed to a sink (read only, but `failed`) */
+typedef struct {
+    call_rows call;
     float *lo_out;
     row_sink *sink;
     int failed; /* atomic: a range could not get its code buffer */
@@ -462,9 +467,10 @@ typedef struct {
  * (EXAQ_ROW_GROUP); byte codes wait in a buffer of one group, in L1. */
 static void quantize_range(void *ctx, size_t begin, size_t end) {
     quantize_job *job = (quantize_job *)ctx;
-    const exaq_backend *be = job->be;
-    const exaq_params *p = job->p;
-    const size_t n = job->n;
+    const call_rows *call = &job->call;
+    const exaq_backend *be = call->be;
+    const exaq_params *p = call->p;
+    const size_t n = call->n;
     uint8_t *codes = (uint8_t *)malloc(EXAQ_ROW_GROUP * n); /* at most a group */
     if (!codes) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
@@ -489,9 +495,9 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
         float row_lo[EXAQ_ROW_GROUP];
         for (size_t g = 0; g < group; ++g) {
             const size_t r = r0 + g;
-            const float *row = job->x + (ptrdiff_t)r * job->xs;
+            const float *row = call->x + (ptrdiff_t)r * call->xs;
             out[g].codes = NULL;
-            out[g].state = range_row(job->cr, &q, be, row, r, n, p);
+            out[g].state = range_row(call->cr, &q, be, row, r, n, p);
             row_lo[g] = out[g].state == ROW_LIVE ? q.lo : NAN;
             if (job->lo_out) job->lo_out[r] = row_lo[g];
             if (out[g].state != ROW_LIVE) continue;
@@ -520,7 +526,7 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
         range_end(&cr);
         return -2;
     }
-    quantize_job job = {be, x, n, xs, p, &cr, lo_out, sink, 0};
+    quantize_job job = {{be, x, n, xs, p, &cr}, lo_out, sink, 0};
     exaq_parallel_for(rows, row_grain(rows, p->threads), p->threads, quantize_range, &job);
     range_end(&cr);
     return job.failed ? -2 : 0;
@@ -712,12 +718,7 @@ typedef struct {
  * its bitmap unwritten; once the bitmap is handed out (interior masks), those
  * rows are zeroed. */
 typedef struct {
-    const exaq_backend *be;
-    const float *x;
-    size_t n;
-    ptrdiff_t xs;
-    const exaq_params *p;
-    const call_range *cr;
+    call_rows call;
     packed_sink *sink;
     packed2_row *info;
 } packed2_job;
@@ -725,17 +726,18 @@ typedef struct {
 /* Rows [begin, end) through the fused 2-bit kernel */
 static void packed2_range(void *ctx, size_t begin, size_t end) {
     const packed2_job *job = (const packed2_job *)ctx;
+    const call_rows *call = &job->call;
     const packed_sink *c = job->sink;
     exaq_quantizer q;
     q.levels = 0;
     for (size_t r = end; r-- > begin;) { /* last row first, as quantize_range */
-        const float *row = job->x + (ptrdiff_t)r * job->xs;
+        const float *row = call->x + (ptrdiff_t)r * call->xs;
         packed2_row *out = job->info + r;
-        out->state = (uint8_t)range_row(job->cr, &q, job->be, row, r, job->n, job->p);
+        out->state = (uint8_t)range_row(call->cr, &q, call->be, row, r, call->n, call->p);
         out->lo = out->state == ROW_LIVE ? q.lo : NAN;
         if (out->state != ROW_LIVE) continue;
         for (int k = 0; k < 4; ++k) out->counts[k] = 0; /* memset here is a slow rep stos */
-        out->any_masked = job->be->softmax->quantize_pack2(row, job->n, &q, c->packed + (ptrdiff_t)r * c->ps,
+        out->any_masked = call->be->softmax->quantize_pack2(row, call->n, &q, c->packed + (ptrdiff_t)r * c->ps,
                                                            c->maskbits + (ptrdiff_t)r * c->ms, out->counts) != 0;
         out->mask_written = (uint8_t)q.may_mask;
     }
@@ -749,7 +751,7 @@ static int softmax_packed2(const exaq_backend *be, const float *x, size_t rows, 
         free(info), range_end(&cr);
         return -2;
     }
-    packed2_job job = {be, x, n, xs, p, &cr, c, info};
+    packed2_job job = {{be, x, n, xs, p, &cr}, c, info};
     exaq_parallel_for(rows, row_grain(rows, p->threads), p->threads, packed2_range, &job);
     exponent_cache exponents = {NAN, {0}};
     for (size_t r = 0; r < rows; ++r) {
