@@ -5,13 +5,34 @@
 #include "threadpool.h"
 
 #include <pthread.h>
+#include <time.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <unistd.h>
 
-/* A parked worker polls this many times (a pause each, ~50 us on current x86)
- * before it sleeps: a loop of calls then finds its workers awake. */
-#define SPIN_POLLS 2000
+/* A worker that finished a loop polls for the next one for a while before it
+ * sleeps on the condition variable (the caller waits for its workers the same
+ * way): EXAQ_CPU_SPIN_US microseconds, default 1 ms.  Waking a sleeping
+ * thread costs a system call and a reschedule, and on a virtual machine whose
+ * idle vCPU the host has halted it took 0.1-5 ms (a 2-vCPU KVM guest: with a
+ * 30 us spin, a 250 us softmax on two threads interleaved with other work ran
+ * slower than on one).  A worker woken late no longer holds a loop up (see
+ * job_state), so the spin only decides whether it arrives in time to help.
+ * OpenMP runtimes spin for the same reason (0.2-200 ms by default). */
+#define DEFAULT_SPIN_US 1000L
+#define POLLS_PER_CLOCK 64
+static long long spin_ns = -1; /* EXAQ_CPU_SPIN_US (microseconds) or the default, read once */
+
+static long long spin_budget_ns(void) {
+    if (spin_ns < 0) {
+        const char *env = getenv("EXAQ_CPU_SPIN_US");
+        char *end = NULL;
+        const long us = env ? strtol(env, &end, 10) : -1;
+        spin_ns = (env && end != env && *end == '\0' && us >= 0 && us <= 1000000 ? us : DEFAULT_SPIN_US) * 1000LL;
+    }
+    return spin_ns;
+}
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -22,8 +43,14 @@ static inline void cpu_relax(void) {
 }
 
 /* The one loop on the pool.  Its fields are written by the caller before it
- * hands worker i the loop's id through assigned[i] (release), and are not
- * touched again until every worker given the id has finished.
+ * publishes the loop's id in `state` and hands it to worker i through
+ * assigned[i] (release).  A worker takes part only if it joins while the
+ * loop is open (a compare-and-swap on `state`: the id must match and the
+ * loop not be closed); once the caller has run out of chunks it closes the
+ * loop and waits only for the workers that joined.  A worker woken late
+ * (asleep, or its vCPU descheduled by the host) so never holds the caller
+ * up: it finds the loop closed, or another loop's id, and goes back to wait.
+ * The fields are not touched again until every worker that joined is done.
  *
  * Items are split into one home range per participant (the caller is
  * participant 0, worker i participant i + 1), and each range is handed out
@@ -42,9 +69,27 @@ static struct {
     void *ctx;
     size_t grain;
     int participants;
-    int pending; /* atomic: workers given this loop that have not finished it */
     home_range ranges[EXAQ_MAX_THREADS];
 } job;
+
+/* job_state: the loop's id (31 bits) << 33 | closed << 32 | workers joined and not done */
+static unsigned long long job_state; /* atomic */
+#define STATE_ACTIVE 0xFFFFFFFFull
+#define STATE_CLOSED (1ull << 32)
+#define STATE_ID_SHIFT 33
+
+static unsigned long long state_of_id(unsigned long id) {
+    return ((unsigned long long)id & 0x7FFFFFFFull) << STATE_ID_SHIFT;
+}
+
+/* the worker joins loop `id` if it is the open loop; 1 if it joined */
+static int join_loop(unsigned long id) {
+    unsigned long long s = __atomic_load_n(&job_state, __ATOMIC_ACQUIRE);
+    for (;;) {
+        if ((s & ~(STATE_CLOSED | STATE_ACTIVE)) != state_of_id(id) || (s & STATE_CLOSED)) return 0;
+        if (__atomic_compare_exchange_n(&job_state, &s, s + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 1;
+    }
+}
 
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER; /* held by the caller of the loop on the pool */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* guards the sleeps and the worker count */
@@ -68,15 +113,31 @@ static void run_chunks(int p) {
     }
 }
 
+static long long monotonic_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* Polls *word until it differs from `seen` (returns the new value) or the spin
+ * budget has passed (returns `seen`). */
+static unsigned long spin_until_changed(const unsigned long *word, unsigned long seen) {
+    const long long deadline = monotonic_ns() + spin_budget_ns();
+    for (;;) {
+        for (int polls = 0; polls < POLLS_PER_CLOCK; ++polls) {
+            const unsigned long now = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+            if (now != seen) return now;
+            cpu_relax();
+        }
+        if (monotonic_ns() > deadline) return seen;
+    }
+}
+
 static void *worker_main(void *arg) {
     const int index = (int)(intptr_t)arg;
     unsigned long seen = 0; /* ids start at 1: a loop may be given before this thread first looks */
     for (;;) {
-        unsigned long id = __atomic_load_n(&assigned[index], __ATOMIC_ACQUIRE);
-        for (int polls = 0; id == seen && polls < SPIN_POLLS; ++polls) {
-            cpu_relax();
-            id = __atomic_load_n(&assigned[index], __ATOMIC_ACQUIRE);
-        }
+        unsigned long id = spin_until_changed(&assigned[index], seen);
         if (id == seen) {
             pthread_mutex_lock(&lock);
             while ((id = __atomic_load_n(&assigned[index], __ATOMIC_ACQUIRE)) == seen)
@@ -84,8 +145,10 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&lock);
         }
         seen = id;
+        if (!join_loop(id)) continue; /* woken too late: the loop was done without this thread */
         run_chunks(index + 1);
-        if (__atomic_sub_fetch(&job.pending, 1, __ATOMIC_ACQ_REL) == 0) {
+        const unsigned long long after = __atomic_sub_fetch(&job_state, 1, __ATOMIC_ACQ_REL);
+        if ((after & STATE_CLOSED) && (after & STATE_ACTIVE) == 0) { /* the caller waits for this one */
             pthread_mutex_lock(&lock);
             pthread_cond_signal(&done);
             pthread_mutex_unlock(&lock);
@@ -104,6 +167,7 @@ static void after_fork_in_child(void) {
     wake = fresh_cond;
     done = fresh_cond;
     workers = 0;
+    job_state = 0;
     for (int i = 0; i < EXAQ_MAX_THREADS; ++i) assigned[i] = 0;
 }
 
@@ -149,23 +213,25 @@ int exaq_parallel_for(size_t count, size_t grain, int threads, exaq_range_fn fn,
     job.ctx = ctx;
     job.grain = grain;
     job.participants = helpers + 1;
-    job.pending = helpers;
     for (int p = 0; p <= helpers; ++p) { /* home ranges of whole chunks, as even as can be */
         job.ranges[p].next = (size_t)((chunks * p) / (size_t)(helpers + 1)) * grain;
         job.ranges[p].end = (size_t)((chunks * (p + 1)) / (size_t)(helpers + 1)) * grain;
         if (job.ranges[p].end > count) job.ranges[p].end = count;
     }
     const unsigned long id = ++last_id;
+    __atomic_store_n(&job_state, state_of_id(id), __ATOMIC_RELEASE); /* open, nobody joined */
     for (int i = 0; i < helpers; ++i) __atomic_store_n(&assigned[i], id, __ATOMIC_RELEASE);
     pthread_mutex_lock(&lock);
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&lock);
-    run_chunks(0);
-    for (int polls = 0; __atomic_load_n(&job.pending, __ATOMIC_ACQUIRE) != 0 && polls < SPIN_POLLS; ++polls)
-        cpu_relax();
-    if (__atomic_load_n(&job.pending, __ATOMIC_ACQUIRE) != 0) {
+    run_chunks(0); /* returns once every chunk is taken, by this thread or a worker */
+    if (__atomic_or_fetch(&job_state, STATE_CLOSED, __ATOMIC_ACQ_REL) & STATE_ACTIVE) {
+        /* workers still running chunks they took: a short wait */
+        const long long deadline = monotonic_ns() + spin_budget_ns();
+        while ((__atomic_load_n(&job_state, __ATOMIC_ACQUIRE) & STATE_ACTIVE) && monotonic_ns() < deadline)
+            for (int polls = 0; polls < POLLS_PER_CLOCK; ++polls) cpu_relax();
         pthread_mutex_lock(&lock);
-        while (__atomic_load_n(&job.pending, __ATOMIC_ACQUIRE) != 0) pthread_cond_wait(&done, &lock);
+        while (__atomic_load_n(&job_state, __ATOMIC_ACQUIRE) & STATE_ACTIVE) pthread_cond_wait(&done, &lock);
         pthread_mutex_unlock(&lock);
     }
     pthread_mutex_unlock(&busy);
