@@ -21,7 +21,6 @@
  * float32 coefficients.  r in one step: the float ln2 error (1.9e-9) times
  * |k| <= 126 stays below 2.4e-7 absolute in r. */
 #define EXAQ_EXP_MIN (-87.33654f) /* scalar: below this exp() is denormal, we return 0 */
-#define EXAQ_EXP_FLOOR (-110.0f)  /* SIMD clamp: p * 2^k is exactly 0 below it */
 #define EXAQ_LOG2E 1.44269504088896341f
 #define EXAQ_LN2 0.693147182464599609f
 #define EXAQ_EXP_C1 0.999999702f
