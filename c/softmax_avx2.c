@@ -277,40 +277,60 @@ static inline void quantize_count_groups(const float *x, size_t n, const exaq_qu
     exaq_quantize_count_from(x, j, n, q, codes, counts);
 }
 
+typedef struct {
+    __m256 sub, scale, add;
+    __m256i masked_code, order;
+} planes_quantizer;
+
+/* 32 entries of src: their codes to dst (32 bytes) and their bit planes added */
+static inline EXAQ_ALWAYS_INLINE void planes_block32(const float *src, uint8_t *dst, const planes_quantizer *pq,
+                                                     int64_t planes[EXAQ_MAX_CODES], const int bits,
+                                                     const int may_mask, const int shifted) {
+    __m256i c[4];
+    for (int g = 0; g < 4; ++g) {
+        const __m256 v = _mm256_loadu_ps(src + 8 * g);
+        /* RNE by the default rounding mode, as exaq_round_even; -inf and huge
+         * negatives convert to INT_MIN, which the packs saturate to 0 */
+        c[g] = _mm256_cvtps_epi32(_mm256_fmadd_ps(shifted ? _mm256_sub_ps(v, pq->sub) : v, pq->scale, pq->add));
+        if (may_mask)
+            c[g] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(pq->masked_code),
+                                                        _mm256_castsi256_ps(c[g]), live8(v)));
+    }
+    const __m256i bytes = _mm256_permutevar8x32_epi32(
+        _mm256_packus_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3])), pq->order);
+    _mm256_storeu_si256((__m256i *)dst, bytes);
+    uint64_t b[4] = {0, 0, 0, 0};
+    for (int i = 0; i < bits; ++i) b[i] = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7 - i));
+    const uint64_t masked = may_mask ? (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 3)) : 0;
+    exaq_add_planes(b, masked, 32, bits, planes);
+}
+
 /* 32 entries at a time, as the AVX-512 kernel: codes narrowed to bytes by
  * saturating packs (the clamp at 0), counted from bit planes read with
  * movemask (bit i shifted up to each byte's top bit).  4 bits keep the one-hot
- * counters (15 plane intersections cost more). */
+ * counters (15 plane intersections cost more).  The last n % 32 entries go
+ * through the same block, padded with -inf (masked: no code counted), so a
+ * short row is not left to scalar code. */
 static inline EXAQ_ALWAYS_INLINE void quantize_count_planes(const float *x, size_t n, const exaq_quantizer *q,
                                                             uint8_t *codes, int64_t counts[EXAQ_MAX_CODES],
                                                             const int bits, const int may_mask, const int shifted) {
-    const __m256 sub = _mm256_set1_ps(q->sub), scale = _mm256_set1_ps(q->scale), add = _mm256_set1_ps(q->add);
-    const __m256i masked_code = _mm256_set1_epi32(EXAQ_MASKED_CODE);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7); /* packs work per 128-bit lane */
-    int64_t planes[EXAQ_MAX_CODES] = {0};
+    const planes_quantizer pq = {_mm256_set1_ps(q->sub), _mm256_set1_ps(q->scale), _mm256_set1_ps(q->add),
+                                 _mm256_set1_epi32(EXAQ_MASKED_CODE),
+                                 _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)}; /* packs work per 128-bit lane */
+    int64_t planes[EXAQ_MAX_CODES];
+    for (int set = 0; set < 1 << bits; ++set) planes[set] = 0;
     size_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        __m256i c[4];
-        for (int g = 0; g < 4; ++g) {
-            const __m256 v = _mm256_loadu_ps(x + j + 8 * g);
-            /* RNE by the default rounding mode, as exaq_round_even; -inf and huge
-             * negatives convert to INT_MIN, which the packs saturate to 0 */
-            c[g] = _mm256_cvtps_epi32(_mm256_fmadd_ps(shifted ? _mm256_sub_ps(v, sub) : v, scale, add));
-            if (may_mask)
-                c[g] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(masked_code),
-                                                            _mm256_castsi256_ps(c[g]), live8(v)));
-        }
-        const __m256i bytes = _mm256_permutevar8x32_epi32(
-            _mm256_packus_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3])), order);
-        _mm256_storeu_si256((__m256i *)(codes + j), bytes);
-        uint64_t b[4] = {0, 0, 0, 0};
-        for (int i = 0; i < bits; ++i)
-            b[i] = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7 - i));
-        const uint64_t masked = may_mask ? (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 3)) : 0;
-        exaq_add_planes(b, masked, 32, bits, planes);
+    for (; j + 32 <= n; j += 32) planes_block32(x + j, codes + j, &pq, planes, bits, may_mask, shifted);
+    if (j < n) {
+        float padded[32];
+        uint8_t block_codes[32];
+        const size_t rest = n - j;
+        memcpy(padded, x + j, rest * sizeof(float));
+        for (size_t i = rest; i < 32; ++i) padded[i] = -__builtin_inff();
+        planes_block32(padded, block_codes, &pq, planes, bits, 1, shifted);
+        memcpy(codes + j, block_codes, rest);
     }
     exaq_counts_from_planes(planes, bits, counts);
-    exaq_quantize_count_from(x, j, n, q, codes, counts);
 }
 
 #define QUANTIZE_COUNT(bits)                                                                     \
@@ -354,49 +374,79 @@ static void expand_avx2(const uint8_t *codes, size_t n, const float table[EXAQ_M
     exaq_expand_from(codes, j, n, table, y);
 }
 
+typedef struct {
+    __m256 sub, scale, add;
+    __m256i pair_weights, quad_weights, low_bytes;
+    int64_t ones, twos, threes, live; /* bit-plane counts of the blocks so far */
+} pack2_state;
+
+/* 32 entries of src to 8 packed bytes and (may_mask) 4 mask bytes */
+static inline EXAQ_ALWAYS_INLINE void pack2_block32(const float *src, uint8_t *packed8, uint8_t *mask4,
+                                                    pack2_state *st, const int may_mask, const int shifted) {
+    __m256i c[4];
+    uint32_t live = 0xFFFFFFFFu;
+    for (int g = 0; g < 4; ++g) {
+        const __m256 v = _mm256_loadu_ps(src + 8 * g);
+        c[g] = _mm256_cvtps_epi32(_mm256_fmadd_ps(shifted ? _mm256_sub_ps(v, st->sub) : v, st->scale, st->add));
+        if (may_mask) {
+            const __m256 keep = live8(v);
+            c[g] = _mm256_and_si256(c[g], _mm256_castps_si256(keep)); /* masked: code 0 */
+            live &= ~((uint32_t)(~_mm256_movemask_ps(keep) & 0xFF) << 8 * g);
+        }
+    }
+    const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+    const uint32_t bit0 = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7));
+    const uint32_t bit1 = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 6));
+    st->threes += __builtin_popcount(bit0 & bit1);
+    st->ones += __builtin_popcount(bit0);
+    st->twos += __builtin_popcount(bit1);
+    const __m256i quads = _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, st->pair_weights), st->quad_weights);
+    const __m256i gathered = _mm256_shuffle_epi8(quads, st->low_bytes);
+    _mm_storel_epi64((__m128i *)packed8,
+                     _mm_unpacklo_epi8(_mm256_castsi256_si128(gathered), _mm256_extracti128_si256(gathered, 1)));
+    if (may_mask) {
+        const uint32_t masked = ~live;
+        memcpy(mask4, &masked, 4);
+    }
+    st->live += __builtin_popcount(live);
+}
+
 /* 2-bit rows straight to the packed format, 32 entries at a time (see the
  * AVX-512 kernel): codes narrowed by saturating packs, counted from bit planes,
  * four to a byte by two multiply-adds; after the packs dword 4L+s holds
  * entries 8s+4L.. (packed byte 2s+L), so a byte shuffle and an interleave of
- * the two 128-bit halves put the 8 packed bytes in order. */
+ * the two 128-bit halves put the 8 packed bytes in order.  The last n % 32
+ * entries go through the same block padded with -inf (masked, not counted),
+ * and only their bytes are copied out, padding bits 0. */
 static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size_t n, const exaq_quantizer *q,
                                                             uint8_t *packed, uint8_t *maskbits, int64_t counts[4],
                                                             const int may_mask, const int shifted) {
-    const __m256 sub = _mm256_set1_ps(q->sub), scale = _mm256_set1_ps(q->scale), add = _mm256_set1_ps(q->add);
-    const __m256i pair_weights = _mm256_set1_epi16(0x0401), quad_weights = _mm256_set1_epi32(0x00100001);
-    const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                               0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-    int64_t ones = 0, twos = 0, threes = 0, live_count = 0;
+    pack2_state st = {_mm256_set1_ps(q->sub), _mm256_set1_ps(q->scale), _mm256_set1_ps(q->add),
+                      _mm256_set1_epi16(0x0401), _mm256_set1_epi32(0x00100001),
+                      _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                       0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
+                      0, 0, 0, 0};
     size_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        __m256i c[4];
-        uint32_t live = 0xFFFFFFFFu;
-        for (int g = 0; g < 4; ++g) {
-            const __m256 v = _mm256_loadu_ps(x + j + 8 * g);
-            c[g] = _mm256_cvtps_epi32(_mm256_fmadd_ps(shifted ? _mm256_sub_ps(v, sub) : v, scale, add));
-            if (may_mask) {
-                const __m256 keep = live8(v);
-                c[g] = _mm256_and_si256(c[g], _mm256_castps_si256(keep)); /* masked: code 0 */
-                live &= ~((uint32_t)(~_mm256_movemask_ps(keep) & 0xFF) << 8 * g);
-            }
-        }
-        const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
-        const uint32_t bit0 = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7));
-        const uint32_t bit1 = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 6));
-        threes += __builtin_popcount(bit0 & bit1);
-        ones += __builtin_popcount(bit0);
-        twos += __builtin_popcount(bit1);
-        const __m256i quads = _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, pair_weights), quad_weights);
-        const __m256i gathered = _mm256_shuffle_epi8(quads, low_bytes);
-        _mm_storel_epi64((__m128i *)(packed + j / 4),
-                         _mm_unpacklo_epi8(_mm256_castsi256_si128(gathered), _mm256_extracti128_si256(gathered, 1)));
+    for (; j + 32 <= n; j += 32) pack2_block32(x + j, packed + j / 4, maskbits + j / 8, &st, may_mask, shifted);
+    if (j < n) {
+        const size_t rest = n - j;
+        float padded[32];
+        uint8_t packed8[8], mask4[4];
+        memcpy(padded, x + j, rest * sizeof(float));
+        for (size_t i = rest; i < 32; ++i) padded[i] = -__builtin_inff();
+        pack2_block32(padded, packed8, mask4, &st, 1, shifted);
+        memcpy(packed + j / 4, packed8, EXAQ_PACKED_BYTES(rest, 2)); /* padding codes are 0 */
         if (may_mask) {
-            const uint32_t masked = ~live;
-            memcpy(maskbits + j / 8, &masked, 4);
+            const size_t mbytes = EXAQ_MASK_BYTES(rest);
+            if (rest % 8) mask4[mbytes - 1] &= (uint8_t)((1u << (rest % 8)) - 1u); /* padding bits 0 */
+            memcpy(maskbits + j / 8, mask4, mbytes);
         }
-        live_count += __builtin_popcount(live);
     }
-    return exaq_pack2_finish(x, j, n, q, packed, maskbits, live_count, ones, twos, threes, counts);
+    counts[0] += st.live - st.ones - st.twos + st.threes;
+    counts[1] += st.ones - st.threes;
+    counts[2] += st.twos - st.threes;
+    counts[3] += st.threes;
+    return n - (size_t)st.live;
 }
 
 static size_t quantize_pack2_avx2(const float *x, size_t n, const exaq_quantizer *q, uint8_t *packed,

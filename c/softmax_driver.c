@@ -372,8 +372,8 @@ static void code_exponents(double lo, int levels, exaq_floor_mode floor, double 
 
 /* table[k] = e[k] / (sum over the row's codes), from exact counts (levels + 1
  * of them); entries past levels are 0 */
-static void probability_table(const int64_t *counts, const double e[EXAQ_MAX_CODES],
-                              int levels, float table[EXAQ_MAX_CODES]) {
+static inline EXAQ_ALWAYS_INLINE void probability_table_of(const int64_t *counts, const double e[EXAQ_MAX_CODES],
+                                                            const int levels, float table[EXAQ_MAX_CODES]) {
     double total = 0.0;
     for (int k = 0; k <= levels; ++k) total += (double)counts[k] * e[k];
     const double inverse = 1.0 / total;
@@ -381,6 +381,15 @@ static void probability_table(const int64_t *counts, const double e[EXAQ_MAX_COD
      * variable start compiles to a scalar store per entry) */
     memset(table, 0, EXAQ_MAX_CODES * sizeof *table);
     for (int k = 0; k <= levels; ++k) table[k] = (float)(e[k] * inverse);
+}
+
+/* one copy per bit width, so the loops over the codes unroll (the same adds
+ * in the same order) */
+static void probability_table(const int64_t *counts, const double e[EXAQ_MAX_CODES],
+                              int levels, float table[EXAQ_MAX_CODES]) {
+    if (levels == 3) probability_table_of(counts, e, 3, table);
+    else if (levels == 7) probability_table_of(counts, e, 7, table);
+    else probability_table_of(counts, e, levels, table);
 }
 
 /* The range of every row of a call: shared_lo's result, and for the pooled
