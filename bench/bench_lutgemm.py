@@ -106,9 +106,10 @@ def _median_ms(fn, repeats, min_time=0.3):
     return float(np.median(samples)) * 1e3
 
 
-def _interleaved_ms(fns, repeats, min_time=0.05):
-    """Median ms of each callable, timed round-robin (one batch of calls of each per
-    round), so load from other processes hits every column alike."""
+def interleaved_stats(fns, rounds, min_time=0.05):
+    """(median, min, max) ms per call of each callable, timed round-robin (one
+    batch of calls of each per round), so load from other processes hits every
+    column alike."""
     inner = []
     for fn in fns:
         fn()
@@ -116,13 +117,18 @@ def _interleaved_ms(fns, repeats, min_time=0.05):
         fn()
         inner.append(max(1, int(min_time / max(time.perf_counter() - t0, 1e-6))))
     samples = [[] for _ in fns]
-    for _ in range(repeats):
+    for _ in range(rounds):
         for k, fn in enumerate(fns):
             t0 = time.perf_counter()
             for _ in range(inner[k]):
                 fn()
-            samples[k].append((time.perf_counter() - t0) / inner[k])
-    return [float(np.median(s)) * 1e3 for s in samples]
+            samples[k].append((time.perf_counter() - t0) / inner[k] * 1e3)
+    return [(float(np.median(s)), float(np.min(s)), float(np.max(s))) for s in samples]
+
+
+def _interleaved_ms(fns, repeats, min_time=0.05):
+    """Median ms of each callable (interleaved_stats)."""
+    return [median for median, _, _ in interleaved_stats(fns, repeats, min_time)]
 
 
 def report(repeats=21):

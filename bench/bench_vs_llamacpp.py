@@ -38,6 +38,9 @@ import numpy as np  # noqa: E402
 import exaq_cpu  # noqa: E402
 from exaq_cpu import lutgemm as L  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_lutgemm import interleaved_stats  # noqa: E402  (the same timing loop)
+
 SHAPES = [(4096, 4096), (11008, 4096)]
 GGML_TYPES = {"q2_K": 10, "q3_K": 11, "q4_0": 2}  # enum ggml_type
 GGML_FOR_BITS = {2: "q2_K", 3: "q3_K", 4: "q4_0"}
@@ -136,23 +139,8 @@ class GgmlGemv:
 
 
 def _interleaved_ms(fns, rounds, min_time=0.03):
-    """Median ms per call of each callable, timed round-robin (one batch of calls of
-    each per round), so load from other processes hits every column alike; also the
-    spread (min, max of the per-round figures)."""
-    inner = []
-    for fn in fns:
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        inner.append(max(1, int(min_time / max(time.perf_counter() - t0, 1e-6))))
-    samples = [[] for _ in fns]
-    for _ in range(rounds):
-        for k, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            for _ in range(inner[k]):
-                fn()
-            samples[k].append((time.perf_counter() - t0) / inner[k] * 1e3)
-    return [(float(np.median(s)), float(np.min(s)), float(np.max(s))) for s in samples]
+    """(median, min, max) ms per call of each callable, interleaved rounds."""
+    return interleaved_stats(fns, rounds, min_time)
 
 
 def kernels(rounds=15, shapes=SHAPES, bits_list=(2, 3, 4)):
