@@ -96,9 +96,9 @@ def main(argv=None) -> None:
     out = np.empty_like(x)
     timings = {
         "numpy exp/sum": median_ms(lambda: numpy_softmax(x), args.repeat),
-        "exaq exact (bits=None)": median_ms(lambda: exaq_cpu.softmax(x, None, out=out), args.repeat),
-        "exaq bits=2": median_ms(lambda: exaq_cpu.softmax(x, 2, out=out), args.repeat),
-        "exaq bits=4": median_ms(lambda: exaq_cpu.softmax(x, 4, out=out), args.repeat),
+        "exaq exact (bits=None)": median_ms(lambda: exaq_cpu.softmax(x, None, out=out, threads=1), args.repeat),
+        "exaq bits=2": median_ms(lambda: exaq_cpu.softmax(x, 2, out=out, threads=1), args.repeat),
+        "exaq bits=4": median_ms(lambda: exaq_cpu.softmax(x, 4, out=out, threads=1), args.repeat),
     }
     try:
         import scipy.special
