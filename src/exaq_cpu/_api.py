@@ -339,7 +339,7 @@ def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, cli
         params = _EXACT_PARAMS
     else:
         if not (type(bits) is int and 2 <= bits <= 4):
-            _check_bits(bits)
+            bits = _check_bits(bits, allow_none=False)
         if type(clip) is not str and type(clip) is not float and isinstance(clip, numbers.Real) \
                 and not isinstance(clip, bool):  # the ABC check only off the common path: it costs a microsecond
             clip = float(clip)
