@@ -22,16 +22,20 @@
  * OpenMP runtimes spin for the same reason (0.2-200 ms by default). */
 #define DEFAULT_SPIN_US 1000L
 #define POLLS_PER_CLOCK 64
-static long long spin_ns = -1; /* EXAQ_CPU_SPIN_US (microseconds) or the default, read once */
+/* atomic: EXAQ_CPU_SPIN_US (microseconds) or the default, in ns; read from the
+ * environment on first use (threads racing there all store the same value) */
+static long long spin_ns = -1;
 
 static long long spin_budget_ns(void) {
-    if (spin_ns < 0) {
+    long long ns = __atomic_load_n(&spin_ns, __ATOMIC_RELAXED);
+    if (ns < 0) {
         const char *env = getenv("EXAQ_CPU_SPIN_US");
         char *end = NULL;
         const long us = env ? strtol(env, &end, 10) : -1;
-        spin_ns = (env && end != env && *end == '\0' && us >= 0 && us <= 1000000 ? us : DEFAULT_SPIN_US) * 1000LL;
+        ns = (env && end != env && *end == '\0' && us >= 0 && us <= 1000000 ? us : DEFAULT_SPIN_US) * 1000LL;
+        __atomic_store_n(&spin_ns, ns, __ATOMIC_RELAXED);
     }
-    return spin_ns;
+    return ns;
 }
 
 static inline void cpu_relax(void) {
