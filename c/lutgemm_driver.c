@@ -107,8 +107,8 @@ static void run_steps(void *arg, size_t s0, size_t s1) {
 }
 
 /* The job's current token block on up to `threads` threads of the pool, this
- * one included (a busy pool: this thread alone; the result is complete either
- * way). */
+ * one included (the pool takes no more threads than there are steps; a busy
+ * pool: this thread alone; the result is complete either way). */
 static void run_threads(lut_job *job, int threads) {
     exaq_parallel_for((job->tiles + job->step - 1) / job->step, 1, threads, run_steps, job);
 }
@@ -267,7 +267,6 @@ int exaq_lutgemm_i8(const exaq_lutgemm_kernels *k, const exaq_bcq_i8 *w, const f
     size_t block = TABLE_BUDGET_BYTES / (tb + 8 * w->groups);
     if (block < 1) block = 1;
     if (block > tokens) block = tokens;
-    if ((size_t)threads > w->tiles) threads = (int)w->tiles;
 
     void *base = NULL;
     const size_t nfloat = block * 2 * w->groups + kpad;
@@ -324,15 +323,12 @@ int exaq_lutgemm(const exaq_lutgemm_kernels *k, exaq_lut_design design,
     size_t block = TABLE_BUDGET_BYTES / (tf * sizeof(float));
     if (block < 1) block = 1;
     if (block > tokens) block = tokens;
-    if ((size_t)threads > w->tiles) threads = (int)w->tiles;
 
     void *base = NULL;
     float *mem = (float *)alloc64((block * (tf + w->groups) + kpad) * sizeof(float), &base);
     if (!mem) return -2;
     float *tables = mem, *gsum = mem + block * tf, *xpad = gsum + block * w->groups;
 
-    if ((size_t)threads > (w->tiles + TILES_PER_STEP - 1) / TILES_PER_STEP)
-        threads = (int)((w->tiles + TILES_PER_STEP - 1) / TILES_PER_STEP);
     lut_job job;
     memset(&job, 0, sizeof job);
     job.kernel = kernel;

@@ -136,13 +136,6 @@ static double sigma_of(double count, double m2) {
 #define EXAQ_ROW_GROUP 8
 #define EXAQ_CODE_GROUP_BYTES 4096
 
-/* What pooling needs of a row, kept when rows are summarized in parallel */
-typedef struct {
-    double count, mean, m2;
-    float max, min;
-    uint8_t state;
-} pool_entry;
-
 typedef struct {
     const exaq_backend *be;
     const float *x;
@@ -151,15 +144,14 @@ typedef struct {
     int with_min;
     float *maxima;
     uint8_t *unmasked_rows;
-    pool_entry *entries; /* NULL: pool each row at once into pm (one thread) */
+    row_summary *summaries; /* NULL: pool each row at once into pm (one thread) */
     pooled_moments *pm;
 } pool_job;
 
-static void pool_entry_add(pooled_moments *pm, const pool_entry *e) {
-    if (e->state == ROW_INVALID) ++pm->invalid_rows;
-    if (e->state != ROW_LIVE) return;
-    row_summary s = {ROW_LIVE, e->max, e->min, e->count, e->mean, e->m2};
-    pool_add(pm, &s);
+/* a row's summary into the pooled moments (live rows) or the invalid count */
+static void pool_summary(pooled_moments *pm, const row_summary *s) {
+    if (s->state == ROW_INVALID) ++pm->invalid_rows;
+    if (s->state == ROW_LIVE) pool_add(pm, s);
 }
 
 /* Rows [begin, end) of pass 1: maxima, which rows hold no -inf, and each
@@ -188,9 +180,8 @@ static void summarize_rows(void *ctx, size_t begin, size_t end) {
             if (!unmasked) unmasked_before = 0;
             job->maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
             if (job->unmasked_rows) job->unmasked_rows[r] = (uint8_t)unmasked;
-            pool_entry e = {s.count, s.mean, s.m2, s.max, s.min, (uint8_t)s.state};
-            if (job->entries) job->entries[r] = e;
-            else pool_entry_add(job->pm, &e);
+            if (job->summaries) job->summaries[r] = s;
+            else pool_summary(job->pm, &s);
         }
     }
 }
@@ -211,11 +202,11 @@ static int pool_rows(const exaq_backend *be, const float *x, size_t rows, size_t
     pm->min = INFINITY;
     pool_job job = {be, x, n, xs, with_min, maxima, unmasked_rows, NULL, pm};
     if (threads > 1 && rows > EXAQ_ROW_GROUP) {
-        job.entries = (pool_entry *)malloc(rows * sizeof *job.entries);
-        if (!job.entries) return -2;
+        job.summaries = (row_summary *)malloc(rows * sizeof *job.summaries);
+        if (!job.summaries) return -2;
         exaq_parallel_for(rows, row_grain(rows, threads), threads, summarize_rows, &job);
-        for (size_t r = 0; r < rows; ++r) pool_entry_add(pm, job.entries + r);
-        free(job.entries);
+        for (size_t r = 0; r < rows; ++r) pool_summary(pm, job.summaries + r);
+        free(job.summaries);
     } else {
         summarize_rows(&job, 0, rows);
     }
