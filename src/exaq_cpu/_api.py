@@ -284,13 +284,11 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
 
 
 def _check_threads(threads) -> Optional[int]:
-    if threads is None or (type(threads) is int and threads >= 1):
-        return threads
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
-        raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1 or None, got {threads}")
-    return int(threads)
+    """threads as given, once the core's check (TypeError/ValueError) passed it: a bad
+    value fails before any conversion of the scores."""
+    if threads is not None:
+        _core.threads_for(threads, 0)
+    return threads
 
 
 # the exact softmax in the direct entry's parameters (bits 0)
