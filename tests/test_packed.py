@@ -222,8 +222,8 @@ def same_packed(a, b):
 
 
 def _packed_in_place(x, bits, axis, clip, floor):
-    from exaq_cpu import _api
-    return _api._in_place(x, bits, axis, clip, floor, None, None, "packed", None)
+    from exaq_cpu import _core
+    return _core.softmax_common(x, bits, axis, clip, floor, None, "packed", None)
 
 
 @given(rows=st.integers(0, 5), n=st.sampled_from(LENGTHS), bits=st.sampled_from([2, 3, 4]),
@@ -231,9 +231,9 @@ def _packed_in_place(x, bits, axis, clip, floor):
        mask_rate=st.sampled_from([0.0, 0.3]), lead=st.sampled_from([(), (2,), (1, 3)]), seed=st.integers(0, 99))
 @HYP
 def test_in_place_path_equals_checking_path(rows, n, bits, clip, floor, mask_rate, lead, seed):
-    """softmax(output="packed") reads kernel-ready scores in place (exaq_cpu._api._in_place);
+    """softmax(output="packed") reads kernel-ready scores in place (exaq_cpu._core.softmax_common);
     every other call checks and converts.  Both give the same PackedSoftmax, on every backend."""
-    from exaq_cpu import _api
+    from exaq_cpu import _core
     if clip == "laplace" and bits == 3:
         clip = "gauss"
     x = scores(max(rows, 1) * int(np.prod(lead, dtype=np.int64)), n, seed, mask_rate=mask_rate)
@@ -253,7 +253,7 @@ def test_in_place_path_equals_checking_path(rows, n, bits, clip, floor, mask_rat
 
 
 def test_in_place_path_declines_what_it_cannot_read():
-    from exaq_cpu import _api
+    from exaq_cpu import _core
     x = scores(4, 40, 0)
     for args in [(x.T, 2, -1), (x.astype(np.float64), 2, -1), (x, 2, 0), (x.tolist(), 2, -1),
                  (x[:, ::2], 2, -1), (x.astype(">f4"), 2, -1), (x, True, -1), (x, 2, True), (x, 5, -1)]:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import exaq_cpu
-from exaq_cpu import _api, _core
+from exaq_cpu import _core
 from oracle import near_tie, reference
 
 HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -134,7 +134,7 @@ def test_direct_path_and_softmax_into_equal_the_checking_path(lead, n, bits, cli
         exaq_cpu.set_backend(name)
         try:
             checked = exaq_cpu.softmax(x.astype(np.float64), bits, clip=clip, floor=floor)  # converts: checking path
-            direct = _api._in_place(x, bits, -1, clip, floor, None, None, "float", None)
+            direct = _core.softmax_common(x, bits, -1, clip, floor, None, "float", None)
             assert direct is not None and direct.shape == x.shape and direct.dtype == np.float32
             assert direct.tobytes() == checked.tobytes()
             out = np.full_like(x, 7.0)
@@ -154,11 +154,11 @@ def test_direct_path_declines_what_it_cannot_read():
                  (x[:, ::2], 2, -1, None), (x.astype(">f4"), 2, -1, None), (x, True, -1, None), (x, 5, -1, None),
                  (x, 2, -1, out[:, :20]), (x, 2, -1, out.astype(np.float64)), (x, 2, -1, x[::-1]),
                  (x, 2, -1, np.empty((4, 40, 1), np.float32))]:
-        assert _api._in_place(args[0], args[1], args[2], "gauss", "exp", args[3], None, "float", None) is None
+        assert _core.softmax_common(args[0], args[1], args[2], "gauss", "exp", args[3], "float", None) is None
     overlapping = np.empty(4 * 40 + 1, np.float32)
     a, b = overlapping[:-1].reshape(4, 40), overlapping[1:].reshape(4, 40)
     a[...] = x
-    assert _api._in_place(a, 2, -1, "gauss", "exp", b, None, "float", None) is None
+    assert _core.softmax_common(a, 2, -1, "gauss", "exp", b, "float", None) is None
     expected = exaq_cpu.softmax(x, 2)
     exaq_cpu.softmax(a, 2, out=b)  # the checking path copies: still right
     assert b.tobytes() == expected.tobytes()
@@ -201,3 +201,30 @@ def test_softmax_into_refuses_what_it_cannot_take():
     assert out.tobytes() == exaq_cpu.softmax(x, 2, clip=-5.0).tobytes()
     empty = np.empty((0, 8), np.float32)
     assert exaq_cpu.softmax_into(empty, np.empty_like(empty)).shape == (0, 8)
+
+
+def test_fast_entries_hand_unusual_argument_types_to_the_checking_path():
+    """softmax / softmax_into read plain ints, law names and floats in C; numpy
+    scalars, bools and bad values take the Python path, with the same result
+    or its error."""
+    x = scores((3, 40), 1)
+    want = exaq_cpu.softmax(x, 2, clip=-3.0)
+    out = np.empty_like(x)
+    assert exaq_cpu.softmax_into(x, out, np.int64(2), clip=np.float64(-3.0)).tobytes() == want.tobytes()
+    assert exaq_cpu.softmax(x, np.int32(2), clip=np.float32(-3.0)).tobytes() == want.tobytes()
+    assert _core.softmax_common(x, np.int64(2), -1, -3.0, "exp", None, "float", None) is None
+    assert _core.softmax_into(x, out, True, "gauss", "exp", 1) is None
+    with pytest.raises(ValueError, match="bits"):
+        exaq_cpu.softmax_into(x, out, 5)
+    with pytest.raises(ValueError, match="bits"):
+        exaq_cpu.softmax_into(x, out, True)
+    with pytest.raises(ValueError, match="clip"):
+        exaq_cpu.softmax_into(x, out, 2, clip=float("nan"))
+    with pytest.raises(ValueError, match="floor"):
+        exaq_cpu.softmax_into(x, out, 2, floor="ceil")
+    with pytest.raises(ValueError, match="threads"):
+        exaq_cpu.softmax_into(x, out, 2, threads=0)
+    with pytest.raises(TypeError, match="out"):
+        exaq_cpu.softmax_into(x, None, 2)
+    with pytest.raises(ValueError, match="laplace"):
+        exaq_cpu.softmax_into(x, out, 3, clip="laplace")

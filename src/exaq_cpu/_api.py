@@ -18,6 +18,7 @@ from . import _core
 GAUSS_LAW = {2: (-1.66, -1.85), 3: (-1.75, -2.06), 4: (-1.83, -2.27)}
 LAPLACE_LAW = {2: (-4.01, -1.77), 4: (-6.82, -0.15)}
 # (mode, bits) -> the C driver's parameters, for the modes that are a published law
+_core.set_published_laws(GAUSS_LAW, LAPLACE_LAW)  # the C fast entries' copy
 _LAW_PARAMS = {**{(mode, b): (mode,) + law + (0.0,) for mode in ("gauss", "row") for b, law in GAUSS_LAW.items()},
                **{("laplace", b): ("laplace",) + law + (0.0,) for b, law in LAPLACE_LAW.items()}}
 
@@ -239,8 +240,8 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
     own thread alone: concurrent callers never oversubscribe the cores.  The
     GIL is released while the kernels run.
     """
-    if out is None or type(out) is np.ndarray:
-        result = _in_place(x, bits, axis, clip, floor, out, dtype, output, threads)
+    if dtype is None and (out is None or type(out) is np.ndarray):
+        result = _core.softmax_common(x, bits, axis, clip, floor, out, output, threads)
         if result is not None:
             return result
     arr = _check_scores(x)
@@ -295,29 +296,6 @@ def _check_threads(threads) -> Optional[int]:
 _EXACT_PARAMS = ("gauss", 0.0, 0.0, 0.0)
 
 
-def _in_place(x, bits, axis, clip, floor, out, dtype, output, threads):
-    """The common call, in as few steps as can be: scores the kernels read in
-    place and an ``out`` they write in place (both checked in C), plain int
-    arguments, a published law or a static clip.  None for anything else,
-    which then takes the checking path (the same kernels, so the same result)."""
-    if dtype is not None or type(axis) is not int or not (floor == "exp" or floor == "zero") \
-            or not (threads is None or (type(threads) is int and threads >= 1)):
-        return None
-    if bits is None:
-        params = _EXACT_PARAMS if output == "float" else None
-    elif type(bits) is int and 2 <= bits <= 4:
-        params = _common_clip_params(clip, bits)
-    else:
-        return None
-    if params is None:
-        return None
-    if output == "float":
-        return _core.softmax_direct(x, bits or 0, *params, floor, out, axis, threads)
-    if output == "packed" and out is None:
-        return _core.softmax_packed_direct(x, bits, *params, floor, _packed_module().PackedSoftmax, axis, threads)
-    return None
-
-
 def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, clip: Union[str, float] = "gauss",
                  floor: str = "exp", threads: Optional[int] = 1) -> np.ndarray:
     """:func:`softmax` along the last axis of ready arrays, for hot loops (decode steps).
@@ -333,13 +311,19 @@ def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, cli
     here (decode-sized calls).  Returns ``out``, bit for bit what
     ``softmax(x, bits, clip=clip, floor=floor, out=out)`` gives.
     """
+    result = _core.softmax_into(x, out, bits, clip, floor, threads)
+    if result is None:  # argument types off the common path: checked (and reported) here
+        result = _softmax_into_checked(x, out, bits, clip, floor, threads)
+    return result
+
+
+def _softmax_into_checked(x, out, bits, clip, floor, threads) -> np.ndarray:
     if bits is None:
         params = _EXACT_PARAMS
     else:
-        if not (type(bits) is int and 2 <= bits <= 4):
-            bits = _check_bits(bits, allow_none=False)
+        bits = _check_bits(bits, allow_none=False)
         if type(clip) is not str and type(clip) is not float and isinstance(clip, numbers.Real) \
-                and not isinstance(clip, bool):  # the ABC check only off the common path: it costs a microsecond
+                and not isinstance(clip, bool):
             clip = float(clip)
         params = _common_clip_params(clip, bits)
         if params is None:
@@ -347,8 +331,7 @@ def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, cli
                 raise TypeError(f"clip must be a law name or a negative float, got {type(clip).__name__}")
             raise ValueError(f"softmax_into takes a published law ('gauss', 'laplace' for bits 2 and 4, 'row') "
                              f"or a finite negative float as clip, got {clip!r}")
-    if not (floor == "exp" or floor == "zero"):
-        _check_floor(floor)
+    floor = _check_floor(floor)
     if out is None:
         raise TypeError("out must be a numpy.ndarray, got None")
     return _core.softmax_direct(x, bits or 0, *params, floor, out, -1, _check_threads(threads), True)

@@ -3,6 +3,7 @@
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from libc.math cimport INFINITY
 
 cimport numpy as cnp
 
@@ -90,11 +91,13 @@ cdef int resolve_threads(object threads, Py_ssize_t entries) except -1:
     ENTRIES_PER_THREAD entries each; an int >= 1: that many (at most
     EXAQ_MAX_THREADS)."""
     cdef Py_ssize_t wanted
+    cdef int cores
     if threads is None:
         wanted = entries // ENTRIES_PER_THREAD
-        if wanted > exaq_cpu_count():
-            wanted = exaq_cpu_count()
-        return <int>wanted if wanted > 1 else 1
+        if wanted <= 1:  # decode-sized calls: no affinity syscall (it costs about a microsecond)
+            return 1
+        cores = exaq_cpu_count()
+        return <int>wanted if wanted < cores else cores
     if type(threads) is not int:
         if isinstance(threads, bool) or not hasattr(threads, "__index__"):
             raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
@@ -241,6 +244,16 @@ def softmax_direct(object x, int bits, str clip, double slope, double intercept,
     overlap it otherwise).  bits 0: the exact softmax.  Returns the result,
     or None for anything else (the caller then checks and converts); with
     ``strict`` a ValueError/TypeError instead of None."""
+    cdef exaq_params p
+    p.bits = 0
+    if bits != 0:
+        check_bits(bits)
+        p = make_params(bits, clip, slope, intercept, static_lo, floor)
+    return run_direct(x, &p, out, axis, threads, strict)
+
+
+cdef object run_direct(object x, exaq_params *p, object out, Py_ssize_t axis, object threads, bint strict):
+    """softmax_direct with its parameters made (p.bits 0: exact)."""
     if type(x) is not cnp.ndarray:
         if strict:
             raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
@@ -266,10 +279,6 @@ def softmax_direct(object x, int bits, str clip, double slope, double intercept,
     cdef Py_ssize_t n = cnp.PyArray_DIM(arr, nd - 1), rows = 1, k
     for k in range(nd - 1):
         rows *= cnp.PyArray_DIM(arr, k)
-    cdef exaq_params p
-    if bits != 0:
-        check_bits(bits)
-        p = make_params(bits, clip, slope, intercept, static_lo, floor)
     p.threads = resolve_threads(threads, rows * n)
     if rows == 0 or n == 0:
         return y
@@ -277,7 +286,7 @@ def softmax_direct(object x, int bits, str clip, double slope, double intercept,
     cdef float *yp = <float *>cnp.PyArray_DATA(y)
     cdef float *maxima
     cdef int rc = 0
-    if bits == 0:
+    if p.bits == 0:
         with nogil:
             exaq_softmax_exact(exaq_active_backend(), xp, rows, n, n, yp, n, p.threads)
         return y
@@ -285,10 +294,114 @@ def softmax_direct(object x, int bits, str clip, double slope, double intercept,
     if maxima == NULL:
         raise MemoryError()
     with nogil:
-        rc = exaq_softmax_quantized(exaq_active_backend(), xp, rows, n, n, yp, n, &p, maxima, NULL)
+        rc = exaq_softmax_quantized(exaq_active_backend(), xp, rows, n, n, yp, n, p, maxima, NULL)
     free(maxima)
     check_rc(rc)
     return y
+
+
+# The published clipping laws (slope, intercept) by bits, [0] gauss (also
+# "row"), [1] laplace; given once by the Python layer, which documents them.
+cdef double LAW_SLOPE[2][5]
+cdef double LAW_INTERCEPT[2][5]
+cdef bint LAW_KNOWN[2][5]
+cdef object PACKED_TYPE = None
+
+
+def set_published_laws(dict gauss, dict laplace):
+    """The laws the fast entries below apply (the Python layer's tables)."""
+    cdef int law, b
+    for law, table in enumerate((gauss, laplace)):
+        for b in range(5):
+            LAW_KNOWN[law][b] = b in table
+            if b in table:
+                LAW_SLOPE[law][b], LAW_INTERCEPT[law][b] = table[b]
+
+
+def set_packed_type(type result_type):
+    """The class packed results are made as (exaq_cpu.PackedSoftmax)."""
+    global PACKED_TYPE
+    PACKED_TYPE = result_type
+
+
+cdef bint common_params(object bits, object clip, object floor, exaq_params *p):
+    """p for the common arguments: bits an int 2..4 (or None: exact), clip a
+    published law name or a static negative float, floor "exp"/"zero".
+    False for anything else, which the checking path then handles (and
+    reports) in Python."""
+    cdef double lo
+    cdef int law, b
+    if type(floor) is not str:
+        return False
+    if floor == "exp":
+        p.floor = 0
+    elif floor == "zero":
+        p.floor = 1
+    else:
+        return False
+    p.law_slope = p.law_intercept = p.static_lo = 0.0
+    if bits is None:
+        p.bits = 0
+        p.clip = 0
+        return True
+    if type(bits) is not int or not (2 <= bits <= 4):
+        return False
+    b = <int>bits
+    p.bits = b
+    if type(clip) is float:
+        lo = <double>clip
+        if not (lo < 0.0 and lo > -INFINITY):
+            return False
+        p.clip = CLIP_MODES["static"]
+        p.static_lo = lo
+        return True
+    if type(clip) is not str:
+        return False
+    if clip == "gauss":
+        law, p.clip = 0, CLIP_MODES["gauss"]
+    elif clip == "row":
+        law, p.clip = 0, CLIP_MODES["row"]
+    elif clip == "laplace":
+        law, p.clip = 1, CLIP_MODES["laplace"]
+    else:
+        return False
+    if not LAW_KNOWN[law][b]:
+        return False
+    p.law_slope = LAW_SLOPE[law][b]
+    p.law_intercept = LAW_INTERCEPT[law][b]
+    return True
+
+
+def softmax_common(object x, object bits, object axis, object clip, object floor, object out,
+                   object output, object threads):
+    """exaq_cpu.softmax for the common call, with no Python in between: an
+    ndarray the kernels read in place, ``out`` None or one they write in
+    place, plain int/None arguments, a published law or a static clip.
+    None for anything else (the Python layer then checks and converts)."""
+    cdef exaq_params p
+    if type(axis) is not int or not common_params(bits, clip, floor, &p):
+        return None
+    if not (threads is None or (type(threads) is int and threads >= 1)):
+        return None
+    if output == "float":
+        return run_direct(x, &p, out, axis, threads, False)
+    if output == "packed" and out is None and p.bits != 0 and PACKED_TYPE is not None:
+        return packed_direct(x, &p, PACKED_TYPE, axis, threads)
+    return None
+
+
+def softmax_into(object x, object out, object bits, object clip, object floor, object threads):
+    """exaq_cpu.softmax_into: arrays checked in C (TypeError/ValueError), the
+    common arguments read here; None for other argument types (the Python
+    layer checks them)."""
+    cdef exaq_params p
+    if not common_params(bits, clip, floor, &p):
+        return None
+    if out is None:
+        raise TypeError("out must be a numpy.ndarray, got None")
+    if not (type(threads) is int and threads >= 1):
+        resolve_threads(threads, 0)  # the core's own message for a bad value
+    return run_direct(x, &p, out, -1, threads, True)
 
 
 def score_stats(const float[:, ::1] x):
@@ -421,6 +534,12 @@ def softmax_packed_direct(object x, int bits, str clip, double slope, double int
     (exactly), C-contiguous, aligned, native float32, of at least one
     dimension, softmax ``axis`` its last.  None for any other ``x`` or axis
     (the caller then checks and converts)."""
+    check_bits(bits)
+    cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
+    return packed_direct(x, &p, result_type, axis, threads)
+
+
+cdef object packed_direct(object x, exaq_params *p, type result_type, Py_ssize_t axis, object threads):
     if type(x) is not cnp.ndarray:
         return None
     cdef cnp.ndarray arr = <cnp.ndarray>x
@@ -429,14 +548,12 @@ def softmax_packed_direct(object x, int bits, str clip, double slope, double int
         return None
     if not kernel_ready(arr):
         return None
-    cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
-    check_bits(bits)
     cdef Py_ssize_t rows = 1, k
     for k in range(nd - 1):
         rows *= cnp.PyArray_DIM(arr, k)
     p.threads = resolve_threads(threads, rows * cnp.PyArray_DIM(arr, nd - 1))
     cdef tuple shape = x.shape
-    return _packed_result(<const float *>cnp.PyArray_DATA(arr), rows, cnp.PyArray_DIM(arr, nd - 1), &p,
+    return _packed_result(<const float *>cnp.PyArray_DATA(arr), rows, cnp.PyArray_DIM(arr, nd - 1), p,
                           result_type, shape, nd - 1, shape[:nd - 1])
 
 

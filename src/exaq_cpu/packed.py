@@ -292,3 +292,6 @@ def exponent_table(lo, bits: int, floor: str = "exp") -> np.ndarray:
     if floor == "zero":
         e[..., 0] = 0.0
     return e.astype(np.float32)
+
+
+_core.set_packed_type(PackedSoftmax)  # the fast entry (_core.softmax_common) makes results of this class
