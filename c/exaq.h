@@ -132,6 +132,10 @@ typedef struct {
     void (*expand_pack2)(const uint8_t *packed, const uint8_t *maskbits, size_t n,
                          const float table[4], float *y);
     const exaq_packed_kernels *packed; /* pack/unpack/LUTsum of the same ISA */
+    /* one past the last entry that is not -inf (0 if every entry is): where a
+     * causal or right-padded row's masked tail starts.  NULL: the driver uses
+     * the scalar table's. */
+    size_t (*live_end)(const float *x, size_t n);
 } exaq_softmax_kernels;
 
 typedef enum {

@@ -535,8 +535,28 @@ static void scale_avx2(float *y, size_t n, float factor) {
     for (; j < n; ++j) y[j] *= factor;
 }
 
+/* where the row's run of -inf at its end starts: 32 entries a compare round
+ * from the end, then 8, then one */
+static size_t live_end_avx2(const float *x, size_t n) {
+    const __m256 masked = neg_inf8();
+    size_t end = n;
+    for (; end >= 32; end -= 32) {
+        const float *p = x + end - 32;
+        const __m256 all = _mm256_and_ps(
+            _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(p), masked, _CMP_EQ_OQ),
+                          _mm256_cmp_ps(_mm256_loadu_ps(p + 8), masked, _CMP_EQ_OQ)),
+            _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(p + 16), masked, _CMP_EQ_OQ),
+                          _mm256_cmp_ps(_mm256_loadu_ps(p + 24), masked, _CMP_EQ_OQ)));
+        if (_mm256_movemask_ps(all) != 0xFF) break;
+    }
+    for (; end >= 8; end -= 8)
+        if (_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + end - 8), masked, _CMP_EQ_OQ)) != 0xFF) break;
+    while (end > 0 && exaq_is_masked(x[end - 1])) --end;
+    return end;
+}
+
 const exaq_softmax_kernels exaq_softmax_avx2 = {
     row_max_avx2,        row_stats_avx2, row_stats_rows_avx2, moments_avx2,       abs_deviation_avx2,
     quantize_count_avx2, expand_avx2,    exp_store_sum_avx2, scale_avx2,
-    quantize_pack2_avx2, expand_pack2_avx2, &exaq_packed_avx2,
+    quantize_pack2_avx2, expand_pack2_avx2, &exaq_packed_avx2, live_end_avx2,
 };

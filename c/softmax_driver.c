@@ -60,6 +60,11 @@ static int stats_flags(int with_min, int skip_mask_test) {
     return (with_min ? EXAQ_STATS_MIN : 0) | (skip_mask_test ? EXAQ_STATS_NO_MASK : 0);
 }
 
+/* one past the row's last unmasked entry, by the backend's kernel */
+static size_t live_end_of(const exaq_backend *be, const float *row, size_t n) {
+    return be->softmax->live_end ? be->softmax->live_end(row, n) : exaq_softmax_scalar.live_end(row, n);
+}
+
 static int ends_unmasked(const float *row, size_t n) {
     return !exaq_is_masked(row[0]) && !exaq_is_masked(row[n - 1]);
 }
@@ -143,7 +148,8 @@ typedef struct {
     ptrdiff_t xs;
     int with_min;
     float *maxima;
-    uint8_t *unmasked_rows;
+    uint8_t *unmasked_rows; /* 1: no -inf before the row's live end */
+    size_t *live_ends;      /* one past each row's last unmasked entry */
     row_summary *summaries; /* NULL: pool each row at once into pm (one thread) */
     pooled_moments *pm;
 } pool_job;
@@ -159,27 +165,55 @@ static void pool_summary(pooled_moments *pm, const row_summary *s) {
 static void summarize_rows(void *ctx, size_t begin, size_t end) {
     const pool_job *job = (const pool_job *)ctx;
     const size_t n = job->n;
+    const exaq_backend *be = job->be;
     int unmasked_before = 1;
+    /* rows ending in a run of -inf (causal, right padding) come in groups too */
+    int tails_before = begin < end && exaq_is_masked(job->x[(ptrdiff_t)begin * job->xs + (ptrdiff_t)n - 1]);
     for (size_t r0 = begin; r0 < end; r0 += EXAQ_ROW_GROUP) {
         const size_t group = end - r0 < EXAQ_ROW_GROUP ? end - r0 : EXAQ_ROW_GROUP;
         exaq_row_stats stats[EXAQ_ROW_GROUP];
-        /* The rows of a call are masked alike (causal, padding) or not at all:
-         * a group skips the mask test when the previous one had no -inf (the
-         * first looks at its first row's ends).  Peeking at every row's ends
-         * would wait on a cache miss per row.  A wrong guess costs a pass,
-         * never a different result. */
+        size_t live[EXAQ_ROW_GROUP];
         const float *first = job->x + (ptrdiff_t)r0 * job->xs;
-        const int flags = stats_flags(job->with_min, r0 == begin ? ends_unmasked(first, n) : unmasked_before);
-        job->be->softmax->row_stats_rows(first, group, n, job->xs, flags, stats);
+        int flags;
+        if (tails_before) {
+            /* Each row's statistics over what precedes its final run of -inf
+             * (the run adds to none of them: same sums, lane by lane), first
+             * without the mask test; -inf before the run shows as non-finite
+             * sums and finish_summary sums again with the test. */
+            flags = stats_flags(job->with_min, 1);
+            for (size_t g = 0; g < group; ++g) {
+                const float *row = first + (ptrdiff_t)g * job->xs;
+                live[g] = exaq_is_masked(row[n - 1]) ? live_end_of(be, row, n) : n;
+                be->softmax->row_stats(row, live[g], 0.0f, flags, &stats[g]);
+            }
+        } else {
+            /* The rows of a call are masked alike (causal, padding) or not at
+             * all: a group skips the mask test when the previous one had no
+             * -inf (the first looks at its first row's ends).  Peeking at every
+             * row's ends would wait on a cache miss per row.  A wrong guess
+             * costs a pass, never a different result. */
+            flags = stats_flags(job->with_min, r0 == begin ? ends_unmasked(first, n) : unmasked_before);
+            be->softmax->row_stats_rows(first, group, n, job->xs, flags, stats);
+            for (size_t g = 0; g < group; ++g) live[g] = n;
+        }
         unmasked_before = 1;
+        tails_before = 0;
         for (size_t g = 0; g < group; ++g) {
             const size_t r = r0 + g;
+            const float *row = first + (ptrdiff_t)g * job->xs;
             row_summary s;
-            finish_summary(job->be, job->x + (ptrdiff_t)r * job->xs, n, flags, stats[g], &s);
+            finish_summary(be, row, live[g], flags, stats[g], &s);
             const int unmasked = s.state == ROW_LIVE && s.count == (double)n;
             if (!unmasked) unmasked_before = 0;
             job->maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
-            if (job->unmasked_rows) job->unmasked_rows[r] = (uint8_t)unmasked;
+            size_t row_live = live[g];
+            if (s.state == ROW_LIVE && row_live == n && !unmasked) /* still in L1: where does its tail start? */
+                row_live = live_end_of(be, row, n);
+            if (row_live < n) tails_before = 1;
+            if (job->unmasked_rows) {
+                job->live_ends[r] = s.state == ROW_LIVE ? row_live : n;
+                job->unmasked_rows[r] = (uint8_t)(s.state == ROW_LIVE && s.count == (double)row_live);
+            }
             if (job->summaries) job->summaries[r] = s;
             else pool_summary(job->pm, &s);
         }
@@ -197,10 +231,11 @@ static size_t row_grain(size_t rows, int threads) {
  * for fully masked ones) and the pooled moments of t over the live rows,
  * pooled in row order whatever the thread count.  -2 if out of memory. */
 static int pool_rows(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
-                     int with_min, float *maxima, uint8_t *unmasked_rows, pooled_moments *pm, int threads) {
+                     int with_min, float *maxima, uint8_t *unmasked_rows, size_t *live_ends, pooled_moments *pm,
+                     int threads) {
     memset(pm, 0, sizeof *pm);
     pm->min = INFINITY;
-    pool_job job = {be, x, n, xs, with_min, maxima, unmasked_rows, NULL, pm};
+    pool_job job = {be, x, n, xs, with_min, maxima, unmasked_rows, live_ends, NULL, pm};
     if (threads > 1 && rows > EXAQ_ROW_GROUP) {
         job.summaries = (row_summary *)malloc(rows * sizeof *job.summaries);
         if (!job.summaries) return -2;
@@ -279,7 +314,7 @@ static int uses_pooled_range(const exaq_params *p) {
 /* The range shared by every row of the call into *lo (pooled modes fill
  * `maxima`); -2 if out of memory. */
 static int shared_lo(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t xs,
-                     const exaq_params *p, float *maxima, uint8_t *unmasked_rows, float *lo) {
+                     const exaq_params *p, float *maxima, uint8_t *unmasked_rows, size_t *live_ends, float *lo) {
     if (p->clip == EXAQ_CLIP_STATIC) {
         *lo = finish_lo(p->static_lo);
         return 0;
@@ -287,7 +322,8 @@ static int shared_lo(const exaq_backend *be, const float *x, size_t rows, size_t
     *lo = NAN;
     if (!uses_pooled_range(p)) return 0;
     pooled_moments pm;
-    if (pool_rows(be, x, rows, n, xs, p->clip == EXAQ_CLIP_NONE, maxima, unmasked_rows, &pm, p->threads) != 0)
+    if (pool_rows(be, x, rows, n, xs, p->clip == EXAQ_CLIP_NONE, maxima, unmasked_rows, live_ends, &pm,
+                  p->threads) != 0)
         return -2;
     if (p->clip == EXAQ_CLIP_NONE) {
         *lo = finish_lo(pm.min);
@@ -324,25 +360,34 @@ void exaq_quantizer_init(exaq_quantizer *q, float shift, float lo, int levels, i
     quantizer_reshift(q, shift, may_mask);
 }
 
-/* Fills the row's quantizer (q holds the previous row's, or levels 0); returns
- * its ROW_* state. */
+/* Fills the row's quantizer (q holds the previous row's, or levels 0) and
+ * *live (one past the last unmasked entry: pass 2 reads no further; q->may_mask
+ * then tells whether -inf lies before it); returns its ROW_* state.  `pooled`
+ * holds pass 1's findings for the pooled modes. */
 static int prepare_row(const exaq_backend *be, const float *row, size_t n, const exaq_params *p,
-                       float lo, const float *pooled_max, int may_mask, exaq_quantizer *q) {
+                       float lo, const float *pooled_max, int may_mask, size_t pooled_live, exaq_quantizer *q,
+                       size_t *live) {
     float row_max;
+    *live = n;
     if (pooled_max) {
         row_max = *pooled_max;
+        *live = pooled_live;
     } else if (p->clip == EXAQ_CLIP_ROW) {
         row_summary s;
         summarize_row(be, row, n, 1, &s);
         if (s.state != ROW_LIVE) return s.state;
         row_max = s.max;
         lo = law_lo(p, sigma_of(s.count, s.m2), (double)s.min - (double)s.max);
-        may_mask = s.count != (double)n;
+        if (s.count != (double)n) *live = live_end_of(be, row, n);
+        may_mask = s.count != (double)*live;
     } else {
         int specials;
         row_max = be->softmax->row_max(row, n, &specials);
         if (specials & EXAQ_ROW_HAS_INVALID) return ROW_INVALID;
         may_mask = (specials & EXAQ_ROW_HAS_MASKED) != 0;
+        /* a masked tail is skipped; the part before it may still hold -inf
+         * (finding out would cost about what the mask test does) */
+        if (may_mask && row_max > -INFINITY) *live = live_end_of(be, row, n);
     }
     const int state = row_state_of_max(row_max);
     if (state != ROW_LIVE) return state;
@@ -390,7 +435,8 @@ typedef struct {
     int pooled;
     float lo;
     float *maxima;
-    uint8_t *unmasked_rows;
+    uint8_t *unmasked_rows; /* no -inf before the row's live end */
+    size_t *live_ends;      /* one past each row's last unmasked entry */
 } call_range;
 
 /* Pass 1 where the mode needs it; -2 if out of memory (release with range_end) */
@@ -399,19 +445,23 @@ static int range_begin(call_range *cr, const exaq_backend *be, const float *x, s
     cr->pooled = uses_pooled_range(p);
     cr->maxima = maxima;
     cr->unmasked_rows = cr->pooled ? (uint8_t *)malloc(rows) : NULL;
-    if (cr->pooled && !cr->unmasked_rows) return -2;
-    return shared_lo(be, x, rows, n, xs, p, maxima, cr->unmasked_rows, &cr->lo);
+    cr->live_ends = cr->pooled ? (size_t *)malloc(rows * sizeof *cr->live_ends) : NULL;
+    if (cr->pooled && (!cr->unmasked_rows || !cr->live_ends)) return -2;
+    return shared_lo(be, x, rows, n, xs, p, maxima, cr->unmasked_rows, cr->live_ends, &cr->lo);
 }
 
 /* Row r's quantizer into q (which holds the previous row's of the same
  * thread, or levels 0); returns the row's ROW_* state */
 static int range_row(const call_range *cr, exaq_quantizer *q, const exaq_backend *be, const float *row, size_t r,
-                     size_t n, const exaq_params *p) {
+                     size_t n, const exaq_params *p, size_t *live) {
     return prepare_row(be, row, n, p, cr->lo, cr->pooled ? cr->maxima + r : NULL,
-                       cr->pooled ? !cr->unmasked_rows[r] : 1, q);
+                       cr->pooled ? !cr->unmasked_rows[r] : 1, cr->pooled ? cr->live_ends[r] : n, q, live);
 }
 
-static void range_end(call_range *cr) { free(cr->unmasked_rows); }
+static void range_end(call_range *cr) {
+    free(cr->unmasked_rows);
+    free(cr->live_ends);
+}
 
 /* The code exponents of the last range tabulated (rows of a call mostly share one) */
 typedef struct {
@@ -436,6 +486,7 @@ static void fill(float *y, size_t n, float v) {
 typedef struct {
     int state;               /* ROW_*; the rest is set for ROW_LIVE */
     const uint8_t *codes;    /* byte codes, EXAQ_MASKED_CODE where masked */
+    size_t live;             /* entries from here on are all masked */
     float table[EXAQ_MAX_CODES];
 } coded_row;
 
@@ -497,13 +548,16 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
             const size_t r = r0 + g;
             const float *row = call->x + (ptrdiff_t)r * call->xs;
             out[g].codes = NULL;
-            out[g].state = range_row(call->cr, &q, be, row, r, n, p);
+            size_t live;
+            out[g].state = range_row(call->cr, &q, be, row, r, n, p, &live);
+            out[g].live = live;
             row_lo[g] = out[g].state == ROW_LIVE ? q.lo : NAN;
             if (job->lo_out) job->lo_out[r] = row_lo[g];
             if (out[g].state != ROW_LIVE) continue;
             for (int k = 0; k < ncodes; ++k) counts[g][k] = 0; /* memset here is a slow rep stos */
             out[g].codes = codes + g * n;
-            be->softmax->quantize_count(row, n, &q, codes + g * n, counts[g]);
+            be->softmax->quantize_count(row, live, &q, codes + g * n, counts[g]);
+            memset(codes + g * n + live, EXAQ_MASKED_CODE, n - live); /* the masked tail, not read */
         }
         for (size_t g = 0; g < group; ++g) {
             if (out[g].state == ROW_LIVE)
@@ -546,8 +600,10 @@ static void write_probabilities(row_sink *sink, const exaq_backend *be, size_t r
     float *out = c->y + (ptrdiff_t)r * c->ys;
     if (row->state != ROW_LIVE)
         fill(out, n, row->state == ROW_INVALID ? NAN : 0.0f);
-    else
-        be->softmax->expand(row->codes, n, row->table, out);
+    else {
+        be->softmax->expand(row->codes, row->live, row->table, out);
+        memset(out + row->live, 0, (n - row->live) * sizeof *out); /* masked tail: +0.0f */
+    }
 }
 
 int exaq_softmax_quantized(const exaq_backend *be, const float *x, size_t rows, size_t n,
@@ -630,7 +686,7 @@ void exaq_score_stats(const exaq_backend *be, const float *x, size_t rows, size_
                       ptrdiff_t xs, float *maxima, exaq_call_stats *out) {
     pooled_moments pm;
     memset(&pm, 0, sizeof pm);
-    if (rows && n) pool_rows(be, x, rows, n, xs, 1, maxima, NULL, &pm, 1); /* one thread: cannot fail */
+    if (rows && n) pool_rows(be, x, rows, n, xs, 1, maxima, NULL, NULL, &pm, 1); /* one thread: cannot fail */
     const int any = pm.count > 0;
     out->count = (int64_t)pm.count;
     out->mean = any ? pm.mean : NAN;
@@ -676,13 +732,21 @@ static int any_masked_before(const uint8_t *maskbits, size_t len) {
 /* Row r's length and table (its packed codes and bitmap are in place for a
  * live row; other rows are filled here, `table` NULL).  any_masked = 0: the
  * row has no masked entry. */
-static void finish_packed_row(packed_sink *c, size_t r, size_t n, int state, int any_masked,
-                              const float table[EXAQ_MAX_CODES]) {
+/* known_length: the row's length (one past its last unmasked entry) and
+ * `interior` (whether -inf lies before it) as the caller found them, or
+ * SIZE_MAX to read both off the bitmap */
+static void finish_packed_row(packed_sink *c, size_t r, size_t n, int state, int any_masked, size_t known_length,
+                              int interior, const float table[EXAQ_MAX_CODES]) {
     uint8_t *mask = c->maskbits + (ptrdiff_t)r * c->ms;
     size_t len;
     if (state == ROW_LIVE) {
-        len = any_masked ? valid_length(mask, n) : n;
-        if (any_masked && any_masked_before(mask, len)) __atomic_fetch_add(&c->interior, 1, __ATOMIC_RELAXED);
+        if (known_length == SIZE_MAX) {
+            len = any_masked ? valid_length(mask, n) : n;
+            interior = any_masked && any_masked_before(mask, len);
+        } else {
+            len = known_length;
+        }
+        if (interior) __atomic_fetch_add(&c->interior, 1, __ATOMIC_RELAXED);
     } else {
         const size_t mbytes = EXAQ_MASK_BYTES(n);
         memset(c->packed + (ptrdiff_t)r * c->ps, 0, EXAQ_PACKED_BYTES(n, c->bits));
@@ -702,14 +766,15 @@ static void write_packed(row_sink *sink, const exaq_backend *be, size_t r, size_
     if (row->state == ROW_LIVE)
         be->softmax->packed->pack(row->codes, n, c->bits, c->packed + (ptrdiff_t)r * c->ps,
                                   c->maskbits + (ptrdiff_t)r * c->ms);
-    finish_packed_row(c, r, n, row->state, 1, row->table);
+    finish_packed_row(c, r, n, row->state, 1, SIZE_MAX, 0, row->table);
 }
 
 /* What the 2-bit loop keeps of a row between its kernel and its table */
 typedef struct {
     int64_t counts[4];
+    size_t length; /* one past the last unmasked entry */
     float lo;
-    uint8_t state, any_masked, mask_written;
+    uint8_t state, interior, mask_written; /* interior: -inf before `length` */
 } packed2_row;
 
 /* 2 bits: the fused kernel packs each row where it belongs; the tables and
@@ -723,6 +788,34 @@ typedef struct {
     packed2_row *info;
 } packed2_job;
 
+/* A 2-bit row whose entries from `live` on are all -inf, packed as the
+ * kernel packs the whole row but without reading that tail: the whole 32-entry
+ * blocks before `live` go through the kernel as they are (q->may_mask), the
+ * block that holds `live` (or the row's end) with the mask test, and the rest
+ * is written as the kernel writes masked entries (code 0, mask bit 1; padding
+ * bits past n are 0).  Returns how many -inf lie before `live`. */
+static size_t pack2_masked_tail(const exaq_backend *be, const float *row, size_t n, size_t live, exaq_quantizer *q,
+                                uint8_t *packed, uint8_t *mask, int64_t counts[4]) {
+    const size_t head = live / 32 * 32;
+    const int head_may_mask = q->may_mask;
+    size_t masked = 0; /* -inf entries the kernels saw */
+    if (head) {
+        masked = be->softmax->quantize_pack2(row, head, q, packed, mask, counts);
+        if (!head_may_mask) memset(mask, 0, head / 8); /* the kernel leaves an unmasked bitmap unwritten */
+    }
+    const size_t edge = n - head < 32 ? n : head + 32;
+    q->may_mask = 1;
+    masked += be->softmax->quantize_pack2(row + head, edge - head, q, packed + head / 4, mask + head / 8, counts);
+    q->may_mask = head_may_mask;
+    if (edge < n) { /* edge is a multiple of 32: whole bytes from here */
+        const size_t mask_bytes = EXAQ_MASK_BYTES(n);
+        memset(packed + edge / 4, 0, EXAQ_PACKED_BYTES(n, 2) - edge / 4);
+        memset(mask + edge / 8, 0xFF, mask_bytes - edge / 8);
+        if (n % 8) mask[mask_bytes - 1] = (uint8_t)((1u << (n % 8)) - 1u);
+    }
+    return masked - (edge - live); /* the -inf entries before `live` */
+}
+
 /* Rows [begin, end) through the fused 2-bit kernel */
 static void packed2_range(void *ctx, size_t begin, size_t end) {
     const packed2_job *job = (const packed2_job *)ctx;
@@ -733,13 +826,20 @@ static void packed2_range(void *ctx, size_t begin, size_t end) {
     for (size_t r = end; r-- > begin;) { /* last row first, as quantize_range */
         const float *row = call->x + (ptrdiff_t)r * call->xs;
         packed2_row *out = job->info + r;
-        out->state = (uint8_t)range_row(call->cr, &q, call->be, row, r, call->n, call->p);
+        size_t live;
+        out->state = (uint8_t)range_row(call->cr, &q, call->be, row, r, call->n, call->p, &live);
         out->lo = out->state == ROW_LIVE ? q.lo : NAN;
         if (out->state != ROW_LIVE) continue;
         for (int k = 0; k < 4; ++k) out->counts[k] = 0; /* memset here is a slow rep stos */
-        out->any_masked = call->be->softmax->quantize_pack2(row, call->n, &q, c->packed + (ptrdiff_t)r * c->ps,
-                                                           c->maskbits + (ptrdiff_t)r * c->ms, out->counts) != 0;
-        out->mask_written = (uint8_t)q.may_mask;
+        uint8_t *packed = c->packed + (ptrdiff_t)r * c->ps, *mask = c->maskbits + (ptrdiff_t)r * c->ms;
+        out->length = live;
+        if (live == call->n) { /* every masked entry lies before the last unmasked one */
+            out->interior = call->be->softmax->quantize_pack2(row, call->n, &q, packed, mask, out->counts) != 0;
+            out->mask_written = (uint8_t)q.may_mask;
+        } else {
+            out->interior = pack2_masked_tail(call->be, row, call->n, live, &q, packed, mask, out->counts) != 0;
+            out->mask_written = 1;
+        }
     }
 }
 
@@ -759,7 +859,7 @@ static int softmax_packed2(const exaq_backend *be, const float *x, size_t rows, 
         float table[EXAQ_MAX_CODES];
         if (row->state == ROW_LIVE) row_table(&exponents, row->lo, 3, p->floor, row->counts, table);
         if (lo_out) lo_out[r] = row->lo;
-        finish_packed_row(c, r, n, row->state, row->any_masked, row->state == ROW_LIVE ? table : NULL);
+        finish_packed_row(c, r, n, row->state, 1, row->length, row->interior, row->state == ROW_LIVE ? table : NULL);
     }
     if (c->interior) /* the bitmap is handed out: every row's */
         for (size_t r = 0; r < rows; ++r)

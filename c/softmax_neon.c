@@ -531,5 +531,5 @@ static void scale_neon(float *y, size_t n, float factor) {
 const exaq_softmax_kernels exaq_softmax_neon = {
     row_max_neon,        row_stats_neon, row_stats_rows_neon, moments_neon,       abs_deviation_neon,
     quantize_count_neon, expand_neon,    exp_store_sum_neon, scale_neon,
-    quantize_pack2_neon, expand_pack2_neon, &exaq_packed_neon,
+    quantize_pack2_neon, expand_pack2_neon, &exaq_packed_neon, NULL, /* live_end: the scalar one */
 };

@@ -95,8 +95,36 @@ static void scale_scalar(float *y, size_t n, float factor) {
     for (size_t j = 0; j < n; ++j) y[j] *= factor;
 }
 
+/* 64 entries of -inf, as bit patterns */
+#define NEG_INF_8 0xFF800000u, 0xFF800000u, 0xFF800000u, 0xFF800000u, 0xFF800000u, 0xFF800000u, 0xFF800000u, 0xFF800000u
+static const uint32_t neg_inf_block[64] = {NEG_INF_8, NEG_INF_8, NEG_INF_8, NEG_INF_8,
+                                           NEG_INF_8, NEG_INF_8, NEG_INF_8, NEG_INF_8};
+#undef NEG_INF_8
+
+/* One past the row's last unmasked entry (0 if every entry is masked): a
+ * causal or right-padded row ends in a run of -inf that pass 2 of the
+ * driver then neither reads nor quantizes.  64
+ * entries at a time by memcmp against a block of -inf (the C library's
+ * vector compare: every -inf has one bit pattern), then eight at a time as
+ * words (all eight are -inf exactly when both the AND and the OR of their
+ * bit patterns are -inf's), then one by one. */
+static size_t live_end_scalar(const float *row, size_t n) {
+    const uint64_t masked_pair = 0xFF800000FF800000ull;
+    size_t end = n;
+    while (end >= 64 && memcmp(row + end - 64, neg_inf_block, sizeof neg_inf_block) == 0) end -= 64;
+    while (end >= 8) {
+        uint64_t w[4];
+        memcpy(w, row + end - 8, sizeof w);
+        if (((w[0] & w[1]) & (w[2] & w[3])) != masked_pair || ((w[0] | w[1]) | (w[2] | w[3])) != masked_pair)
+            break;
+        end -= 8;
+    }
+    while (end > 0 && exaq_is_masked(row[end - 1])) --end;
+    return end;
+}
+
 const exaq_softmax_kernels exaq_softmax_scalar = {
     row_max_scalar,        row_stats_scalar, row_stats_rows_scalar, moments_scalar,       abs_deviation_scalar,
     quantize_count_scalar, expand_scalar,    exp_store_sum_scalar, scale_scalar,
-    quantize_pack2_scalar, expand_pack2_scalar, &exaq_packed_scalar,
+    quantize_pack2_scalar, expand_pack2_scalar, &exaq_packed_scalar, live_end_scalar,
 };

@@ -376,5 +376,47 @@ def test_rows_ending_in_masked_runs_against_oracle(rows, n, bits, clip, style, s
             _, probs = check_against_oracle(x, bits, clip, "exp")
             packed = exaq_cpu.softmax(x, bits, clip=clip, output="packed")
             assert packed.to_float().tobytes() == probs.tobytes()
+            # the packed fields as the format defines them, from the byte codes
+            masked = np.isneginf(x)
+            codes = exaq_cpu.quantize(x, bits, clip=clip).codes
+            assert np.array_equal(packed.codes, exaq_cpu.pack(np.where(masked, 0, codes), bits))
+            live_end = np.where((~masked).any(axis=1), n - np.argmax(~masked[:, ::-1], axis=1), 0)
+            assert np.array_equal(packed.lengths, live_end)
+            interior = (masked & (np.arange(n)[None, :] < live_end[:, None])).any()
+            if interior:
+                assert np.array_equal(packed.mask, np.packbits(masked, axis=-1, bitorder="little"))
+            else:
+                assert packed.mask is None
+        finally:
+            exaq_cpu.set_backend(exaq_cpu.backends()[-1])
+
+
+@pytest.mark.parametrize("n", [33, 100, 257, 1001])
+@pytest.mark.parametrize("clip", ["gauss", -3.5])
+def test_masked_tails_at_every_block_edge_give_the_format_exactly(n, clip):
+    """Rows whose masked tails start at and around every 8/32-entry edge (pass 2
+    does not read the tail; the packed bytes, bitmap padding and lengths must
+    still be what the format defines), with one interior -inf so the bitmap
+    is handed out, and the float output zero on the tail."""
+    ends = sorted({e for e in (1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 95, 96, 97, n - 33, n - 32, n - 1, n) if 0 < e <= n})
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((len(ends), n)) * 3).astype(np.float32)
+    for r, e in enumerate(ends):
+        x[r, e:] = -np.inf
+    x[0, 0] = -np.inf if ends[0] > 1 else x[0, 0]
+    x[-1, n // 2] = -np.inf  # an interior hole: the bitmap is handed out
+    masked = np.isneginf(x)
+    for name in exaq_cpu.backends():
+        exaq_cpu.set_backend(name)
+        try:
+            for bits in (2, 3, 4):
+                packed = exaq_cpu.softmax(x, bits, clip=clip, output="packed")
+                codes = exaq_cpu.quantize(x, bits, clip=clip).codes
+                assert np.array_equal(packed.codes, exaq_cpu.pack(np.where(masked, 0, codes), bits)), (name, bits)
+                assert np.array_equal(packed.mask, np.packbits(masked, axis=-1, bitorder="little")), (name, bits)
+                assert packed.lengths.tolist() == [n - int(np.argmax(~m[::-1])) for m in masked]
+                probs = exaq_cpu.softmax(x, bits, clip=clip)
+                assert not probs[masked].any() and np.signbit(probs[masked]).sum() == 0
+                assert packed.to_float().tobytes() == probs.tobytes()
         finally:
             exaq_cpu.set_backend(exaq_cpu.backends()[-1])

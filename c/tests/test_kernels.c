@@ -43,6 +43,12 @@ static void compare_kernels(const exaq_backend *ref, const exaq_backend *be, con
     CHECK(bad1 == expected && bad2 == expected, "%s row_max specials %d %d (expected %d) n=%zu", be->name, bad1,
           bad2, expected, n);
     if (!(bad1 & EXAQ_ROW_HAS_INVALID)) CHECK(m1 == m2, "%s row_max n=%zu", be->name, n);
+    size_t live = n;
+    while (live > 0 && x[live - 1] == -INFINITY) --live;
+    CHECK(ref->softmax->live_end(x, n) == live, "scalar live_end n=%zu", n);
+    if (be->softmax->live_end)
+        CHECK(be->softmax->live_end(x, n) == live, "%s live_end n=%zu: %zu vs %zu", be->name, n,
+              be->softmax->live_end(x, n), live);
     exaq_row_stats a, b;
     const float pilot = n ? (x[0] == -INFINITY ? 0.0f : x[0]) : 0.0f;
     for (int k = 0; k < 8; ++k) { /* zero/non-zero pilot, min, mask test; ends with min + mask */
