@@ -557,7 +557,7 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
             for (int k = 0; k < ncodes; ++k) counts[g][k] = 0; /* memset here is a slow rep stos */
             out[g].codes = codes + g * n;
             be->softmax->quantize_count(row, live, &q, codes + g * n, counts[g]);
-            memset(codes + g * n + live, EXAQ_MASKED_CODE, n - live); /* the masked tail, not read */
+            if (live < n) memset(codes + g * n + live, EXAQ_MASKED_CODE, n - live); /* the masked tail, not read */
         }
         for (size_t g = 0; g < group; ++g) {
             if (out[g].state == ROW_LIVE)
@@ -602,7 +602,7 @@ static void write_probabilities(row_sink *sink, const exaq_backend *be, size_t r
         fill(out, n, row->state == ROW_INVALID ? NAN : 0.0f);
     else {
         be->softmax->expand(row->codes, row->live, row->table, out);
-        memset(out + row->live, 0, (n - row->live) * sizeof *out); /* masked tail: +0.0f */
+        if (row->live < n) memset(out + row->live, 0, (n - row->live) * sizeof *out); /* masked tail: +0.0f */
     }
 }
 
