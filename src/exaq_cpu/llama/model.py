@@ -418,11 +418,34 @@ class LlamaWeights:
         t = contents.tensors
         cfg = contents.config
 
+        q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        d, ff = cfg.d_model, cfg.d_ff
+        # Shapes the metadata implies; a file whose tensors say otherwise is refused here rather
+        # than failing (or silently broadcasting) somewhere inside the forward pass.
+        expected = {"attn_norm.weight": (d,), "ffn_norm.weight": (d,), "attn_q.weight": (q_dim, d),
+                    "attn_k.weight": (kv_dim, d), "attn_v.weight": (kv_dim, d),
+                    "attn_output.weight": (d, q_dim), "ffn_gate.weight": (ff, d),
+                    "ffn_up.weight": (ff, d), "ffn_down.weight": (d, ff),
+                    "token_embd.weight": (cfg.vocab_size, d), "output.weight": (cfg.vocab_size, d),
+                    "output_norm.weight": (d,), "rope_freqs.weight": (cfg.rope_dims // 2,)}
+
+        def check(name: str, array: np.ndarray) -> np.ndarray:
+            shape = expected[name.split(".", 2)[-1] if name.startswith("blk.") else name]
+            if array.shape != shape:
+                raise ValueError(f"GGUF tensor {name!r} has shape {array.shape}; the metadata implies {shape}")
+            return array
+
         def get(name: str) -> np.ndarray:
             try:
-                return t[name]
+                return check(name, t[name])
             except KeyError:
                 raise ValueError(f"GGUF file lacks tensor {name!r}") from None
+
+        freq_factors = t.get("rope_freqs.weight")
+        if freq_factors is not None:
+            check("rope_freqs.weight", freq_factors)
+            if not (np.all(np.isfinite(freq_factors)) and np.all(freq_factors > 0)):
+                raise ValueError("GGUF tensor 'rope_freqs.weight' must be finite and positive")
 
         layers = []
         for i in range(cfg.n_layers):
@@ -443,8 +466,8 @@ class LlamaWeights:
             token_embedding=embedding,
             layers=layers,
             output_norm=get("output_norm.weight"),
-            output=t.get("output.weight", embedding),
-            rope_freq_factors=t.get("rope_freqs.weight"),
+            output=get("output.weight") if "output.weight" in t else embedding,
+            rope_freq_factors=freq_factors,
             output_name="output.weight" if "output.weight" in t else "token_embd.weight",
         )
 
