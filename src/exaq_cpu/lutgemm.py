@@ -34,6 +34,7 @@ import os
 import numpy as np
 
 from . import _core
+from ._npz import NpzReader
 
 __all__ = ["BATCH_CROSSOVER", "BCQMatrix", "BCQStack", "DEFAULT_PRECISION", "PRECISIONS", "lut_gemm",
            "preferred_table", "quantize", "uniform_quantize"]
@@ -65,9 +66,14 @@ class BCQMatrix:
 
     def __init__(self, planes, alphas, offsets, shape, bits, group_size, method=None):
         rows, cols = (int(v) for v in shape)
-        bits = int(bits)
+        bits = _check_bits(bits)
         gs = _effective_group(cols, group_size)
         tiles, groups = -(-rows // TILE), -(-cols // gs)
+        planes = np.asarray(planes)
+        if planes.dtype != np.uint8:
+            # a cast would wrap 300 to 44 silently: only integers that fit a byte are taken
+            if planes.dtype.kind not in "iu" or (planes.size and (planes.min() < 0 or planes.max() > 255)):
+                raise ValueError(f"planes must hold bytes (0..255), got {planes.dtype} values")
         self.planes = np.ascontiguousarray(planes, dtype=np.uint8).reshape(-1)
         self.alphas = np.require(alphas, np.float32, ("C", "A")).reshape(-1)
         self.offsets = np.require(offsets, np.float32, ("C", "A")).reshape(-1)
@@ -209,13 +215,28 @@ class BCQMatrix:
 
     @classmethod
     def load(cls, path) -> BCQMatrix:
-        with np.load(path, allow_pickle=False) as f:
-            if str(f["format"]) != "exaq_cpu.BCQMatrix/1":
+        """Read a file written by :meth:`save`; ``ValueError`` if it is not a valid one.
+
+        Safe on untrusted files: every member's header (dtype, shape, byte count) is checked
+        against ``shape``/``bits``/``group_size`` before its bytes are read; nothing is unpickled.
+        """
+        with NpzReader(path, "a saved BCQMatrix") as z:
+            if z.text("format") != "exaq_cpu.BCQMatrix/1":
                 raise ValueError(f"{path!r} is not a saved BCQMatrix")
-            gs = int(f["group_size"])
-            method = str(f["method"]) or None
-            return cls(f["planes"], f["alphas"], f["offsets"], tuple(f["shape"]), int(f["bits"]),
-                       None if gs < 0 else gs, method)
+            shape = z.array("shape", kinds="iu", shape=(2,))
+            rows, cols = (int(v) for v in shape)
+            if rows < 1 or cols < 1 or rows > 1 << 31 or cols > 1 << 31:
+                raise ValueError(f"a saved BCQMatrix: field 'shape' is invalid: {shape.tolist()}")
+            bits = z.scalar_int("bits", 1, 4)
+            gs = z.scalar_int("group_size", -1, 1 << 31)
+            group_size = None if gs == -1 else gs
+            gs_eff = _effective_group(cols, group_size)
+            method = z.text("method") or None
+            tiles, groups = -(-rows // TILE), -(-cols // gs_eff)
+            planes = z.array("planes", np.uint8, shape=(tiles * groups * bits * (gs_eff // 8) * TILE,))
+            alphas = z.array("alphas", np.float32, shape=(tiles * groups * bits * TILE,))
+            offsets = z.array("offsets", np.float32, shape=(tiles * groups * TILE,))
+        return cls(planes, alphas, offsets, (rows, cols), bits, group_size, method)
 
     def __reduce__(self):
         return (BCQMatrix, (self.planes, self.alphas, self.offsets, self.shape, self.bits,
