@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 
+import exaq_cpu
+from exaq_cpu import clipping
 from exaq_cpu import clipping as cl
 from exaq_cpu.clipping import _model
 
@@ -366,3 +368,28 @@ def test_softmax_with_calibrated_and_table_clip():
         except ValueError as e:       # the mode is not wired into softmax in this build
             pytest.skip(f"softmax(clip={mode!r}) not available: {e}")
         np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
+
+
+# --- rows with no spread (one key, constant rows) under every clip mode -------------------
+
+
+def _no_spread_rows():
+    return [
+        np.zeros((4, 1), np.float32),                     # one key: the first decode step
+        np.full((3, 7), 2.5, np.float32),                 # constant rows
+        np.array([[1.0, -np.inf, -np.inf, -np.inf]], np.float32),  # one unmasked key
+        np.full((2, 3, 1), -4.0, np.float32),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["gauss", "row", None, "table", *clipping.STATS_CLIP_MODES])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_every_clip_mode_handles_rows_with_no_spread(mode, bits):
+    for x in _no_spread_rows():
+        p = exaq_cpu.softmax(x, bits=bits, clip=mode)
+        expected = np.isfinite(x) / np.isfinite(x).sum(axis=-1, keepdims=True)
+        np.testing.assert_allclose(p, expected, rtol=1e-6)
+        # the same bits as the default mode, which always handled them
+        assert np.array_equal(p, exaq_cpu.softmax(x, bits=bits, clip="gauss"))
+        packed = exaq_cpu.softmax(x, bits=bits, clip=mode, output="packed")
+        assert np.array_equal(packed.to_float(), p)
