@@ -378,3 +378,26 @@ def test_rows_ending_in_masked_runs_against_oracle(rows, n, bits, clip, style, s
             assert packed.to_float().tobytes() == probs.tobytes()
         finally:
             exaq_cpu.set_backend(exaq_cpu.backends()[-1])
+
+
+# --- exact ties: round half to even (SPEC 1.6) ---------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_exact_ties_round_half_to_even(backend, bits):
+    """Half-integer shifted scores with the static clip -(2^b-1) (scale exactly 1) sit exactly
+    halfway between two codes; numpy.rint picks the even one. floor(v + 0.5) would not."""
+    levels = (1 << bits) - 1
+    rng = np.random.default_rng(bits)
+    for n in (*range(1, 70), 127, 128, 129, 255, 256, 257, 1000):
+        k = rng.integers(0, 2 * levels + 1, size=(3, n))
+        k[:, n // 2] = 0  # the row maximum: t = 0
+        shift = np.array([[0.0], [5.0], [-40.0]])
+        x = (shift - 0.5 * k).astype(np.float32)
+        expected = np.rint(levels - 0.5 * k).astype(np.uint8)
+        q = exaq_cpu.quantize(x, bits=bits, clip=-float(levels))
+        assert np.array_equal(q.codes, expected), (backend, n)
+        packed = exaq_cpu.softmax(x, bits=bits, clip=-float(levels), output="packed")
+        assert np.array_equal(packed.unpacked_codes(), expected), (backend, n)
+        assert np.array_equal(exaq_cpu.softmax(x, bits=bits, clip=-float(levels)),
+                              np.take_along_axis(q.table, expected.astype(np.intp), -1))
