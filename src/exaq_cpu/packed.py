@@ -243,11 +243,13 @@ def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axi
     ``lut``: ``2**bits`` floats (shared) or ``batch_shape + (2**bits,)`` (one
     table a row), e.g. a row's exponent table ``exp(lo + k*|lo|/(2**bits-1))``.
     ``lengths`` (optional, batch shape): sum only each row's first codes.
-    ``method="auto"``: the active backend's kernel (SIMD backends count codes
-    exactly with popcounts for 2 bits and use in-register tables for 3/4 bits;
-    the scalar backend uses the paper's table); ``"table"``: the paper's LUTsum,
-    a byte-indexed table of sums (256 entries for 2 and 4 bits, 4096 entries
-    indexed by 12 bits for 3 bits), which needs a shared ``lut``.
+    ``method="auto"``: 2 bits: the active backend's kernel (SIMD backends count
+    codes exactly with popcounts; the scalar backend uses the paper's table);
+    3/4 bits: codes counted in integers on every backend; ``"table"``: the
+    paper's LUTsum, a byte-indexed table of sums (256 entries for 2 and 4 bits,
+    4096 entries indexed by 12 bits for 3 bits) accumulated in float64, which
+    needs a shared ``lut``.  Every path is exact to float64 rounding of
+    ``sum_k count_k * lut[k]`` whatever the row length (docs/packed.md).
     """
     bits = _check_bits(bits, allow_none=False)
     if method not in ("auto", "table"):
