@@ -70,7 +70,10 @@ def _check_bits(bits, allow_none: bool = True) -> Optional[int]:
         return bits
     if bits is None and allow_none:
         return None
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or int(bits) not in (2, 3, 4):
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):  # docs/errors.md
+        raise TypeError(f"bits must be an int (2, 3 or 4{' or None' if allow_none else ''}), "
+                        f"got {type(bits).__name__} {bits!r}")
+    if int(bits) not in (2, 3, 4):
         raise ValueError(f"bits must be 2, 3 or 4{' or None' if allow_none else ''}, got {bits!r}")
     return int(bits)
 

@@ -379,14 +379,25 @@ def _effective_group(cols, group_size):
     if group_size is None:
         return max(8, -(-cols // 8) * 8)  # one group per row, rounded up to whole bytes
     if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral):
-        raise ValueError(f"group_size must be a positive multiple of 8 or None, got {group_size!r}")
+        raise TypeError(f"group_size must be an int (a positive multiple of 8) or None, got {group_size!r}")
     if group_size <= 0 or group_size % 8:
         raise ValueError(f"group_size must be a positive multiple of 8 or None, got {group_size!r}")
     return int(group_size)
 
 
+def _check_threads(threads):
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):  # docs/errors.md
+        raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+
+
 def _check_bits(bits):
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 1 <= bits <= 4:
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):  # docs/errors.md
+        raise TypeError(f"bits must be an int in 1..4, got {type(bits).__name__} {bits!r}")
+    if not 1 <= bits <= 4:
         raise ValueError(f"bits must be an integer in 1..4, got {bits!r}")
     return int(bits)
 
@@ -729,9 +740,7 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
     rows, cols = Wq.shape
     if x.ndim < 1 or x.shape[-1] != cols:
         raise ValueError(f"x must have shape (..., {cols}), got {x.shape}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
-                                or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    _check_threads(threads)
     # threads_for wants 64K entries a thread: 512K weights x tokens is 64K eighths
     threads = _core.threads_for(threads, rows * cols * max(1, math.prod(x.shape[:-1])) >> 3)
     if method not in _LUT_METHODS:
@@ -791,9 +800,7 @@ def _lut_gemm_stack(x, Wq, out, threads, method, table, precision=None):
             lut_gemm(x, p, part, threads, method="lut", table=table, precision=precision)
             y += part
         return y
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
-                                or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    _check_threads(threads)
     if table not in _TABLES:
         raise ValueError(f"table must be one of {_TABLES}, got {table!r}")
     lead = x.shape[:-1]
