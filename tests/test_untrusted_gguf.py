@@ -170,3 +170,37 @@ def test_duplicate_key_and_nested_arrays(tmp_path):
 def test_bad_value_type_code(tmp_path):
     with pytest.raises(ValueError, match="unknown value type"):
         load_gguf(_write(tmp_path, gc.build([("k", 13, b"\0" * 8)], [])))
+
+
+def _tokenizer_with_template(template):
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("jinja2")
+    from exaq_cpu.llama.gguf_loader import TokenizerSpec
+    from exaq_cpu.llama.tokenizer import GGUFTokenizer
+
+    spec = TokenizerSpec(model="gpt2", pre=None, tokens=["<s>", "a", "b"], token_types=[3, 1, 1],
+                         merges=[], bos_id=0, eos_id=0, add_bos=False, chat_template=template)
+    return GGUFTokenizer(spec)
+
+
+@pytest.mark.parametrize("template, message", [
+    # 10^10 empty iterations: no output at all, only the clock can stop it
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "longer than"),
+    ("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}", "exceeds"),
+    ("{% for %}", "parse"),
+])
+def test_hostile_chat_templates(monkeypatch, template, message):
+    from exaq_cpu.llama import tokenizer as tk
+
+    monkeypatch.setattr(tk, "CHAT_TEMPLATE_SECONDS", 0.3)
+    tok = _tokenizer_with_template(template)
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        tok.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert time.perf_counter() - t < 5
+
+
+def test_ordinary_chat_template_still_renders():
+    tok = _tokenizer_with_template("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+                                   "{% if add_generation_prompt %}<assistant>{% endif %}{{ eos_token }}")
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}]) == "<user>hi<assistant><s>"
