@@ -393,3 +393,38 @@ def test_every_clip_mode_handles_rows_with_no_spread(mode, bits):
         assert np.array_equal(p, exaq_cpu.softmax(x, bits=bits, clip="gauss"))
         packed = exaq_cpu.softmax(x, bits=bits, clip=mode, output="packed")
         assert np.array_equal(packed.to_float(), p)
+
+
+# --- Calibrator JSON from an untrusted source ---------------------------------------------
+
+
+def _calibrator_state():
+    cal = cl.Calibrator(n_calib=2, bits=2)
+    x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    for _ in range(2):
+        cal.observe("layer.0", x)
+    return json.loads(cal.to_json())
+
+
+@pytest.mark.parametrize("mutate, word", [
+    (lambda d: d.pop("bits"), "bits"),
+    (lambda d: d["layers"]["layer.0"].pop("sigma"), "sigma"),
+    (lambda d: d["layers"]["layer.0"].__setitem__("frozen_clip", 2.5), "frozen_clip"),
+    (lambda d: d["layers"]["layer.0"].__setitem__("frozen_clip", "nan"), "frozen_clip"),
+    (lambda d: d["layers"]["layer.0"].__setitem__("calls", "2"), "calls"),
+    (lambda d: d["layers"]["layer.0"].__setitem__("min", ["a"]), "min"),
+    (lambda d: d.__setitem__("layers", []), "layers"),
+    (lambda d: d["layers"].__setitem__("layer.0", 3), "layer"),
+])
+def test_calibrator_json_rejects_bad_fields(mutate, word):
+    state = _calibrator_state()
+    cl.Calibrator.from_json(json.dumps(state))  # the untouched state loads
+    mutate(state)
+    with pytest.raises(ValueError, match=word):
+        cl.Calibrator.from_json(json.dumps(state))
+
+
+def test_calibrator_json_deep_nesting_and_junk():
+    for text in ["[" * 100000 + "]" * 100000, "not json", "[1, 2]", '{"version": 1}']:
+        with pytest.raises(ValueError):
+            cl.Calibrator.from_json(text)
