@@ -56,9 +56,16 @@ static double table_sum(const uint8_t *packed, size_t n, int bits, const float l
     return (acc[0] + acc[1]) + (acc[2] + acc[3]) + exaq_lutsum_from(packed, j, n, bits, lut);
 }
 
-void exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
-                            const int64_t *lengths, int bits, const float lut[EXAQ_MAX_CODES],
-                            double *sums) {
+/* the entries' own argument check: a bits value outside 2..4 would index past
+ * the 4096-entry table (and the code counts), whatever the caller checked */
+static int lutsum_args_ok(const uint8_t *packed, size_t rows, int bits, const float *lut, const double *sums) {
+    return bits >= 2 && bits <= 4 && (rows == 0 || (packed && lut && sums));
+}
+
+int exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
+                           const int64_t *lengths, int bits, const float lut[EXAQ_MAX_CODES],
+                           double *sums) {
+    if (!lutsum_args_ok(packed, rows, bits, lut, sums)) return -1;
     double table[4096];
     build_sum_table(bits, lut, table);
     for (size_t r = 0; r < rows; ++r) {
@@ -66,6 +73,7 @@ void exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, si
         if (lengths) len = lengths[r] < 0 ? 0 : (size_t)lengths[r] < n ? (size_t)lengths[r] : n;
         sums[r] = table_sum(packed + (ptrdiff_t)r * ps, len, bits, lut, table);
     }
+    return 0;
 }
 
 /* Exact LUTsum of one row: every code counted in integers, then
@@ -100,14 +108,16 @@ static double counted_sum(const uint8_t *packed, size_t n, int bits, const float
     return s;
 }
 
-void exaq_lutsum_count_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
-                            const int64_t *lengths, int bits, const float *luts, ptrdiff_t lut_stride,
-                            double *sums) {
+int exaq_lutsum_count_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
+                           const int64_t *lengths, int bits, const float *luts, ptrdiff_t lut_stride,
+                           double *sums) {
+    if (!lutsum_args_ok(packed, rows, bits, luts, sums)) return -1;
     for (size_t r = 0; r < rows; ++r) {
         size_t len = n;
         if (lengths) len = lengths[r] < 0 ? 0 : (size_t)lengths[r] < n ? (size_t)lengths[r] : n;
         sums[r] = counted_sum(packed + (ptrdiff_t)r * ps, len, bits, luts + (ptrdiff_t)r * lut_stride);
     }
+    return 0;
 }
 
 static double lutsum_scalar(const uint8_t *packed, size_t n, int bits,

@@ -253,6 +253,21 @@ static void compare_packed(const exaq_backend *ref, const exaq_backend *be, size
         for (size_t j = 0; j < n / 3; ++j) exact3 += lut[naive_code_at(p1, j, bits)];
         CHECK(fabs(rows_sum[0] - exact) <= rtol * exact && fabs(rows_sum[1] - exact3) <= rtol * exact3 + 1e-30,
               "table lutsum bits=%d n=%zu", bits, n);
+        /* the counting LUTsum: integer counts, one double sum, exact to float64 rounding */
+        double counted[2] = {-1, -1};
+        CHECK(exaq_lutsum_count_rows(p1, 2, 0, n, lengths, bits, lut, 0, counted) == 0, "count lutsum rc");
+        CHECK(fabs(counted[0] - exact) <= 1e-13 * exact + 1e-30 && fabs(counted[1] - exact3) <= 1e-13 * exact3 + 1e-30,
+              "count lutsum bits=%d n=%zu %.17g vs %.17g", bits, n, counted[0], exact);
+        /* the entries check their own arguments: bits outside 2..4 would index past the tables */
+        for (int bad = 0; bad < 4; ++bad) {
+            const int bad_bits = bad == 0 ? 1 : bad == 1 ? 5 : bad == 2 ? 8 : -3;
+            double untouched[2] = {7, 7};
+            CHECK(exaq_lutsum_table_rows(p1, 2, 0, n, lengths, bad_bits, lut, untouched) == -1 &&
+                      exaq_lutsum_count_rows(p1, 2, 0, n, lengths, bad_bits, lut, 0, untouched) == -1 &&
+                      untouched[0] == 7 && untouched[1] == 7,
+                  "lutsum entries refuse bits=%d", bad_bits);
+        }
+        CHECK(exaq_lutsum_table_rows(p1, 2, 0, n, lengths, bits, lut, NULL) == -1, "lutsum NULL sums");
         const double e_be = pb->lutexp_sum(back, n, lut), e_ref = pr->lutexp_sum(back, n, lut);
         CHECK(fabs(e_be - exact) <= rtol * exact + 1e-30 && fabs(e_ref - exact) <= rtol * exact + 1e-30,
               "%s lutexp_sum bits=%d n=%zu", be->name, bits, n);
