@@ -32,6 +32,9 @@ extern "C" {
 #define EXAQ_STATS_MIN 1
 #define EXAQ_STATS_NO_MASK 2
 #define EXAQ_MAX_CODES 16
+/* code widths the softmax / packed kernels take (exaq_cpu.clipping.KERNEL_BITS mirrors them) */
+#define EXAQ_MIN_BITS 2
+#define EXAQ_MAX_BITS 4
 /* code written for a masked (-inf) entry: indexes past every table, reads as 0 */
 #define EXAQ_MASKED_CODE 16
 

@@ -214,7 +214,6 @@ def test_clip_from_stats_bounds(sigma, lo, bits, mode, floor):
     (lambda: cl.expected_exp_mse(-1.0, -1.0, 2), "sigma"),
     (lambda: cl.expected_exp_mse(-1.0, 1.0, 1), "bits"),
     (lambda: cl.expected_exp_mse(-1.0, 1.0, 9), "bits"),
-    (lambda: cl.expected_exp_mse(-1.0, 1.0, 2.5), "bits"),
     (lambda: cl.expected_exp_mse(-1.0, 1.0, 2, n=1), "n"),
     (lambda: cl.expected_exp_mse(0.5, 1.0, 2), "clip"),
     (lambda: cl.expected_exp_mse(-1.0, 1.0, 2, floor="x"), "floor"),
@@ -235,6 +234,31 @@ def test_clip_from_stats_bounds(sigma, lo, bits, mode, floor):
 def test_bad_input(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+def test_bad_input_types():
+    """A wrong type is a TypeError (docs/errors.md)."""
+    for bits in (2.5, "2", True):
+        with pytest.raises(TypeError, match="bits"):
+            cl.expected_exp_mse(-1.0, 1.0, bits)
+
+
+def test_kernel_bits_agree_with_the_core():
+    """clipping and the C core accept the same code widths where clips go to the kernels."""
+    from exaq_cpu import _core
+    from exaq_cpu.llama.model import make_softmax
+
+    assert cl.KERNEL_BITS == _core.KERNEL_BITS == (2, 3, 4)
+    x = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
+    for bits in range(0, 10):
+        core_ok = bits in _core.KERNEL_BITS
+        for make in (lambda b: cl.Calibrator(bits=b), lambda b: exaq_cpu.softmax(x, b),
+                     lambda b: make_softmax("exaq", b)):
+            if core_ok:
+                make(bits)
+            else:
+                with pytest.raises(ValueError, match="bits"):
+                    make(bits)
 
 
 # ---------------------------------------------------------------- calibrator

@@ -10,6 +10,8 @@ cnp.import_array()
 
 
 cdef extern from "exaq.h" nogil:
+    int EXAQ_MIN_BITS
+    int EXAQ_MAX_BITS
     ctypedef enum exaq_backend_id:
         EXAQ_BACKEND_COUNT
     ctypedef struct exaq_backend:
@@ -312,8 +314,12 @@ def packed_row_bytes(Py_ssize_t n, int bits):
     return (n * bits + 7) // 8
 
 
+#: The code widths the C core takes; exaq_cpu.clipping.KERNEL_BITS must equal it.
+KERNEL_BITS = tuple(range(EXAQ_MIN_BITS, EXAQ_MAX_BITS + 1))
+
+
 cdef int check_bits(int bits) except -1:
-    if bits < 2 or bits > 4:
+    if bits < EXAQ_MIN_BITS or bits > EXAQ_MAX_BITS:
         raise ValueError(f"bits must be 2, 3 or 4, got {bits}")
     return 0
 

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ._model import _check_bits, _check_floor
+from ._model import KERNEL_BITS, _check_bits, _check_floor
 from ._tablemodes import CLIP_MODES, clip_law
 
 __all__ = ["FALLBACK_CLIP", "Calibrator", "numpy_score_stats"]
@@ -131,6 +131,9 @@ class Calibrator:
             raise ValueError(f"head_axis must be an integer, got {head_axis!r}")
         self.n_calib = int(n_calib)
         self.bits = _check_bits(bits)
+        if self.bits not in KERNEL_BITS:
+            # its clips are for exaq_cpu.softmax, which takes only the core's widths
+            raise ValueError(f"bits must be one of {KERNEL_BITS} (the widths the kernels take), got {bits}")
         self.law = law
         self.per_head = bool(per_head)
         self.head_axis = int(head_axis)

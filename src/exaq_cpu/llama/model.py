@@ -355,8 +355,10 @@ def make_softmax(
         return FloatSoftmax()
     if kind != "exaq":
         raise ValueError(f"softmax must be 'float' or 'exaq', got {kind!r}")
-    if bits is None or not 1 <= int(bits) <= 8:
-        raise ValueError(f"EXAQ needs bits between 1 and 8, got {bits!r}")
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
+        raise TypeError(f"EXAQ needs an int bits, got {type(bits).__name__} {bits!r}")
+    if int(bits) not in (2, 3, 4):  # what the kernels take (exaq_cpu.clipping.KERNEL_BITS)
+        raise ValueError(f"EXAQ needs bits 2, 3 or 4, got {bits!r}")
     if floor not in ("exp", "zero"):
         raise ValueError(f"floor must be 'exp' or 'zero', got {floor!r}")
     modes = exaq_clip_modes()
