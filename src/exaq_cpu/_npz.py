@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import zipfile
 import zlib
 
@@ -40,7 +41,9 @@ class NpzReader:
             self._zip = zipfile.ZipFile(file)
         except FileNotFoundError:
             raise
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, struct.error,
+                UnicodeDecodeError) as err:
+            # NotImplementedError: a directory entry claiming a newer zip version (found by fuzzing)
             raise ValueError(f"not {what}: {err}") from None
         self._members = {}
         for info in self._zip.infolist():
