@@ -204,3 +204,19 @@ def test_ordinary_chat_template_still_renders():
     tok = _tokenizer_with_template("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
                                    "{% if add_generation_prompt %}<assistant>{% endif %}{{ eos_token }}")
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}]) == "<user>hi<assistant><s>"
+
+
+def test_tensors_may_not_alias(tmp_path):
+    """Many tensors naming the same bytes would multiply the dequantized size of a small file."""
+    kvs, tensors = gc.tiny_llama_parts()
+    # point ffn_up at ffn_gate's bytes (same shape and type): the reader would happily load both
+    gate = next(t for t in tensors if t[0] == "blk.0.ffn_gate.weight")
+    up = next(t for t in tensors if t[0] == "blk.0.ffn_up.weight")
+    offsets, pos = {}, 0
+    for t in tensors:
+        pos += -pos % 32
+        offsets[t[0]] = pos
+        pos += len(t[4])
+    up[3] = offsets[gate[0]]
+    with pytest.raises(ValueError, match="overlap"):
+        load_gguf(_write(tmp_path, gc.build(kvs, tensors)))

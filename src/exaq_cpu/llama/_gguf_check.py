@@ -206,6 +206,13 @@ def _walk(buf, size: int) -> GGUFLayout:
         if offset > data_size or n_bytes > data_size - offset:
             raise ValueError(f"GGUF tensor {name!r}: {n_bytes} bytes at data offset {offset} run past the "
                              f"end of the file ({max(data_size, 0)} bytes of tensor data)")
+    # Tensors may not share bytes: with aliasing, a small file could name the same megabytes a
+    # thousand times and make the dequantized model thousands of times its size.
+    spans = sorted((offset, math.prod(dims) // SUPPORTED_TENSOR_TYPES[code][1] * SUPPORTED_TENSOR_TYPES[code][2], name)
+                   for name, (dims, code, offset) in tensors.items())
+    for (a_off, a_len, a_name), (b_off, _, b_name) in zip(spans, spans[1:]):
+        if a_off + a_len > b_off:
+            raise ValueError(f"GGUF tensors {a_name!r} and {b_name!r} overlap in the data section")
     layout = GGUFLayout(version, alignment, data_offset)
     layout.keys, layout.tensors = keys, tensors
     return layout
