@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import exaq_cpu
-from exaq_cpu import lutgemm
+from exaq_cpu import clipping, lutgemm
 from exaq_cpu.packed import PackedSoftmax
 
 X = np.zeros((2, 8), np.float32)
@@ -75,3 +75,36 @@ def test_error_contract(name):
 def test_backend_names():
     with pytest.raises(ValueError, match="backend"):
         exaq_cpu.set_backend("sse9")
+
+
+# wrong dtypes and Python types in the packed and LUT-GEMM APIs, as in softmax: TypeError
+MORE = {
+    "unpack dtype": (lambda: exaq_cpu.unpack(np.zeros(3, np.int16), 2), TypeError, "uint8"),
+    "lutsum dtype": (lambda: exaq_cpu.lutsum([1, 2], 2, np.ones(4)), TypeError, "uint8"),
+    "lutsum n str": (lambda: exaq_cpu.lutsum(np.zeros(2, np.uint8), 2, np.ones(4), n="8"), TypeError, "n "),
+    "PackedSoftmax codes list": (lambda: PackedSoftmax([[0]], np.zeros((2, 4), np.float32), np.zeros(2, np.int64),
+                                                       None, 2, (2, 8), 1), TypeError, "codes"),
+    "BCQMatrix shape str": (lambda: lutgemm.BCQMatrix(np.zeros(8, np.uint8), np.zeros(1, np.float32),
+                                                      np.zeros(1, np.float32), "ab", 2, 8), ValueError, "shape"),
+    "from_uniform float codes": (lambda: lutgemm.BCQMatrix.from_uniform(np.zeros((4, 16)), np.ones((4, 2)),
+                                                                        np.zeros((4, 2)), 8), TypeError, "codes"),
+    "bcq quantize W dtype": (lambda: lutgemm.quantize(np.ones((4, 16), np.int32), 2), TypeError, "W"),
+    "lut_gemm x dtype": (lambda: lutgemm.lut_gemm(np.ones(16, np.int64), _w()), TypeError, "x"),
+    "lut_gemm out dtype": (lambda: lutgemm.lut_gemm(np.ones(16, np.float32), _w(), out=np.empty(4)), TypeError, "out"),
+    "Calibrator n_calib str": (lambda: clipping.Calibrator(n_calib="3"), TypeError, "n_calib"),
+    "Calibrator name int": (lambda: clipping.Calibrator().observe(3, X), TypeError, "name"),
+    "Calibrator.from_json int": (lambda: clipping.Calibrator.from_json(123), TypeError, "text"),
+    "optimal_clip sigma str": (lambda: clipping.optimal_clip("1", 2), TypeError, "sigma"),
+    "softmax out list": (lambda: exaq_cpu.softmax(X, 2, out=[1]), TypeError, "out"),
+    "softmax x str": (lambda: exaq_cpu.softmax("abc", 2), TypeError, "x"),
+    "set_backend int": (lambda: exaq_cpu.set_backend(3), TypeError, "backend"),
+}
+
+
+@pytest.mark.parametrize("name", list(MORE))
+def test_error_contract_types(name):
+    call, kind, word = MORE[name]
+    with pytest.raises(kind) as info:
+        call()
+    assert type(info.value) is kind, (name, type(info.value))
+    assert word.lower() in str(info.value).lower(), (name, str(info.value))

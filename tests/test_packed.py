@@ -71,7 +71,7 @@ def test_pack_errors():
         exaq_cpu.pack(np.array([0.5]), 2)
     with pytest.raises(ValueError):
         exaq_cpu.unpack(np.zeros(3, np.uint8), 2, 13)  # short buffer: 13 codes need 4 bytes
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):  # a wrong dtype is a wrong type, as in pack (docs/errors.md)
         exaq_cpu.unpack(np.zeros(3, np.int16), 2)
     with pytest.raises(ValueError):
         exaq_cpu.unpack(np.zeros(3, np.uint8), 1)
@@ -291,12 +291,15 @@ def test_corrupt_inputs_raise_value_error(tmp_path):
     x = scores(3, 20, 8)
     ps = exaq_cpu.softmax(x, 2, output="packed")
     args = dict(codes=ps.codes, table=ps.table, lengths=ps.lengths, mask=None, bits=2, shape=ps.shape, axis=1)
-    bad = [dict(codes=ps.codes[:, :-1]), dict(codes=ps.codes.astype(np.int16)), dict(table=ps.table[:, :3]),
+    bad = [dict(codes=ps.codes[:, :-1]), dict(table=ps.table[:, :3]),
            dict(bits=3), dict(bits=5), dict(lengths=ps.lengths + 100), dict(lengths=ps.lengths - 100),
-           dict(mask=np.zeros((3, 2), np.uint8)), dict(shape=(3, 21)), dict(axis=5), dict(codes=[1, 2]),
+           dict(mask=np.zeros((3, 2), np.uint8)), dict(shape=(3, 21)), dict(axis=5),
            dict(shape="abc")]
     for change in bad:
         with pytest.raises(ValueError):
+            exaq_cpu.PackedSoftmax(**{**args, **change})
+    for change in [dict(codes=ps.codes.astype(np.int16)), dict(codes=[1, 2])]:  # wrong types (docs/errors.md)
+        with pytest.raises(TypeError):
             exaq_cpu.PackedSoftmax(**{**args, **change})
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
     with pytest.raises(ValueError):

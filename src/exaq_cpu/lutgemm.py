@@ -65,7 +65,10 @@ class BCQMatrix:
     """
 
     def __init__(self, planes, alphas, offsets, shape, bits, group_size, method=None):
-        rows, cols = (int(v) for v in shape)
+        try:
+            rows, cols = (int(v) for v in shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"shape must be two integers (out_features, in_features), got {shape!r}") from None
         bits = _check_bits(bits)
         gs = _effective_group(cols, group_size)
         tiles, groups = -(-rows // TILE), -(-cols // gs)
@@ -138,8 +141,10 @@ class BCQMatrix:
         ``method="uniform"`` produces); otherwise exact up to float32 rounding.
         """
         codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.dtype.kind not in "iu":
-            raise ValueError(f"codes must be a 2-D integer array, got {codes.dtype} {codes.shape}")
+        if codes.dtype.kind not in "iu":  # a wrong dtype is a wrong type (docs/errors.md)
+            raise TypeError(f"codes must be an integer array, got dtype {codes.dtype}")
+        if codes.ndim != 2:
+            raise ValueError(f"codes must be a 2-D integer array, got shape {codes.shape}")
         top = int(codes.max()) if codes.size else 0
         if bits is None:
             bits = max(1, top.bit_length())
@@ -633,8 +638,8 @@ def _pack(B, A, z, shape, bits, group_size, method):
 
 def _check_weights(W):
     W = np.asarray(W)
-    if W.dtype not in (np.float32, np.float64):
-        raise ValueError(f"W must be float32 or float64, got dtype {W.dtype}")
+    if W.dtype not in (np.float32, np.float64):  # a wrong dtype is a wrong type (docs/errors.md)
+        raise TypeError(f"W must be float32 or float64, got dtype {W.dtype}")
     if W.ndim != 2:
         raise ValueError(f"W must be 2-D (out_features, in_features), got shape {W.shape}")
     if not np.isfinite(W).all():
@@ -736,7 +741,7 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
         raise TypeError(f"Wq must be a BCQMatrix or BCQStack, got {type(Wq).__name__}")
     x = np.asarray(x)
     if x.dtype.kind != "f":
-        raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
+        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")  # docs/errors.md
     rows, cols = Wq.shape
     if x.ndim < 1 or x.shape[-1] != cols:
         raise ValueError(f"x must have shape (..., {cols}), got {x.shape}")
@@ -759,7 +764,7 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
         out = np.empty(lead + (rows,), np.float32)
     else:
         if not isinstance(out, np.ndarray) or out.dtype != np.float32:
-            raise ValueError("out must be a float32 numpy array")
+            raise TypeError("out must be a float32 numpy array")  # a wrong type (docs/errors.md)
         if out.shape != lead + (rows,):
             raise ValueError(f"out must have shape {lead + (rows,)}, got {out.shape}")
         if not out.flags.c_contiguous:
@@ -786,7 +791,7 @@ def _lut_gemm_stack(x, Wq, out, threads, method, table, precision=None):
         raise ValueError(f"method must be one of {_LUT_METHODS}, got {method!r}")
     x = np.asarray(x)
     if x.dtype.kind != "f":
-        raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
+        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")  # docs/errors.md
     rows, cols = Wq.shape
     if x.ndim < 1 or x.shape[-1] != cols:
         raise ValueError(f"x must have shape (..., {cols}), got {x.shape}")
@@ -806,8 +811,9 @@ def _lut_gemm_stack(x, Wq, out, threads, method, table, precision=None):
     lead = x.shape[:-1]
     if out is None:
         out = np.empty(lead + (rows,), np.float32)
-    elif (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != lead + (rows,)
-          or not out.flags.c_contiguous):
+    elif not isinstance(out, np.ndarray) or out.dtype != np.float32:  # docs/errors.md
+        raise TypeError(f"out must be a float32 numpy array, got {getattr(out, 'dtype', type(out).__name__)}")
+    elif out.shape != lead + (rows,) or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32 array of shape {lead + (rows,)}")
     x2 = np.require(x.reshape(tokens, cols), np.float32, ("C", "A"))
     np.matmul(x2, Wq.dequantize().T, out=out.reshape(tokens, rows))

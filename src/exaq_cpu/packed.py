@@ -13,6 +13,7 @@ entry) and, only when some row has a masked entry before that point, a bitmap
 from __future__ import annotations
 
 import io
+import numbers
 import os
 from typing import Optional, Union
 
@@ -75,10 +76,11 @@ class PackedSoftmax(_core.PackedFields):
 
     @staticmethod
     def _array(value, name, dtype, shape) -> np.ndarray:
+        # a wrong type or dtype is a TypeError, a wrong shape a ValueError (docs/errors.md)
         if not isinstance(value, np.ndarray):
-            raise ValueError(f"{name} must be a numpy array, got {type(value).__name__}")
+            raise TypeError(f"{name} must be a numpy array, got {type(value).__name__}")
         if value.dtype != dtype:
-            raise ValueError(f"{name} must have dtype {np.dtype(dtype)}, got {value.dtype}")
+            raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {value.dtype}")
         if value.shape != shape:
             raise ValueError(f"{name} has shape {value.shape}, expected {shape}")
         return value
@@ -217,14 +219,16 @@ def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1) -> np.
     bits = _check_bits(bits, allow_none=False)
     arr = np.asarray(packed)
     if arr.dtype != np.uint8:
-        raise ValueError(f"packed codes must be uint8, got dtype {arr.dtype}")
+        raise TypeError(f"packed codes must be uint8, got dtype {arr.dtype}")  # docs/errors.md
     if arr.ndim == 0:
         raise ValueError("packed codes must have at least one dimension")
     axis = _check_axis(axis, arr.ndim)
     nbytes = arr.shape[axis]
     if n is None:
         n = 8 * nbytes // bits
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     n = int(n)
     if packed_row_bytes(n, bits) != nbytes:
@@ -255,10 +259,14 @@ def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axi
     if method not in ("auto", "table"):
         raise ValueError(f"method must be 'auto' or 'table', got {method!r}")
     arr = np.asarray(packed)
-    if arr.dtype != np.uint8 or arr.ndim == 0:
-        raise ValueError("packed codes must be a uint8 array with at least one dimension")
+    if arr.dtype != np.uint8:  # a wrong dtype is a wrong type (docs/errors.md)
+        raise TypeError(f"packed codes must be a uint8 array, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise ValueError("packed codes must have at least one dimension")
     axis = _check_axis(axis, arr.ndim)
     nbytes = arr.shape[axis]
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)):
+        raise TypeError(f"n must be an int or None, got {type(n).__name__}")
     n = 8 * nbytes // bits if n is None else int(n)
     if n < 0 or packed_row_bytes(n, bits) != nbytes:
         raise ValueError(f"{n} codes of {bits} bits do not take {nbytes} bytes")

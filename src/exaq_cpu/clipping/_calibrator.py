@@ -123,7 +123,9 @@ class Calibrator:
 
     def __init__(self, n_calib: int = 25, bits: int = 2, law: str = "gauss", per_head: bool = False,
                  *, head_axis: int = 1, floor: str = "exp"):
-        if isinstance(n_calib, bool) or not isinstance(n_calib, (int, np.integer)) or n_calib < 1:
+        if isinstance(n_calib, bool) or not isinstance(n_calib, (int, np.integer)):  # docs/errors.md
+            raise TypeError(f"n_calib must be an int, got {type(n_calib).__name__}")
+        if n_calib < 1:
             raise ValueError(f"n_calib must be an integer >= 1, got {n_calib!r}")
         if law not in CLIP_MODES:
             raise ValueError(f"law must be one of {CLIP_MODES}, got {law!r}")
@@ -166,7 +168,7 @@ class Calibrator:
         are quantized exactly whatever the clip.
         """
         if not isinstance(name, str):
-            raise ValueError(f"name must be a str, got {type(name).__name__}")
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
         layer = self._layers.setdefault(name, _Layer())
         if layer.frozen_clip is not None:
             layer.calls += 1

@@ -70,7 +70,10 @@ def _check_floor(floor) -> str:
 
 
 def _check_sigma(sigma, *, name="sigma", allow_zero=False) -> np.ndarray:
-    s = np.asarray(sigma, dtype=np.float64)
+    raw = np.asarray(sigma)
+    if raw.dtype.kind not in "biuf" or raw.dtype.kind == "b":  # '1' would be parsed as 1.0
+        raise TypeError(f"{name} must be a real number or array of them, got {type(sigma).__name__}")
+    s = raw.astype(np.float64)
     if not np.all(np.isfinite(s)):
         raise ValueError(f"{name} must be finite, got {sigma!r}")
     if allow_zero:
