@@ -32,6 +32,9 @@ extern "C" {
 #define EXAQ_STATS_MIN 1
 #define EXAQ_STATS_NO_MASK 2
 #define EXAQ_MAX_CODES 16
+/* code widths the softmax / packed kernels take (exaq_cpu.clipping.KERNEL_BITS mirrors them) */
+#define EXAQ_MIN_BITS 2
+#define EXAQ_MAX_BITS 4
 /* code written for a masked (-inf) entry: indexes past every table, reads as 0 */
 #define EXAQ_MASKED_CODE 16
 
@@ -244,9 +247,17 @@ int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, siz
  * through a byte-indexed table of sums (256 entries of four 2-bit codes or two
  * 4-bit codes; 4096 entries of four 3-bit codes), built once per call for `rows`
  * rows that share `lut`.  lengths: per-row code counts (NULL: n for every row). */
-void exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t p_stride, size_t n,
-                            const int64_t *lengths, int bits, const float lut[EXAQ_MAX_CODES],
-                            double *sums);
+int exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t p_stride, size_t n,
+                           const int64_t *lengths, int bits, const float lut[EXAQ_MAX_CODES],
+                           double *sums);
+/* LUTsum with every code counted in integers and sum_k count_k * lut[k] taken
+ * in double: exact to float64 rounding for any length, the same bits on every
+ * backend.  luts: lut_stride floats a row (0: one shared table).  Both
+ * LUTsum entries return 0, or -1 (nothing written) for bits outside 2..4 or
+ * NULL buffers with rows > 0. */
+int exaq_lutsum_count_rows(const uint8_t *packed, size_t rows, ptrdiff_t p_stride, size_t n,
+                           const int64_t *lengths, int bits, const float *luts, ptrdiff_t lut_stride,
+                           double *sums);
 /* Row loops over the packed kernels of `be`.  maskbits may be NULL.  lutsum:
  * luts + r*lut_stride is row r's table (lut_stride 0: shared; the scalar backend
  * then builds the paper's sum table once); lengths as above. */

@@ -13,23 +13,25 @@ static void unpack_scalar(const uint8_t *packed, size_t n, int bits, uint8_t *co
 
 /* The sum table of the paper: entry i = sum of lut over the codes packed in
  * the index (four 2-bit codes in a byte, two 4-bit codes in a byte, four
- * 3-bit codes in 12 bits), summed in double and rounded once. */
-static size_t build_sum_table(int bits, const float lut[EXAQ_MAX_CODES], float *table) {
+ * 3-bit codes in 12 bits), summed in double.  The table and the accumulators
+ * are double: float lanes stop growing once a lane reaches 2^24 times an
+ * entry (2^29 ones summed to 2^28) and lose ~1e-3 of a sum of 2^24 random
+ * codes; double lanes keep every sum of counts exact to float64 rounding. */
+static size_t build_sum_table(int bits, const float lut[EXAQ_MAX_CODES], double *table) {
     const int per = bits == 4 ? 2 : 4;
     const size_t size = (size_t)1 << (per * bits);
     const unsigned keep = (1u << bits) - 1u;
     for (size_t i = 0; i < size; ++i) {
         double s = 0.0;
         for (int c = 0; c < per; ++c) s += (double)lut[(i >> (c * bits)) & keep];
-        table[i] = (float)s;
+        table[i] = s;
     }
     return size;
 }
 
-/* float lanes over the table, as a float sum(exp) would accumulate */
 static double table_sum(const uint8_t *packed, size_t n, int bits, const float lut[EXAQ_MAX_CODES],
-                        const float *table) {
-    float acc[4] = {0, 0, 0, 0};
+                        const double *table) {
+    double acc[4] = {0, 0, 0, 0};
     size_t j = 0;
     if (bits == 3) { /* three bytes = eight codes = two 12-bit indices */
         const uint8_t *p = packed;
@@ -51,20 +53,71 @@ static double table_sum(const uint8_t *packed, size_t n, int bits, const float l
             acc[3] += table[p[3]];
         }
     }
-    return ((double)acc[0] + (double)acc[1]) + ((double)acc[2] + (double)acc[3]) +
-           exaq_lutsum_from(packed, j, n, bits, lut);
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]) + exaq_lutsum_from(packed, j, n, bits, lut);
 }
 
-void exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
-                            const int64_t *lengths, int bits, const float lut[EXAQ_MAX_CODES],
-                            double *sums) {
-    float table[4096];
+/* the entries' own argument check: a bits value outside 2..4 would index past
+ * the 4096-entry table (and the code counts), whatever the caller checked */
+static int lutsum_args_ok(const uint8_t *packed, size_t rows, int bits, const float *lut, const double *sums) {
+    return bits >= 2 && bits <= 4 && (rows == 0 || (packed && lut && sums));
+}
+
+int exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
+                           const int64_t *lengths, int bits, const float lut[EXAQ_MAX_CODES],
+                           double *sums) {
+    if (!lutsum_args_ok(packed, rows, bits, lut, sums)) return -1;
+    double table[4096];
     build_sum_table(bits, lut, table);
     for (size_t r = 0; r < rows; ++r) {
         size_t len = n;
         if (lengths) len = lengths[r] < 0 ? 0 : (size_t)lengths[r] < n ? (size_t)lengths[r] : n;
         sums[r] = table_sum(packed + (ptrdiff_t)r * ps, len, bits, lut, table);
     }
+    return 0;
+}
+
+/* Exact LUTsum of one row: every code counted in integers, then
+ * sum_k count_k * lut[k] in double, k = 0, 1, ... in order.  The same code
+ * for every backend (the SIMD 3/4-bit kernels add in float lanes). */
+static double counted_sum(const uint8_t *packed, size_t n, int bits, const float lut[EXAQ_MAX_CODES]) {
+    uint64_t count[EXAQ_MAX_CODES] = {0};
+    const unsigned keep = (1u << bits) - 1u;
+    size_t j = 0;
+    if (bits == 3) { /* three bytes = eight codes, spread to one a byte */
+        uint64_t part[4][8];
+        memset(part, 0, sizeof part);
+        for (; j + 8 <= n; j += 8) {
+            uint64_t w = 0;
+            memcpy(&w, packed + j / 8 * 3, 3);
+            w = exaq_swar_unpack8(w, 3);
+            for (int c = 0; c < 8; ++c) ++part[c & 3][(w >> (8 * c)) & 7];
+        }
+        for (int k = 0; k < 8; ++k) count[k] = part[0][k] + part[1][k] + part[2][k] + part[3][k];
+    } else { /* a histogram of the bytes, folded to codes */
+        const size_t per = 8 / (size_t)bits, full = n / per;
+        uint64_t hist[256] = {0};
+        for (size_t b = 0; b < full; ++b) ++hist[packed[b]];
+        for (unsigned i = 0; i < 256; ++i)
+            if (hist[i])
+                for (size_t c = 0; c < per; ++c) count[(i >> (c * (size_t)bits)) & keep] += hist[i];
+        j = full * per;
+    }
+    for (; j < n; ++j) ++count[exaq_code_at(packed, j, bits)];
+    double s = 0.0;
+    for (unsigned k = 0; k <= keep; ++k) s += (double)count[k] * (double)lut[k];
+    return s;
+}
+
+int exaq_lutsum_count_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
+                           const int64_t *lengths, int bits, const float *luts, ptrdiff_t lut_stride,
+                           double *sums) {
+    if (!lutsum_args_ok(packed, rows, bits, luts, sums)) return -1;
+    for (size_t r = 0; r < rows; ++r) {
+        size_t len = n;
+        if (lengths) len = lengths[r] < 0 ? 0 : (size_t)lengths[r] < n ? (size_t)lengths[r] : n;
+        sums[r] = counted_sum(packed + (ptrdiff_t)r * ps, len, bits, luts + (ptrdiff_t)r * lut_stride);
+    }
+    return 0;
 }
 
 static double lutsum_scalar(const uint8_t *packed, size_t n, int bits,

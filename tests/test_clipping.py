@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 
+import exaq_cpu
+from exaq_cpu import clipping
 from exaq_cpu import clipping as cl
 from exaq_cpu.clipping import _model
 
@@ -212,7 +214,6 @@ def test_clip_from_stats_bounds(sigma, lo, bits, mode, floor):
     (lambda: cl.expected_exp_mse(-1.0, -1.0, 2), "sigma"),
     (lambda: cl.expected_exp_mse(-1.0, 1.0, 1), "bits"),
     (lambda: cl.expected_exp_mse(-1.0, 1.0, 9), "bits"),
-    (lambda: cl.expected_exp_mse(-1.0, 1.0, 2.5), "bits"),
     (lambda: cl.expected_exp_mse(-1.0, 1.0, 2, n=1), "n"),
     (lambda: cl.expected_exp_mse(0.5, 1.0, 2), "clip"),
     (lambda: cl.expected_exp_mse(-1.0, 1.0, 2, floor="x"), "floor"),
@@ -233,6 +234,31 @@ def test_clip_from_stats_bounds(sigma, lo, bits, mode, floor):
 def test_bad_input(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+def test_bad_input_types():
+    """A wrong type is a TypeError (docs/errors.md)."""
+    for bits in (2.5, "2", True):
+        with pytest.raises(TypeError, match="bits"):
+            cl.expected_exp_mse(-1.0, 1.0, bits)
+
+
+def test_kernel_bits_agree_with_the_core():
+    """clipping and the C core accept the same code widths where clips go to the kernels."""
+    from exaq_cpu import _core
+    from exaq_cpu.llama.model import make_softmax
+
+    assert cl.KERNEL_BITS == _core.KERNEL_BITS == (2, 3, 4)
+    x = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
+    for bits in range(0, 10):
+        core_ok = bits in _core.KERNEL_BITS
+        for make in (lambda b: cl.Calibrator(bits=b), lambda b: exaq_cpu.softmax(x, b),
+                     lambda b: make_softmax("exaq", b)):
+            if core_ok:
+                make(bits)
+            else:
+                with pytest.raises(ValueError, match="bits"):
+                    make(bits)
 
 
 # ---------------------------------------------------------------- calibrator
@@ -366,3 +392,63 @@ def test_softmax_with_calibrated_and_table_clip():
         except ValueError as e:       # the mode is not wired into softmax in this build
             pytest.skip(f"softmax(clip={mode!r}) not available: {e}")
         np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
+
+
+# --- rows with no spread (one key, constant rows) under every clip mode -------------------
+
+
+def _no_spread_rows():
+    return [
+        np.zeros((4, 1), np.float32),                     # one key: the first decode step
+        np.full((3, 7), 2.5, np.float32),                 # constant rows
+        np.array([[1.0, -np.inf, -np.inf, -np.inf]], np.float32),  # one unmasked key
+        np.full((2, 3, 1), -4.0, np.float32),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["gauss", "row", None, "table", *clipping.STATS_CLIP_MODES])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_every_clip_mode_handles_rows_with_no_spread(mode, bits):
+    for x in _no_spread_rows():
+        p = exaq_cpu.softmax(x, bits=bits, clip=mode)
+        expected = np.isfinite(x) / np.isfinite(x).sum(axis=-1, keepdims=True)
+        np.testing.assert_allclose(p, expected, rtol=1e-6)
+        # the same bits as the default mode, which always handled them
+        assert np.array_equal(p, exaq_cpu.softmax(x, bits=bits, clip="gauss"))
+        packed = exaq_cpu.softmax(x, bits=bits, clip=mode, output="packed")
+        assert np.array_equal(packed.to_float(), p)
+
+
+# --- Calibrator JSON from an untrusted source ---------------------------------------------
+
+
+def _calibrator_state():
+    cal = cl.Calibrator(n_calib=2, bits=2)
+    x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    for _ in range(2):
+        cal.observe("layer.0", x)
+    return json.loads(cal.to_json())
+
+
+@pytest.mark.parametrize("mutate, word", [
+    (lambda d: d.pop("bits"), "bits"),
+    (lambda d: d["layers"]["layer.0"].pop("sigma"), "sigma"),
+    (lambda d: d["layers"]["layer.0"].__setitem__("frozen_clip", 2.5), "frozen_clip"),
+    (lambda d: d["layers"]["layer.0"].__setitem__("frozen_clip", "nan"), "frozen_clip"),
+    (lambda d: d["layers"]["layer.0"].__setitem__("calls", "2"), "calls"),
+    (lambda d: d["layers"]["layer.0"].__setitem__("min", ["a"]), "min"),
+    (lambda d: d.__setitem__("layers", []), "layers"),
+    (lambda d: d["layers"].__setitem__("layer.0", 3), "layer"),
+])
+def test_calibrator_json_rejects_bad_fields(mutate, word):
+    state = _calibrator_state()
+    cl.Calibrator.from_json(json.dumps(state))  # the untouched state loads
+    mutate(state)
+    with pytest.raises(ValueError, match=word):
+        cl.Calibrator.from_json(json.dumps(state))
+
+
+def test_calibrator_json_deep_nesting_and_junk():
+    for text in ["[" * 100000 + "]" * 100000, "not json", "[1, 2]", '{"version": 1}']:
+        with pytest.raises(ValueError):
+            cl.Calibrator.from_json(text)

@@ -272,6 +272,25 @@ def test_partial_rope_and_tied_head(tmp_path):
     assert not np.allclose(other.forward(ids, other.new_cache(len(ids))), full, atol=1e-4)
 
 
+@pytest.mark.skipif(not _exaq_available(), reason="needs the compiled exaq_cpu core")
+def test_one_token_prompt_every_clip_mode(tmp_path):
+    """The first decode step has one key per row (no spread): every clip mode must run it."""
+    from exaq_cpu.llama.model import exaq_clip_modes
+
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    contents = load_gguf(tmp_path / "tiny.gguf")
+    weights = LlamaWeights.from_gguf(contents)
+    for mode in exaq_clip_modes():
+        for bits in (2, 3, 4):
+            if mode == "laplace" and bits == 3:
+                continue  # no published law (make_softmax refuses it)
+            tiny = LlamaModel(weights, make_softmax("exaq", bits, mode))
+            cache = tiny.new_cache(4)
+            logits = tiny.forward([1], cache)  # one token: one key per attention row
+            logits = tiny.forward([2], cache)  # then two keys
+            assert logits.shape == (1, contents.config.vocab_size) and np.isfinite(logits).all(), (mode, bits)
+
+
 def test_incremental_forward_matches_prefill(model, tokenizer):
     ids = tokenizer.encode(PROMPT)
     full = model.forward(ids, model.new_cache(len(ids)))

@@ -192,7 +192,7 @@ def test_uniform_to_bcq_is_exact(bits):
     assert np.array_equal(Wu.dequantize(), uniform)
     Wu = L.BCQMatrix.from_uniform(codes, s, zp, group_size=64, bits=4)
     assert Wu.bits == 4 and np.array_equal(Wu.dequantize(), uniform)
-    with pytest.raises(ValueError, match="codes"):
+    with pytest.raises(TypeError, match="codes"):  # a wrong dtype is a wrong type (docs/errors.md)
         L.BCQMatrix.from_uniform(codes.astype(np.float32), s, zp, group_size=64)
 
 
@@ -300,12 +300,15 @@ def test_bad_arguments():
     W = _weights(8, 16)
     Wq = L.quantize(W, bits=2, group_size=8, method="greedy")
     x = np.ones(16, np.float32)
-    for kwargs, word in [({"bits": 0}, "bits"), ({"bits": 5}, "bits"), ({"bits": 2.5}, "bits"),
+    for kwargs, word in [({"bits": 0}, "bits"), ({"bits": 5}, "bits"),
                          ({"group_size": 12}, "group_size"), ({"group_size": 0}, "group_size"),
                          ({"method": "kmeans"}, "method"), ({"iters": -1}, "iters")]:
         with pytest.raises(ValueError, match=word):
             L.quantize(W, **kwargs)
-    with pytest.raises(ValueError, match="W"):
+    # a wrong type or dtype is a TypeError (docs/errors.md)
+    with pytest.raises(TypeError, match="bits"):
+        L.quantize(W, bits=2.5)
+    with pytest.raises(TypeError, match="W"):
         L.quantize(W.astype(np.int32))
     with pytest.raises(ValueError, match="W"):
         L.quantize(W[0])
@@ -313,7 +316,7 @@ def test_bad_arguments():
         L.quantize(np.full((2, 8), np.nan))
     with pytest.raises(ValueError, match="x"):
         L.lut_gemm(np.ones(15, np.float32), Wq)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(TypeError, match="x"):
         L.lut_gemm(np.ones(16, np.int64), Wq)
     with pytest.raises(ValueError, match="x"):
         L.lut_gemm(np.float32(1.0), Wq)
@@ -321,7 +324,7 @@ def test_bad_arguments():
         L.lut_gemm(x, W)
     with pytest.raises(ValueError, match="out"):
         L.lut_gemm(x, Wq, out=np.empty(7, np.float32))
-    with pytest.raises(ValueError, match="out"):
+    with pytest.raises(TypeError, match="out"):
         L.lut_gemm(x, Wq, out=np.empty(8, np.float64))
     with pytest.raises(ValueError, match="threads"):
         L.lut_gemm(x, Wq, threads=0)

@@ -1,5 +1,6 @@
 """Packed codes (docs/packed.md): pack/unpack, LUTsum, softmax(output="packed")."""
 import io
+import math
 import pickle
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_pack_errors():
         exaq_cpu.pack(np.array([0.5]), 2)
     with pytest.raises(ValueError):
         exaq_cpu.unpack(np.zeros(3, np.uint8), 2, 13)  # short buffer: 13 codes need 4 bytes
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):  # a wrong dtype is a wrong type, as in pack (docs/errors.md)
         exaq_cpu.unpack(np.zeros(3, np.int16), 2)
     with pytest.raises(ValueError):
         exaq_cpu.unpack(np.zeros(3, np.uint8), 1)
@@ -290,12 +291,15 @@ def test_corrupt_inputs_raise_value_error(tmp_path):
     x = scores(3, 20, 8)
     ps = exaq_cpu.softmax(x, 2, output="packed")
     args = dict(codes=ps.codes, table=ps.table, lengths=ps.lengths, mask=None, bits=2, shape=ps.shape, axis=1)
-    bad = [dict(codes=ps.codes[:, :-1]), dict(codes=ps.codes.astype(np.int16)), dict(table=ps.table[:, :3]),
+    bad = [dict(codes=ps.codes[:, :-1]), dict(table=ps.table[:, :3]),
            dict(bits=3), dict(bits=5), dict(lengths=ps.lengths + 100), dict(lengths=ps.lengths - 100),
-           dict(mask=np.zeros((3, 2), np.uint8)), dict(shape=(3, 21)), dict(axis=5), dict(codes=[1, 2]),
+           dict(mask=np.zeros((3, 2), np.uint8)), dict(shape=(3, 21)), dict(axis=5),
            dict(shape="abc")]
     for change in bad:
         with pytest.raises(ValueError):
+            exaq_cpu.PackedSoftmax(**{**args, **change})
+    for change in [dict(codes=ps.codes.astype(np.int16)), dict(codes=[1, 2])]:  # wrong types (docs/errors.md)
+        with pytest.raises(TypeError):
             exaq_cpu.PackedSoftmax(**{**args, **change})
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
     with pytest.raises(ValueError):
@@ -351,3 +355,37 @@ def test_property_backends_agree(shape, bits, mask_rate, prefix, seed):
     for name, got in results.items():
         for a, b in zip(got, ref):
             assert (a is None and b is None) or np.array_equal(a, b, equal_nan=True), name
+
+
+# --- long sums: exact to float64 rounding of the code counts, any length, any path ---------
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_lutsum_long_rows_exact(bits):
+    """2^24 random codes: float32 lanes were 2.4e-4..1.5e-3 off and the backends disagreed."""
+    rng = np.random.default_rng(bits)
+    n = (1 << 24) + 5
+    codes = rng.integers(0, 1 << bits, size=n).astype(np.uint8)
+    packed = exaq_cpu.pack(codes, bits)
+    lut = rng.uniform(0.01, 1.0, 1 << bits).astype(np.float32)
+    counts = np.bincount(codes, minlength=1 << bits)
+    exact = math.fsum(int(c) * float(v) for c, v in zip(counts, lut))
+    previous = exaq_cpu.backend()
+    try:
+        for be in exaq_cpu.backends():
+            exaq_cpu.set_backend(be)
+            for method in ("auto", "table"):
+                got = float(exaq_cpu.lutsum(packed, bits, lut, n=n, method=method))
+                assert abs(got - exact) <= 1e-12 * exact, (be, method, got, exact)
+    finally:
+        exaq_cpu.set_backend(previous)
+
+
+def test_lutsum_table_ones_keep_counting():
+    """Sums of ones are counts: exact, also where float lanes stop growing (2^24 a lane)."""
+    n = (3 << 27) + 12  # 96 MiB of 2-bit codes, all code 3: a float lane would stop at 2^26
+    packed = np.full(n // 4, 0xFF, np.uint8)
+    ones = np.ones(4, np.float32)
+    for method in ("auto", "table"):
+        assert float(exaq_cpu.lutsum(packed, 2, ones, method=method)) == float(n)
+    del packed

@@ -270,8 +270,11 @@ def test_errors_name_the_argument():
                 np.array(["a"], object), [1, 2, 3]]:
         with pytest.raises(TypeError, match="x must"):
             exaq_cpu.softmax(bad)
-    for bits in [1, 5, 8, 2.0, True, "2"]:
+    for bits in [1, 5, 8]:
         with pytest.raises(ValueError, match="bits"):
+            exaq_cpu.softmax(x, bits)
+    for bits in [2.0, True, "2"]:  # a wrong type is a TypeError (docs/errors.md)
+        with pytest.raises(TypeError, match="bits"):
             exaq_cpu.softmax(x, bits)
     with pytest.raises(ValueError, match="axis"):
         exaq_cpu.softmax(x, axis=2)
@@ -420,3 +423,26 @@ def test_masked_tails_at_every_block_edge_give_the_format_exactly(n, clip):
                 assert packed.to_float().tobytes() == probs.tobytes()
         finally:
             exaq_cpu.set_backend(exaq_cpu.backends()[-1])
+
+
+# --- exact ties: round half to even (SPEC 1.6) ---------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_exact_ties_round_half_to_even(backend, bits):
+    """Half-integer shifted scores with the static clip -(2^b-1) (scale exactly 1) sit exactly
+    halfway between two codes; numpy.rint picks the even one. floor(v + 0.5) would not."""
+    levels = (1 << bits) - 1
+    rng = np.random.default_rng(bits)
+    for n in (*range(1, 70), 127, 128, 129, 255, 256, 257, 1000):
+        k = rng.integers(0, 2 * levels + 1, size=(3, n))
+        k[:, n // 2] = 0  # the row maximum: t = 0
+        shift = np.array([[0.0], [5.0], [-40.0]])
+        x = (shift - 0.5 * k).astype(np.float32)
+        expected = np.rint(levels - 0.5 * k).astype(np.uint8)
+        q = exaq_cpu.quantize(x, bits=bits, clip=-float(levels))
+        assert np.array_equal(q.codes, expected), (backend, n)
+        packed = exaq_cpu.softmax(x, bits=bits, clip=-float(levels), output="packed")
+        assert np.array_equal(packed.unpacked_codes(), expected), (backend, n)
+        assert np.array_equal(exaq_cpu.softmax(x, bits=bits, clip=-float(levels)),
+                              np.take_along_axis(q.table, expected.astype(np.intp), -1))

@@ -125,6 +125,7 @@ SMOKE=(
     "tests/test_softmax.py::test_special_values"
     "tests/test_softmax.py::test_exact_softmax_against_float64"
     "tests/test_softmax.py::test_backend_selection"
+    "tests/test_softmax.py::test_exact_ties_round_half_to_even"
     "tests/test_packed.py::test_pack_format_and_round_trip"
     "tests/test_packed.py::test_lutsum_against_float64"
     "tests/test_packed.py::test_packed_softmax_equals_float_output"

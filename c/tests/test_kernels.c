@@ -259,6 +259,21 @@ static void compare_packed(const exaq_backend *ref, const exaq_backend *be, size
         for (size_t j = 0; j < n / 3; ++j) exact3 += lut[naive_code_at(p1, j, bits)];
         CHECK(fabs(rows_sum[0] - exact) <= rtol * exact && fabs(rows_sum[1] - exact3) <= rtol * exact3 + 1e-30,
               "table lutsum bits=%d n=%zu", bits, n);
+        /* the counting LUTsum: integer counts, one double sum, exact to float64 rounding */
+        double counted[2] = {-1, -1};
+        CHECK(exaq_lutsum_count_rows(p1, 2, 0, n, lengths, bits, lut, 0, counted) == 0, "count lutsum rc");
+        CHECK(fabs(counted[0] - exact) <= 1e-13 * exact + 1e-30 && fabs(counted[1] - exact3) <= 1e-13 * exact3 + 1e-30,
+              "count lutsum bits=%d n=%zu %.17g vs %.17g", bits, n, counted[0], exact);
+        /* the entries check their own arguments: bits outside 2..4 would index past the tables */
+        for (int bad = 0; bad < 4; ++bad) {
+            const int bad_bits = bad == 0 ? 1 : bad == 1 ? 5 : bad == 2 ? 8 : -3;
+            double untouched[2] = {7, 7};
+            CHECK(exaq_lutsum_table_rows(p1, 2, 0, n, lengths, bad_bits, lut, untouched) == -1 &&
+                      exaq_lutsum_count_rows(p1, 2, 0, n, lengths, bad_bits, lut, 0, untouched) == -1 &&
+                      untouched[0] == 7 && untouched[1] == 7,
+                  "lutsum entries refuse bits=%d", bad_bits);
+        }
+        CHECK(exaq_lutsum_table_rows(p1, 2, 0, n, lengths, bits, lut, NULL) == -1, "lutsum NULL sums");
         const double e_be = pb->lutexp_sum(back, n, lut), e_ref = pr->lutexp_sum(back, n, lut);
         CHECK(fabs(e_be - exact) <= rtol * exact + 1e-30 && fabs(e_ref - exact) <= rtol * exact + 1e-30,
               "%s lutexp_sum bits=%d n=%zu", be->name, bits, n);
@@ -469,6 +484,57 @@ static int has_own_kernels(const exaq_backend *be) {
     return be->softmax != &exaq_softmax_scalar && be->softmax->packed != &exaq_packed_scalar;
 }
 
+/* 2-bit codes packed four to a byte, low bits first (docs/packed.md), written plainly */
+static void ref_pack_codes(const uint8_t *codes, size_t n, uint8_t *packed) {
+    memset(packed, 0, EXAQ_PACKED_BYTES(n, 2));
+    for (size_t j = 0; j < n; ++j) packed[j / 4] |= (uint8_t)(codes[j] << (2 * (j % 4)));
+}
+
+/* ---- exact ties: the quantizer rounds half to even ----
+ * With lo = -levels the scale is exactly 1, so a half-integer shifted score t
+ * lands exactly halfway between two codes: v = t + levels.  SPEC 1.6 (numpy.rint,
+ * torch.round) wants the even code; floor(v + 0.5) would pass every random-row
+ * test above and break these.  Rows of every length below and above each
+ * block size; the expected codes come from the C library's nearbyint, not from
+ * the scalar backend. */
+static void check_ties(const exaq_backend *be) {
+    static const size_t lengths[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1000};
+    for (size_t li = 0; li < sizeof lengths / sizeof *lengths; ++li) {
+        const size_t n = lengths[li];
+        float *x = tight_floats(n);
+        uint8_t *codes = malloc(n), *expect = malloc(n);
+        for (int bits = 2; bits <= 4; ++bits) {
+            const int levels = (1 << bits) - 1;
+            for (int si = 0; si < 2; ++si) {
+                const float shift = si ? 5.0f : 0.0f;
+                for (size_t j = 0; j < n; ++j) { /* t = -k/2, k in 0..2*levels; the row max t = 0 at one place */
+                    const int k = (j == n / 2) ? 0 : (int)(next_u64() % (uint64_t)(2 * levels + 1));
+                    x[j] = shift - 0.5f * (float)k;
+                    expect[j] = (uint8_t)nearbyint((double)levels - 0.5 * k); /* default mode: half to even */
+                }
+                exaq_quantizer q;
+                exaq_quantizer_init(&q, shift, -(float)levels, levels, 1);
+                int64_t counts[EXAQ_MAX_CODES] = {0}, want[EXAQ_MAX_CODES] = {0};
+                for (size_t j = 0; j < n; ++j) ++want[expect[j]];
+                be->softmax->quantize_count(x, n, &q, codes, counts);
+                CHECK(memcmp(codes, expect, n) == 0, "%s ties: codes not rounded half to even bits=%d n=%zu shift=%g",
+                      be->name, bits, n, shift);
+                CHECK(memcmp(counts, want, sizeof want) == 0, "%s ties: counts bits=%d n=%zu", be->name, bits, n);
+                if (bits == 2) {
+                    const size_t nb = EXAQ_PACKED_BYTES(n, 2), mb = EXAQ_MASK_BYTES(n);
+                    uint8_t *packed = malloc(nb), *want_packed = malloc(nb), *mask = malloc(mb);
+                    int64_t c2[4] = {0};
+                    be->softmax->quantize_pack2(x, n, &q, packed, mask, c2);
+                    ref_pack_codes(expect, n, want_packed);
+                    CHECK(memcmp(packed, want_packed, nb) == 0, "%s ties: pack2 bits=2 n=%zu", be->name, n);
+                    free(packed), free(want_packed), free(mask);
+                }
+            }
+        }
+        free(x), free(codes), free(expect);
+    }
+}
+
 int main(void) {
     const exaq_backend *ref = exaq_get_backend(EXAQ_BACKEND_SCALAR);
     int tested[EXAQ_BACKEND_COUNT] = {0};
@@ -515,10 +581,12 @@ int main(void) {
         compare_pack2_boundaries(be);
         compare_offsets(ref, be);
         compare_threads(be);
+        check_ties(be);
         tested[id] = checks > checks_before;
         printf("backend %s: %d checks, %d failed\n", be->name, checks - checks_before, failures - failures_before);
     }
     compare_threads(ref); /* the pool is the driver's: the scalar backend's rows too */
+    check_ties(ref);
     check_backend_coverage("test_kernels", tested);
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;

@@ -71,7 +71,10 @@ def _check_bits(bits, allow_none: bool = True) -> Optional[int]:
         return bits
     if bits is None and allow_none:
         return None
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or int(bits) not in (2, 3, 4):
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):  # docs/errors.md
+        raise TypeError(f"bits must be an int (2, 3 or 4{' or None' if allow_none else ''}), "
+                        f"got {type(bits).__name__} {bits!r}")
+    if int(bits) not in (2, 3, 4):
         raise ValueError(f"bits must be 2, 3 or 4{' or None' if allow_none else ''}, got {bits!r}")
     return int(bits)
 
@@ -134,6 +137,11 @@ def _clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
         if stats["count"] == 0:
             return "none", 0.0, 0.0, 0.0
         lo = float(clipping.clip_from_stats(clip, stats, bits, floor))
+        if not lo < 0:
+            # No spread in the pool (one key, constant rows): lo = max(lo_obs, C) = lo_obs = 0
+            # whatever C is, which is exactly the naive range; the kernel widens it to its
+            # minimum as it does for "gauss". A static clip must be negative, so 0 cannot go there.
+            return "none", 0.0, 0.0, 0.0
         return "static", 0.0, 0.0, lo
     if isinstance(clip, bool) or not isinstance(clip, numbers.Real):
         raise TypeError(f"clip must be a mode name, None or a negative float, got {type(clip).__name__}")

@@ -11,6 +11,8 @@ cnp.import_array()
 
 
 cdef extern from "exaq.h" nogil:
+    int EXAQ_MIN_BITS
+    int EXAQ_MAX_BITS
     ctypedef enum exaq_backend_id:
         EXAQ_BACKEND_COUNT
     ctypedef struct exaq_backend:
@@ -57,8 +59,11 @@ cdef extern from "exaq.h" nogil:
     void exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t ps,
                           size_t n, const int64_t *lengths, int bits, const float *luts,
                           ptrdiff_t lut_stride, double *sums)
-    void exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
-                                const int64_t *lengths, int bits, const float *lut, double *sums)
+    int exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
+                               const int64_t *lengths, int bits, const float *lut, double *sums)
+    int exaq_lutsum_count_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
+                                const int64_t *lengths, int bits, const float *luts,
+                                ptrdiff_t lut_stride, double *sums)
     void exaq_lutexp_sum_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n,
                               ptrdiff_t cs, const float *luts, ptrdiff_t lut_stride, double *sums)
     void exaq_exp_sum_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
@@ -422,8 +427,12 @@ def packed_row_bytes(Py_ssize_t n, int bits):
     return (n * bits + 7) // 8
 
 
+#: The code widths the C core takes; exaq_cpu.clipping.KERNEL_BITS must equal it.
+KERNEL_BITS = tuple(range(EXAQ_MIN_BITS, EXAQ_MAX_BITS + 1))
+
+
 cdef int check_bits(int bits) except -1:
-    if bits < 2 or bits > 4:
+    if bits < EXAQ_MIN_BITS or bits > EXAQ_MAX_BITS:
         raise ValueError(f"bits must be 2, 3 or 4, got {bits}")
     return 0
 
@@ -611,12 +620,19 @@ def lutsum(const uint8_t[:, ::1] packed, Py_ssize_t n, int bits, const float[:, 
     cdef uint8_t zero = 0
     if pp == NULL:
         pp = &zero
+    cdef int rc = 0
     with nogil:
         if paper_table:
-            exaq_lutsum_table_rows(pp, rows, packed.shape[1], n, lp, bits, &luts[0, 0], &sums[0])
+            rc = exaq_lutsum_table_rows(pp, rows, packed.shape[1], n, lp, bits, &luts[0, 0], &sums[0])
+        elif bits != 2:
+            # the SIMD 3/4-bit kernels add in float lanes (1e-3 off at 2^24 codes): count instead
+            rc = exaq_lutsum_count_rows(pp, rows, packed.shape[1], n, lp, bits, &luts[0, 0],
+                                        lut_stride, &sums[0])
         else:
             exaq_lutsum_rows(exaq_active_backend(), pp, rows, packed.shape[1], n, lp, bits,
                              &luts[0, 0], lut_stride, &sums[0])
+    if rc != 0:
+        raise ValueError("lutsum: the core refused its arguments")
 
 
 def lutexp_sum(const uint8_t[:, ::1] codes, const float[:, ::1] luts, double[::1] sums):

@@ -34,6 +34,7 @@ import os
 import numpy as np
 
 from . import _core
+from ._npz import NpzReader
 
 __all__ = ["BATCH_CROSSOVER", "BCQMatrix", "BCQStack", "DEFAULT_PRECISION", "PRECISIONS", "lut_gemm",
            "preferred_table", "quantize", "uniform_quantize"]
@@ -64,10 +65,18 @@ class BCQMatrix:
     """
 
     def __init__(self, planes, alphas, offsets, shape, bits, group_size, method=None):
-        rows, cols = (int(v) for v in shape)
-        bits = int(bits)
+        try:
+            rows, cols = (int(v) for v in shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"shape must be two integers (out_features, in_features), got {shape!r}") from None
+        bits = _check_bits(bits)
         gs = _effective_group(cols, group_size)
         tiles, groups = -(-rows // TILE), -(-cols // gs)
+        planes = np.asarray(planes)
+        if planes.dtype != np.uint8:
+            # a cast would wrap 300 to 44 silently: only integers that fit a byte are taken
+            if planes.dtype.kind not in "iu" or (planes.size and (planes.min() < 0 or planes.max() > 255)):
+                raise ValueError(f"planes must hold bytes (0..255), got {planes.dtype} values")
         self.planes = np.ascontiguousarray(planes, dtype=np.uint8).reshape(-1)
         self.alphas = np.require(alphas, np.float32, ("C", "A")).reshape(-1)
         self.offsets = np.require(offsets, np.float32, ("C", "A")).reshape(-1)
@@ -132,8 +141,10 @@ class BCQMatrix:
         ``method="uniform"`` produces); otherwise exact up to float32 rounding.
         """
         codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.dtype.kind not in "iu":
-            raise ValueError(f"codes must be a 2-D integer array, got {codes.dtype} {codes.shape}")
+        if codes.dtype.kind not in "iu":  # a wrong dtype is a wrong type (docs/errors.md)
+            raise TypeError(f"codes must be an integer array, got dtype {codes.dtype}")
+        if codes.ndim != 2:
+            raise ValueError(f"codes must be a 2-D integer array, got shape {codes.shape}")
         top = int(codes.max()) if codes.size else 0
         if bits is None:
             bits = max(1, top.bit_length())
@@ -209,13 +220,28 @@ class BCQMatrix:
 
     @classmethod
     def load(cls, path) -> BCQMatrix:
-        with np.load(path, allow_pickle=False) as f:
-            if str(f["format"]) != "exaq_cpu.BCQMatrix/1":
+        """Read a file written by :meth:`save`; ``ValueError`` if it is not a valid one.
+
+        Safe on untrusted files: every member's header (dtype, shape, byte count) is checked
+        against ``shape``/``bits``/``group_size`` before its bytes are read; nothing is unpickled.
+        """
+        with NpzReader(path, "a saved BCQMatrix") as z:
+            if z.text("format") != "exaq_cpu.BCQMatrix/1":
                 raise ValueError(f"{path!r} is not a saved BCQMatrix")
-            gs = int(f["group_size"])
-            method = str(f["method"]) or None
-            return cls(f["planes"], f["alphas"], f["offsets"], tuple(f["shape"]), int(f["bits"]),
-                       None if gs < 0 else gs, method)
+            shape = z.array("shape", kinds="iu", shape=(2,))
+            rows, cols = (int(v) for v in shape)
+            if rows < 1 or cols < 1 or rows > 1 << 31 or cols > 1 << 31:
+                raise ValueError(f"a saved BCQMatrix: field 'shape' is invalid: {shape.tolist()}")
+            bits = z.scalar_int("bits", 1, 4)
+            gs = z.scalar_int("group_size", -1, 1 << 31)
+            group_size = None if gs == -1 else gs
+            gs_eff = _effective_group(cols, group_size)
+            method = z.text("method") or None
+            tiles, groups = -(-rows // TILE), -(-cols // gs_eff)
+            planes = z.array("planes", np.uint8, shape=(tiles * groups * bits * (gs_eff // 8) * TILE,))
+            alphas = z.array("alphas", np.float32, shape=(tiles * groups * bits * TILE,))
+            offsets = z.array("offsets", np.float32, shape=(tiles * groups * TILE,))
+        return cls(planes, alphas, offsets, (rows, cols), bits, group_size, method)
 
     def __reduce__(self):
         return (BCQMatrix, (self.planes, self.alphas, self.offsets, self.shape, self.bits,
@@ -358,14 +384,25 @@ def _effective_group(cols, group_size):
     if group_size is None:
         return max(8, -(-cols // 8) * 8)  # one group per row, rounded up to whole bytes
     if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral):
-        raise ValueError(f"group_size must be a positive multiple of 8 or None, got {group_size!r}")
+        raise TypeError(f"group_size must be an int (a positive multiple of 8) or None, got {group_size!r}")
     if group_size <= 0 or group_size % 8:
         raise ValueError(f"group_size must be a positive multiple of 8 or None, got {group_size!r}")
     return int(group_size)
 
 
+def _check_threads(threads):
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):  # docs/errors.md
+        raise TypeError(f"threads must be an int or None, got {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+
+
 def _check_bits(bits):
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 1 <= bits <= 4:
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):  # docs/errors.md
+        raise TypeError(f"bits must be an int in 1..4, got {type(bits).__name__} {bits!r}")
+    if not 1 <= bits <= 4:
         raise ValueError(f"bits must be an integer in 1..4, got {bits!r}")
     return int(bits)
 
@@ -601,8 +638,8 @@ def _pack(B, A, z, shape, bits, group_size, method):
 
 def _check_weights(W):
     W = np.asarray(W)
-    if W.dtype not in (np.float32, np.float64):
-        raise ValueError(f"W must be float32 or float64, got dtype {W.dtype}")
+    if W.dtype not in (np.float32, np.float64):  # a wrong dtype is a wrong type (docs/errors.md)
+        raise TypeError(f"W must be float32 or float64, got dtype {W.dtype}")
     if W.ndim != 2:
         raise ValueError(f"W must be 2-D (out_features, in_features), got shape {W.shape}")
     if not np.isfinite(W).all():
@@ -704,13 +741,11 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
         raise TypeError(f"Wq must be a BCQMatrix or BCQStack, got {type(Wq).__name__}")
     x = np.asarray(x)
     if x.dtype.kind != "f":
-        raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
+        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")  # docs/errors.md
     rows, cols = Wq.shape
     if x.ndim < 1 or x.shape[-1] != cols:
         raise ValueError(f"x must have shape (..., {cols}), got {x.shape}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
-                                or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    _check_threads(threads)
     # threads_for wants 64K entries a thread: 512K weights x tokens is 64K eighths
     threads = _core.threads_for(threads, rows * cols * max(1, math.prod(x.shape[:-1])) >> 3)
     if method not in _LUT_METHODS:
@@ -729,7 +764,7 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
         out = np.empty(lead + (rows,), np.float32)
     else:
         if not isinstance(out, np.ndarray) or out.dtype != np.float32:
-            raise ValueError("out must be a float32 numpy array")
+            raise TypeError("out must be a float32 numpy array")  # a wrong type (docs/errors.md)
         if out.shape != lead + (rows,):
             raise ValueError(f"out must have shape {lead + (rows,)}, got {out.shape}")
         if not out.flags.c_contiguous:
@@ -756,7 +791,7 @@ def _lut_gemm_stack(x, Wq, out, threads, method, table, precision=None):
         raise ValueError(f"method must be one of {_LUT_METHODS}, got {method!r}")
     x = np.asarray(x)
     if x.dtype.kind != "f":
-        raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
+        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")  # docs/errors.md
     rows, cols = Wq.shape
     if x.ndim < 1 or x.shape[-1] != cols:
         raise ValueError(f"x must have shape (..., {cols}), got {x.shape}")
@@ -770,16 +805,15 @@ def _lut_gemm_stack(x, Wq, out, threads, method, table, precision=None):
             lut_gemm(x, p, part, threads, method="lut", table=table, precision=precision)
             y += part
         return y
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
-                                or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    _check_threads(threads)
     if table not in _TABLES:
         raise ValueError(f"table must be one of {_TABLES}, got {table!r}")
     lead = x.shape[:-1]
     if out is None:
         out = np.empty(lead + (rows,), np.float32)
-    elif (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != lead + (rows,)
-          or not out.flags.c_contiguous):
+    elif not isinstance(out, np.ndarray) or out.dtype != np.float32:  # docs/errors.md
+        raise TypeError(f"out must be a float32 numpy array, got {getattr(out, 'dtype', type(out).__name__)}")
+    elif out.shape != lead + (rows,) or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32 array of shape {lead + (rows,)}")
     x2 = np.require(x.reshape(tokens, cols), np.float32, ("C", "A"))
     np.matmul(x2, Wq.dequantize().T, out=out.reshape(tokens, rows))

@@ -13,12 +13,14 @@ entry) and, only when some row has a masked entry before that point, a bitmap
 from __future__ import annotations
 
 import io
+import numbers
 import os
 from typing import Optional, Union
 
 import numpy as np
 
 from . import _core
+from ._npz import NpzReader
 from ._api import ClipArg, _batch_shape, _check_axis, _check_bits, _clip_params, _restore_axis, _rows
 
 _FORMAT_VERSION = 1
@@ -74,10 +76,11 @@ class PackedSoftmax(_core.PackedFields):
 
     @staticmethod
     def _array(value, name, dtype, shape) -> np.ndarray:
+        # a wrong type or dtype is a TypeError, a wrong shape a ValueError (docs/errors.md)
         if not isinstance(value, np.ndarray):
-            raise ValueError(f"{name} must be a numpy array, got {type(value).__name__}")
+            raise TypeError(f"{name} must be a numpy array, got {type(value).__name__}")
         if value.dtype != dtype:
-            raise ValueError(f"{name} must have dtype {np.dtype(dtype)}, got {value.dtype}")
+            raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {value.dtype}")
         if value.shape != shape:
             raise ValueError(f"{name} has shape {value.shape}, expected {shape}")
         return value
@@ -150,25 +153,28 @@ class PackedSoftmax(_core.PackedFields):
 
     @classmethod
     def load(cls, file) -> "PackedSoftmax":
-        """Read a file written by :meth:`save`; ValueError if it is not a valid one."""
-        try:
-            with np.load(file, allow_pickle=False) as f:
-                fields = {k: f[k] for k in ("format_version", "bits", "axis", "shape", "codes", "table",
-                                            "lengths", "mask", "has_mask")}
-        except (KeyError, OSError, EOFError) as err:
-            raise ValueError(f"not a saved PackedSoftmax: {err}") from err
-        except Exception as err:  # zipfile.BadZipFile, corrupt members, ...
-            raise ValueError(f"not a saved PackedSoftmax: {err}") from err
-        if fields["format_version"].shape != () or int(fields["format_version"]) != _FORMAT_VERSION:
-            raise ValueError("unsupported PackedSoftmax format version")
-        for key in ("bits", "axis", "has_mask"):
-            if fields[key].shape != ():
-                raise ValueError(f"corrupt field {key!r}")
-        if fields["shape"].ndim != 1 or fields["shape"].dtype.kind not in "iu":
-            raise ValueError("corrupt field 'shape'")
-        mask = fields["mask"] if bool(fields["has_mask"]) else None
-        return cls(fields["codes"], fields["table"], fields["lengths"], mask, int(fields["bits"]),
-                   tuple(fields["shape"].tolist()), int(fields["axis"]))
+        """Read a file written by :meth:`save`; ValueError if it is not a valid one.
+
+        Safe on untrusted files: each member's header is checked against the fields before its
+        bytes are read (see docs/errors.md), nothing is unpickled, unused members are not read.
+        """
+        with NpzReader(file, "a saved PackedSoftmax") as z:
+            if z.scalar_int("format_version", 0, 1 << 31) != _FORMAT_VERSION:
+                raise ValueError("unsupported PackedSoftmax format version")
+            bits = z.scalar_int("bits", 2, 4)
+            shape = z.array("shape", kinds="iu", ndim=1, max_bytes=8 * 32)
+            if shape.size == 0 or int(shape.min()) < 0:
+                raise ValueError(f"a saved PackedSoftmax: field 'shape' is invalid: {shape.tolist()}")
+            shape = tuple(int(s) for s in shape)
+            axis = z.scalar_int("axis", -len(shape), len(shape) - 1)
+            has_mask = z.array("has_mask", kinds="b", shape=())
+            n = shape[axis]
+            batch = _batch_shape(shape, axis % len(shape))
+            codes = z.array("codes", np.uint8, shape=batch + (packed_row_bytes(n, bits),))
+            table = z.array("table", np.float32, shape=batch + (1 << bits,))
+            lengths = z.array("lengths", np.int64, shape=batch)
+            mask = z.array("mask", np.uint8, shape=batch + ((n + 7) // 8,)) if bool(has_mask) else None
+        return cls(codes, table, lengths, mask, bits, shape, axis)
 
 
 def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor: str,
@@ -213,14 +219,16 @@ def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1) -> np.
     bits = _check_bits(bits, allow_none=False)
     arr = np.asarray(packed)
     if arr.dtype != np.uint8:
-        raise ValueError(f"packed codes must be uint8, got dtype {arr.dtype}")
+        raise TypeError(f"packed codes must be uint8, got dtype {arr.dtype}")  # docs/errors.md
     if arr.ndim == 0:
         raise ValueError("packed codes must have at least one dimension")
     axis = _check_axis(axis, arr.ndim)
     nbytes = arr.shape[axis]
     if n is None:
         n = 8 * nbytes // bits
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     n = int(n)
     if packed_row_bytes(n, bits) != nbytes:
@@ -239,20 +247,26 @@ def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axi
     ``lut``: ``2**bits`` floats (shared) or ``batch_shape + (2**bits,)`` (one
     table a row), e.g. a row's exponent table ``exp(lo + k*|lo|/(2**bits-1))``.
     ``lengths`` (optional, batch shape): sum only each row's first codes.
-    ``method="auto"``: the active backend's kernel (SIMD backends count codes
-    exactly with popcounts for 2 bits and use in-register tables for 3/4 bits;
-    the scalar backend uses the paper's table); ``"table"``: the paper's LUTsum,
-    a byte-indexed table of sums (256 entries for 2 and 4 bits, 4096 entries
-    indexed by 12 bits for 3 bits), which needs a shared ``lut``.
+    ``method="auto"``: 2 bits: the active backend's kernel (SIMD backends count
+    codes exactly with popcounts; the scalar backend uses the paper's table);
+    3/4 bits: codes counted in integers on every backend; ``"table"``: the
+    paper's LUTsum, a byte-indexed table of sums (256 entries for 2 and 4 bits,
+    4096 entries indexed by 12 bits for 3 bits) accumulated in float64, which
+    needs a shared ``lut``.  Every path is exact to float64 rounding of
+    ``sum_k count_k * lut[k]`` whatever the row length (docs/packed.md).
     """
     bits = _check_bits(bits, allow_none=False)
     if method not in ("auto", "table"):
         raise ValueError(f"method must be 'auto' or 'table', got {method!r}")
     arr = np.asarray(packed)
-    if arr.dtype != np.uint8 or arr.ndim == 0:
-        raise ValueError("packed codes must be a uint8 array with at least one dimension")
+    if arr.dtype != np.uint8:  # a wrong dtype is a wrong type (docs/errors.md)
+        raise TypeError(f"packed codes must be a uint8 array, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise ValueError("packed codes must have at least one dimension")
     axis = _check_axis(axis, arr.ndim)
     nbytes = arr.shape[axis]
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)):
+        raise TypeError(f"n must be an int or None, got {type(n).__name__}")
     n = 8 * nbytes // bits if n is None else int(n)
     if n < 0 or packed_row_bytes(n, bits) != nbytes:
         raise ValueError(f"{n} codes of {bits} bits do not take {nbytes} bytes")

@@ -27,6 +27,7 @@ Command line: ``python -m exaq_cpu.clipping {sweep,fit,table,robustness,regen-ta
 from ._calibrator import FALLBACK_CLIP, Calibrator, numpy_score_stats
 from ._model import (
     FLOORS,
+    KERNEL_BITS,
     GAUSS_LAWS,
     LAPLACE_LAWS,
     LawFit,
@@ -58,6 +59,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "FALLBACK_CLIP",
     "FLOORS",
+    "KERNEL_BITS",
     "GAUSS_LAWS",
     "LAPLACE_LAWS",
     "ROW_OBJECTIVES",

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ._model import _check_bits, _check_floor
+from ._model import KERNEL_BITS, _check_bits, _check_floor
 from ._tablemodes import CLIP_MODES, clip_law
 
 __all__ = ["FALLBACK_CLIP", "Calibrator", "numpy_score_stats"]
@@ -123,7 +123,9 @@ class Calibrator:
 
     def __init__(self, n_calib: int = 25, bits: int = 2, law: str = "gauss", per_head: bool = False,
                  *, head_axis: int = 1, floor: str = "exp"):
-        if isinstance(n_calib, bool) or not isinstance(n_calib, (int, np.integer)) or n_calib < 1:
+        if isinstance(n_calib, bool) or not isinstance(n_calib, (int, np.integer)):  # docs/errors.md
+            raise TypeError(f"n_calib must be an int, got {type(n_calib).__name__}")
+        if n_calib < 1:
             raise ValueError(f"n_calib must be an integer >= 1, got {n_calib!r}")
         if law not in CLIP_MODES:
             raise ValueError(f"law must be one of {CLIP_MODES}, got {law!r}")
@@ -131,6 +133,9 @@ class Calibrator:
             raise ValueError(f"head_axis must be an integer, got {head_axis!r}")
         self.n_calib = int(n_calib)
         self.bits = _check_bits(bits)
+        if self.bits not in KERNEL_BITS:
+            # its clips are for exaq_cpu.softmax, which takes only the core's widths
+            raise ValueError(f"bits must be one of {KERNEL_BITS} (the widths the kernels take), got {bits}")
         self.law = law
         self.per_head = bool(per_head)
         self.head_axis = int(head_axis)
@@ -163,7 +168,7 @@ class Calibrator:
         are quantized exactly whatever the clip.
         """
         if not isinstance(name, str):
-            raise ValueError(f"name must be a str, got {type(name).__name__}")
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
         layer = self._layers.setdefault(name, _Layer())
         if layer.frozen_clip is not None:
             layer.calls += 1
@@ -275,24 +280,70 @@ class Calibrator:
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibrator:
+        """Inverse of :meth:`to_dict`; ``ValueError`` naming the field for anything malformed
+        (missing keys, wrong types, a frozen clip that is not a finite negative number)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"calibrator state must be a JSON object, got {type(d).__name__}")
         if d.get("version") != _JSON_VERSION:
             raise ValueError(f"unsupported calibrator version {d.get('version')!r}")
-        cal = cls(d["n_calib"], d["bits"], d["law"], d["per_head"], head_axis=d["head_axis"],
-                  floor=d["floor"])
+        for key in ("n_calib", "bits", "law", "per_head", "head_axis", "floor", "layers"):
+            if key not in d:
+                raise ValueError(f"calibrator state lacks field {key!r}")
+        if not isinstance(d["layers"], dict):
+            raise ValueError("calibrator field 'layers' must be an object")
+        try:
+            cal = cls(d["n_calib"], d["bits"], d["law"], d["per_head"], head_axis=d["head_axis"],
+                      floor=d["floor"])
+        except TypeError as exc:
+            raise ValueError(f"calibrator settings are invalid: {exc}") from None
+
+        def numbers(name, k, value, *, negative=False):
+            """A list of finite numbers, or of equal-length lists of them (per head)."""
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"calibrator layer {k!r}: field {name!r} must hold numbers") from None
+            if arr.ndim > 2 or not np.all(np.isfinite(arr)) or (negative and not np.all(arr < 0)):
+                need = "finite negative numbers" if negative else "finite numbers"
+                raise ValueError(f"calibrator layer {k!r}: field {name!r} must hold {need}")
+            return arr
+
         for k, v in d["layers"].items():
+            if not isinstance(v, dict):
+                raise ValueError(f"calibrator layer {k!r} must be an object")
+            for key in ("calls", "sigma", "min", "clip", "frozen_clip", "frozen_min"):
+                if key not in v:
+                    raise ValueError(f"calibrator layer {k!r} lacks field {key!r}")
+            calls = v["calls"]
+            if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
+                raise ValueError(f"calibrator layer {k!r}: field 'calls' must be a non-negative integer")
             layer = _Layer()
-            layer.calls = int(v["calls"])
+            layer.calls = calls
+            for key in ("sigma", "min", "clip"):
+                if not isinstance(v[key], list):
+                    raise ValueError(f"calibrator layer {k!r}: field {key!r} must be a list")
+                numbers(key, k, v[key])
             layer.sigma, layer.min, layer.clip = list(v["sigma"]), list(v["min"]), list(v["clip"])
             if v["frozen_clip"] is not None:
-                layer.frozen_clip = np.asarray(v["frozen_clip"], dtype=np.float64)
-                layer.frozen_min = np.asarray(v["frozen_min"], dtype=np.float64)
+                # the clip handed to softmax as a static clip: a positive one would be refused
+                # there, or silently replaced; refuse it here, where the file is read
+                layer.frozen_clip = numbers("frozen_clip", k, v["frozen_clip"], negative=True)
+                if v["frozen_min"] is None:
+                    raise ValueError(f"calibrator layer {k!r}: 'frozen_clip' without 'frozen_min'")
+                layer.frozen_min = numbers("frozen_min", k, v["frozen_min"])
             cal._layers[k] = layer
         return cal
 
     @classmethod
     def from_json(cls, text: str) -> Calibrator:
-        """Inverse of :meth:`to_json`."""
-        return cls.from_dict(json.loads(text))
+        """Inverse of :meth:`to_json`; ``ValueError`` for text that is not a valid state."""
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        try:
+            state = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"calibrator JSON does not parse: {str(exc)[:200]}") from None
+        return cls.from_dict(state)
 
     def save(self, path) -> None:
         """Write :meth:`to_json` to ``path``."""

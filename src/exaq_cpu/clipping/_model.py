@@ -40,9 +40,14 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 # input validation
 # --------------------------------------------------------------------------
 
+#: Code widths the C kernels (exaq_cpu.softmax, pack, lutsum, Calibrator clips) take. The
+#: analysis functions of this module (optimal_clip, the laws, the tables) also model 5..8 bits.
+KERNEL_BITS = (2, 3, 4)
+
+
 def _check_bits(bits) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
-        raise ValueError(f"bits must be an integer in 2..8, got {bits!r}")
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):  # docs/errors.md
+        raise TypeError(f"bits must be an int in 2..8, got {type(bits).__name__} {bits!r}")
     bits = int(bits)
     if not 2 <= bits <= 8:
         raise ValueError(f"bits must be in 2..8, got {bits}")
@@ -65,7 +70,10 @@ def _check_floor(floor) -> str:
 
 
 def _check_sigma(sigma, *, name="sigma", allow_zero=False) -> np.ndarray:
-    s = np.asarray(sigma, dtype=np.float64)
+    raw = np.asarray(sigma)
+    if raw.dtype.kind not in "biuf" or raw.dtype.kind == "b":  # '1' would be parsed as 1.0
+        raise TypeError(f"{name} must be a real number or array of them, got {type(sigma).__name__}")
+    s = raw.astype(np.float64)
     if not np.all(np.isfinite(s)):
         raise ValueError(f"{name} must be finite, got {sigma!r}")
     if allow_zero:

@@ -154,8 +154,8 @@ def _check_variant_options(parser: argparse.ArgumentParser, args: argparse.Names
         args.bits = 2 if args.bits is None else args.bits
         args.clip = "gauss" if args.clip is None else args.clip
         args.floor = "exp" if args.floor is None else args.floor
-        if not 1 <= args.bits <= 8:
-            parser.error(f"--bits must be between 1 and 8, got {args.bits}")
+        if args.bits not in (2, 3, 4):  # what the kernels take
+            parser.error(f"--bits must be 2, 3 or 4, got {args.bits}")
     if args.linear in ("float", "gguf"):
         options = ("wbits", "group", "bcq_method", "bcq_iters")
         given = ["--" + name.replace("_", "-") for name in options if getattr(args, name) is not None]

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._gguf_check import check_gguf
+
 __all__ = [
     "DEFAULT_MODEL_FILE",
     "DEFAULT_MODEL_PACKAGE",
@@ -130,6 +132,29 @@ def _field_value(reader, key: str, default=None):
     return default if value is None else value
 
 
+def _int_field(reader, key: str, default=None, *, low: int = 1, high: int = 1 << 31) -> int:
+    """A metadata integer in ``[low, high]``; ``ValueError`` naming the key for anything else."""
+    value = _field_value(reader, key, default)
+    if value is None:
+        raise ValueError(f"GGUF metadata key {key!r} is missing")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"GGUF metadata key {key!r} must be an integer, not {type(value).__name__}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"GGUF metadata key {key!r} is {int(value)}, outside [{low}, {high}]")
+    return int(value)
+
+
+def _float_field(reader, key: str, default: float) -> float:
+    """A finite, positive metadata number; ``ValueError`` naming the key otherwise."""
+    value = _field_value(reader, key, default)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"GGUF metadata key {key!r} must be a number, not {type(value).__name__}")
+    value = float(value)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"GGUF metadata key {key!r} must be finite and positive, got {value}")
+    return value
+
+
 def _read_config(reader, tensors: dict[str, np.ndarray]) -> LlamaConfig:
     arch = _field_value(reader, "general.architecture")
     if arch != "llama":
@@ -137,60 +162,89 @@ def _read_config(reader, tensors: dict[str, np.ndarray]) -> LlamaConfig:
             f"exaq_cpu.llama runs LLaMA-architecture models only; this file's general.architecture is {arch!r}"
         )
 
-    def need(key: str):
-        value = _field_value(reader, f"llama.{key}")
-        if value is None:
-            raise ValueError(f"GGUF metadata key 'llama.{key}' is missing")
-        return value
-
-    d_model = int(need("embedding_length"))
-    n_heads = int(need("attention.head_count"))
-    n_kv_heads = int(_field_value(reader, "llama.attention.head_count_kv", n_heads))
+    d_model = _int_field(reader, "llama.embedding_length")
+    n_heads = _int_field(reader, "llama.attention.head_count")
+    n_kv_heads = _int_field(reader, "llama.attention.head_count_kv", n_heads)
+    if d_model % n_heads:
+        raise ValueError(f"GGUF llama.embedding_length {d_model} is not a multiple of "
+                         f"llama.attention.head_count {n_heads}")
     head_dim = d_model // n_heads
     if n_heads % n_kv_heads:
         raise ValueError(f"{n_heads} query heads cannot be grouped over {n_kv_heads} key/value heads")
     vocab_size = _field_value(reader, "llama.vocab_size")
     if vocab_size is None:
-        vocab_size = tensors["token_embd.weight"].shape[0]
+        embedding = tensors.get("token_embd.weight")
+        if embedding is None or embedding.ndim != 2:
+            raise ValueError("GGUF file has neither llama.vocab_size nor a 2-D token_embd.weight")
+        vocab_size = embedding.shape[0]
+    else:
+        vocab_size = _int_field(reader, "llama.vocab_size")
 
     rope_scale = 1.0
     scaling_type = _field_value(reader, "llama.rope.scaling.type", "none")
     if scaling_type == "linear":
-        rope_scale = float(_field_value(reader, "llama.rope.scaling.factor", 1.0))
+        rope_scale = _float_field(reader, "llama.rope.scaling.factor", 1.0)
     elif scaling_type not in ("none", None):
         raise ValueError(f"RoPE scaling {scaling_type!r} is not supported (only 'linear')")
 
+    rope_dims = _int_field(reader, "llama.rope.dimension_count", head_dim, low=0, high=head_dim)
+    if rope_dims % 2:
+        raise ValueError(f"GGUF llama.rope.dimension_count {rope_dims} is odd (RoPE rotates pairs)")
     return LlamaConfig(
-        n_layers=int(need("block_count")),
+        n_layers=_int_field(reader, "llama.block_count", high=1 << 16),
         d_model=d_model,
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
-        d_ff=int(need("feed_forward_length")),
+        d_ff=_int_field(reader, "llama.feed_forward_length"),
         vocab_size=int(vocab_size),
-        context_length=int(_field_value(reader, "llama.context_length", 2048)),
-        rms_eps=float(_field_value(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_base=float(_field_value(reader, "llama.rope.freq_base", 10000.0)),
-        rope_dims=int(_field_value(reader, "llama.rope.dimension_count", head_dim)),
+        context_length=_int_field(reader, "llama.context_length", 2048),
+        rms_eps=_float_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5),
+        rope_base=_float_field(reader, "llama.rope.freq_base", 10000.0),
+        rope_dims=rope_dims,
         head_dim=head_dim,
         rope_scale=rope_scale,
     )
 
 
-def _read_tokenizer_spec(reader) -> TokenizerSpec:
+def _read_tokenizer_spec(reader, vocab_size: int) -> TokenizerSpec:
     model = _field_value(reader, "tokenizer.ggml.model")
     if model is None:
         raise ValueError("GGUF file has no tokenizer (tokenizer.ggml.model is missing)")
-    tokens = list(_field_value(reader, "tokenizer.ggml.tokens", []))
+
+    def strings(key: str) -> list[str]:
+        value = _field_value(reader, key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"GGUF metadata key {key!r} must be an array of strings")
+        return value
+
+    tokens = strings("tokenizer.ggml.tokens")
+    if len(tokens) > vocab_size:
+        raise ValueError(f"GGUF tokenizer.ggml.tokens has {len(tokens)} entries, more than the "
+                         f"model's {vocab_size} embeddings")
+    token_types = _field_value(reader, "tokenizer.ggml.token_type", [1] * len(tokens))
+    if not isinstance(token_types, list) or len(token_types) != len(tokens) or not all(
+        isinstance(t, (int, np.integer)) for t in token_types
+    ):
+        raise ValueError("GGUF tokenizer.ggml.token_type must be one integer per token")
+
+    def token_id(key: str) -> int | None:
+        if _field_value(reader, key) is None:
+            return None
+        return _int_field(reader, key, low=0, high=max(len(tokens) - 1, 0))
+
+    chat_template = _field_value(reader, "tokenizer.chat_template")
+    if chat_template is not None and not isinstance(chat_template, str):
+        raise ValueError("GGUF tokenizer.chat_template must be a string")
     return TokenizerSpec(
         model=model,
         pre=_field_value(reader, "tokenizer.ggml.pre"),
         tokens=tokens,
-        token_types=[int(t) for t in _field_value(reader, "tokenizer.ggml.token_type", [1] * len(tokens))],
-        merges=list(_field_value(reader, "tokenizer.ggml.merges", [])),
-        bos_id=_field_value(reader, "tokenizer.ggml.bos_token_id"),
-        eos_id=_field_value(reader, "tokenizer.ggml.eos_token_id"),
+        token_types=[int(t) for t in token_types],
+        merges=strings("tokenizer.ggml.merges"),
+        bos_id=token_id("tokenizer.ggml.bos_token_id"),
+        eos_id=token_id("tokenizer.ggml.eos_token_id"),
         add_bos=bool(_field_value(reader, "tokenizer.ggml.add_bos_token", False)),
-        chat_template=_field_value(reader, "tokenizer.chat_template"),
+        chat_template=chat_template,
     )
 
 
@@ -199,12 +253,17 @@ def load_gguf(path: str | os.PathLike | None = None) -> GGUFContents:
 
     Every tensor, whatever its storage type (F32, F16, Q4_0, Q4_1, Q8_0, K-quants, ...), is
     dequantized to a C-contiguous float32 array. Raises ``FileNotFoundError`` for a missing file
-    and ``ValueError`` for a file that is not a llama GGUF.
+    and ``ValueError`` for a file that is not a llama GGUF or is malformed: the structure is walked
+    and checked against the file size before the ``gguf`` reader sees it, and every hyper-parameter
+    is range-checked (see docs/errors.md, "Untrusted input").
     """
     gguf = require_optional("gguf", " to read model files")
     path = default_model_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
+    # Our own bounded walk of the header, metadata and tensor descriptions first: the gguf
+    # reader trusts every count in the file (a 2^62-entry array makes it loop for ever).
+    check_gguf(path)
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as exc:  # the reader raises bare ValueErrors etc. on a non-GGUF file
@@ -213,7 +272,10 @@ def load_gguf(path: str | os.PathLike | None = None) -> GGUFContents:
     tensors: dict[str, np.ndarray] = {}
     raw = {}
     for tensor in reader.tensors:
-        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        try:
+            values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        except NotImplementedError as exc:  # check_gguf admits only types it can read
+            raise ValueError(f"GGUF tensor {tensor.name!r}: {exc}") from exc
         tensors[tensor.name] = np.ascontiguousarray(values, dtype=np.float32)
         raw[tensor.name] = tensor
 
@@ -222,7 +284,7 @@ def load_gguf(path: str | os.PathLike | None = None) -> GGUFContents:
         path=path,
         name=str(_field_value(reader, "general.name", path.stem)),
         config=config,
-        tokenizer=_read_tokenizer_spec(reader),
+        tokenizer=_read_tokenizer_spec(reader, config.vocab_size),
         tensors=tensors,
         raw=raw,
     )

@@ -355,8 +355,10 @@ def make_softmax(
         return FloatSoftmax()
     if kind != "exaq":
         raise ValueError(f"softmax must be 'float' or 'exaq', got {kind!r}")
-    if bits is None or not 1 <= int(bits) <= 8:
-        raise ValueError(f"EXAQ needs bits between 1 and 8, got {bits!r}")
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
+        raise TypeError(f"EXAQ needs an int bits, got {type(bits).__name__} {bits!r}")
+    if int(bits) not in (2, 3, 4):  # what the kernels take (exaq_cpu.clipping.KERNEL_BITS)
+        raise ValueError(f"EXAQ needs bits 2, 3 or 4, got {bits!r}")
     if floor not in ("exp", "zero"):
         raise ValueError(f"floor must be 'exp' or 'zero', got {floor!r}")
     modes = exaq_clip_modes()
@@ -418,11 +420,34 @@ class LlamaWeights:
         t = contents.tensors
         cfg = contents.config
 
+        q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        d, ff = cfg.d_model, cfg.d_ff
+        # Shapes the metadata implies; a file whose tensors say otherwise is refused here rather
+        # than failing (or silently broadcasting) somewhere inside the forward pass.
+        expected = {"attn_norm.weight": (d,), "ffn_norm.weight": (d,), "attn_q.weight": (q_dim, d),
+                    "attn_k.weight": (kv_dim, d), "attn_v.weight": (kv_dim, d),
+                    "attn_output.weight": (d, q_dim), "ffn_gate.weight": (ff, d),
+                    "ffn_up.weight": (ff, d), "ffn_down.weight": (d, ff),
+                    "token_embd.weight": (cfg.vocab_size, d), "output.weight": (cfg.vocab_size, d),
+                    "output_norm.weight": (d,), "rope_freqs.weight": (cfg.rope_dims // 2,)}
+
+        def check(name: str, array: np.ndarray) -> np.ndarray:
+            shape = expected[name.split(".", 2)[-1] if name.startswith("blk.") else name]
+            if array.shape != shape:
+                raise ValueError(f"GGUF tensor {name!r} has shape {array.shape}; the metadata implies {shape}")
+            return array
+
         def get(name: str) -> np.ndarray:
             try:
-                return t[name]
+                return check(name, t[name])
             except KeyError:
                 raise ValueError(f"GGUF file lacks tensor {name!r}") from None
+
+        freq_factors = t.get("rope_freqs.weight")
+        if freq_factors is not None:
+            check("rope_freqs.weight", freq_factors)
+            if not (np.all(np.isfinite(freq_factors)) and np.all(freq_factors > 0)):
+                raise ValueError("GGUF tensor 'rope_freqs.weight' must be finite and positive")
 
         layers = []
         for i in range(cfg.n_layers):
@@ -443,8 +468,8 @@ class LlamaWeights:
             token_embedding=embedding,
             layers=layers,
             output_norm=get("output_norm.weight"),
-            output=t.get("output.weight", embedding),
-            rope_freq_factors=t.get("rope_freqs.weight"),
+            output=get("output.weight") if "output.weight" in t else embedding,
+            rope_freq_factors=freq_factors,
             output_name="output.weight" if "output.weight" in t else "token_embd.weight",
         )
 

@@ -9,6 +9,8 @@ chat prompt stays one token.
 
 from __future__ import annotations
 
+import sys
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -17,6 +19,10 @@ from .gguf_loader import TokenizerSpec, require_optional
 __all__ = ["GGUFTokenizer"]
 
 # llama.cpp token types (gguf.TokenType).
+#: Bounds on rendering a GGUF's chat template (docs/errors.md): wall time and output size.
+CHAT_TEMPLATE_SECONDS = 2.0
+CHAT_TEMPLATE_MAX_CHARS = 1 << 20
+
 _CONTROL = 3
 _USER_DEFINED = 4
 
@@ -147,9 +153,35 @@ class GGUFTokenizer:
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
         env.globals["raise_exception"] = raise_exception
         tokens = self.spec.tokens
-        return env.from_string(template).render(
-            messages=messages,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=tokens[self.bos_id] if self.bos_id is not None else "",
-            eos_token=tokens[self.eos_id] if self.eos_id is not None else "",
-        )
+        # The sandbox keeps a template away from Python internals but does not bound its work:
+        # a template from a downloaded file may loop for ever or print gigabytes. Bound both:
+        # a line tracer checks the clock inside the template's compiled code, and the output is
+        # streamed and counted.
+        deadline = time.monotonic() + CHAT_TEMPLATE_SECONDS
+
+        def guard(frame, event, arg):
+            if time.monotonic() > deadline:
+                raise ValueError(f"chat template: rendering took longer than {CHAT_TEMPLATE_SECONDS} s (refused)")
+            return guard
+
+        try:
+            compiled = env.from_string(template)
+        except Exception as exc:  # jinja2.TemplateSyntaxError and friends
+            raise ValueError(f"chat template does not parse: {exc}") from exc
+        pieces, size = [], 0
+        previous = sys.gettrace()
+        sys.settrace(guard)
+        try:
+            for piece in compiled.generate(
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=tokens[self.bos_id] if self.bos_id is not None else "",
+                eos_token=tokens[self.eos_id] if self.eos_id is not None else "",
+            ):
+                size += len(piece)
+                if size > CHAT_TEMPLATE_MAX_CHARS:
+                    raise ValueError(f"chat template: output exceeds {CHAT_TEMPLATE_MAX_CHARS} characters (refused)")
+                pieces.append(piece)
+        finally:
+            sys.settrace(previous)
+        return "".join(pieces)
