@@ -522,7 +522,10 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
     const exaq_backend *be = call->be;
     const exaq_params *p = call->p;
     const size_t n = call->n;
-    uint8_t *codes = (uint8_t *)malloc(EXAQ_ROW_GROUP * n); /* at most a group */
+    /* byte codes of a group must stay in L1 beside the rows streaming through it */
+    const size_t byte_group = n >= EXAQ_CODE_GROUP_BYTES ? 1 : EXAQ_CODE_GROUP_BYTES / n;
+    const size_t group_rows = byte_group > EXAQ_ROW_GROUP ? EXAQ_ROW_GROUP : byte_group;
+    uint8_t *codes = (uint8_t *)malloc(group_rows * n); /* one group's codes */
     if (!codes) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return;
@@ -530,9 +533,6 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
     exaq_quantizer q;
     q.levels = 0;
     exponent_cache exponents = {NAN, {0}};
-    /* byte codes of a group must stay in L1 beside the rows streaming through it */
-    const size_t byte_group = n >= EXAQ_CODE_GROUP_BYTES ? 1 : EXAQ_CODE_GROUP_BYTES / n;
-    const size_t group_rows = byte_group > EXAQ_ROW_GROUP ? EXAQ_ROW_GROUP : byte_group;
     const int ncodes = 1 << p->bits;
     /* Last group first: pass 1 ran forward, so the rows it touched last are
      * the ones still in cache (a forward sweep would evict each row just

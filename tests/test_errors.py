@@ -48,6 +48,8 @@ CASES = {
     # axis
     "softmax axis str": (lambda: exaq_cpu.softmax(X, 2, axis="a"), TypeError, "axis"),
     "pack axis huge": (lambda: exaq_cpu.pack(CODES, 2, axis=2**70), ValueError, "axis"),
+    "softmax axis huge": (lambda: exaq_cpu.softmax(X, 2, axis=2**70), ValueError, "axis"),
+    "softmax packed axis huge": (lambda: exaq_cpu.softmax(X, 2, axis=-2**70, output="packed"), ValueError, "axis"),
     "lutsum axis huge": (lambda: exaq_cpu.lutsum(np.zeros((2, 2), np.uint8), 2, np.ones(4), axis=2**70),
                          ValueError, "axis"),
     "quantize axis huge": (lambda: exaq_cpu.quantize(X, 2, axis=2**70), ValueError, "axis"),

@@ -384,8 +384,8 @@ def softmax_common(object x, object bits, object axis, object clip, object floor
     place, plain int/None arguments, a published law or a static clip.
     None for anything else (the Python layer then checks and converts)."""
     cdef exaq_params p
-    if type(axis) is not int or not common_params(bits, clip, floor, &p):
-        return None
+    if type(axis) is not int or not (-64 <= axis < 64) or not common_params(bits, clip, floor, &p):
+        return None  # (an axis out of range is reported by the checking path)
     if not (threads is None or (type(threads) is int and threads >= 1)):
         return None
     if output == "float":
