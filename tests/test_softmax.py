@@ -446,3 +446,23 @@ def test_exact_ties_round_half_to_even(backend, bits):
         assert np.array_equal(packed.unpacked_codes(), expected), (backend, n)
         assert np.array_equal(exaq_cpu.softmax(x, bits=bits, clip=-float(levels)),
                               np.take_along_axis(q.table, expected.astype(np.intp), -1))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="address-space cap via RLIMIT_AS, read from /proc")
+def test_long_rows_reserve_only_the_scratch_they_use():
+    """Pass 2 keeps a group's byte codes in scratch: one long row at 3/4 bits
+    must not reserve eight rows' worth (it did: MemoryError under a cap where
+    the same call at 2 bits ran)."""
+    code = (
+        "import resource, numpy as np, exaq_cpu\n"
+        "n = 1 << 24\n"
+        "x = np.random.default_rng(0).standard_normal((1, n)).astype(np.float32)\n"
+        "out = np.empty_like(x)\n"
+        "exaq_cpu.softmax(x[:, :64], 4, threads=1)  # everything imported and warmed\n"
+        "size = int([l for l in open('/proc/self/status') if l.startswith('VmSize')][0].split()[1]) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (size + 48 * 2**20, resource.RLIM_INFINITY))\n"
+        "for bits in (2, 3, 4):\n"
+        "    exaq_cpu.softmax(x, bits, clip=-4.0, out=out, threads=1)\n"
+        "    assert abs(float(out.sum(dtype=np.float64)) - 1) < 1e-3\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
