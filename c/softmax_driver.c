@@ -669,8 +669,11 @@ static void exact_range(void *ctx, size_t begin, size_t end) {
             fill(out, n, invalid ? NAN : 0.0f);
             continue;
         }
-        const double total = job->be->softmax->exp_store_sum(row, n, row_max, out);
-        job->be->softmax->scale(out, n, (float)(1.0 / total));
+        /* a run of -inf at the row's end (causal, right padding) is 0, no exp */
+        const size_t live = specials & EXAQ_ROW_HAS_MASKED ? live_end_of(job->be, row, n) : n;
+        const double total = job->be->softmax->exp_store_sum(row, live, row_max, out);
+        job->be->softmax->scale(out, live, (float)(1.0 / total));
+        if (live < n) memset(out + live, 0, (n - live) * sizeof *out);
     }
 }
 

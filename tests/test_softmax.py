@@ -421,6 +421,9 @@ def test_masked_tails_at_every_block_edge_give_the_format_exactly(n, clip):
                 probs = exaq_cpu.softmax(x, bits, clip=clip)
                 assert not probs[masked].any() and np.signbit(probs[masked]).sum() == 0
                 assert packed.to_float().tobytes() == probs.tobytes()
+            exact = exaq_cpu.softmax(x, None)  # its tail is skipped too
+            assert not exact[masked].any() and np.signbit(exact[masked]).sum() == 0
+            np.testing.assert_allclose(exact, exact_softmax(x.astype(np.float64)), rtol=2e-6, atol=1e-12)
         finally:
             exaq_cpu.set_backend(exaq_cpu.backends()[-1])
 
