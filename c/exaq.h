@@ -260,12 +260,14 @@ int exaq_lutsum_count_rows(const uint8_t *packed, size_t rows, ptrdiff_t p_strid
                            double *sums);
 /* Row loops over the packed kernels of `be`.  maskbits may be NULL.  lutsum:
  * luts + r*lut_stride is row r's table (lut_stride 0: shared; the scalar backend
- * then builds the paper's sum table once); lengths as above. */
-void exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n, ptrdiff_t c_stride,
+ * then builds the paper's sum table once); lengths as above.  Each returns 0,
+ * or -1 (nothing written) for bits outside 2..4, NULL buffers or strides
+ * shorter than a row. */
+int exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n, ptrdiff_t c_stride,
                     int bits, uint8_t *packed, ptrdiff_t p_stride, uint8_t *maskbits, ptrdiff_t m_stride);
-void exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
+int exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
                       ptrdiff_t p_stride, int bits, uint8_t *codes, ptrdiff_t c_stride);
-void exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t p_stride,
+int exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t p_stride,
                       size_t n, const int64_t *lengths, int bits, const float *luts,
                       ptrdiff_t lut_stride, double *sums);
 /* accumulation-phase baselines: sum of lut[code] over byte codes; float sum of exp(x - shift) */

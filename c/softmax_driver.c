@@ -879,32 +879,50 @@ int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, siz
 
 /* ---- row loops over the packed kernels of `be` (the Python layer's entry points) ---- */
 
-void exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n, ptrdiff_t cs,
-                    int bits, uint8_t *packed, ptrdiff_t ps, uint8_t *maskbits, ptrdiff_t ms) {
+/* the row loops' own argument check: a width the kernels have, buffers, an
+ * input stride >= 0 (rows may repeat) and output rows that do not overlap (a
+ * stride of one output row at least; out NULL: no output) */
+static int rows_valid(int bits, size_t rows, size_t n, const void *in, ptrdiff_t in_stride, const void *out,
+                      ptrdiff_t out_stride, size_t out_row) {
+    if (bits < EXAQ_MIN_BITS || bits > EXAQ_MAX_BITS) return 0;
+    if (rows == 0 || n == 0) return 1;
+    if (!in || in_stride < 0) return 0;
+    if (out_row && (!out || (rows > 1 && (out_stride < 0 || (size_t)out_stride < out_row)))) return 0;
+    return 1;
+}
+
+int exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n, ptrdiff_t cs,
+                   int bits, uint8_t *packed, ptrdiff_t ps, uint8_t *maskbits, ptrdiff_t ms) {
+    if (!rows_valid(bits, rows, n, codes, cs, packed, ps, EXAQ_PACKED_BYTES(n, bits))) return -1;
+    if (maskbits && rows > 1 && (ms < 0 || (size_t)ms < EXAQ_MASK_BYTES(n))) return -1;
     for (size_t r = 0; r < rows; ++r)
         be->softmax->packed->pack(codes + (ptrdiff_t)r * cs, n, bits, packed + (ptrdiff_t)r * ps,
                                   maskbits ? maskbits + (ptrdiff_t)r * ms : NULL);
+    return 0;
 }
 
-void exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
-                      ptrdiff_t ps, int bits, uint8_t *codes, ptrdiff_t cs) {
+int exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
+                     ptrdiff_t ps, int bits, uint8_t *codes, ptrdiff_t cs) {
+    if (!rows_valid(bits, rows, n, packed, ps, codes, cs, n)) return -1;
     for (size_t r = 0; r < rows; ++r)
         be->softmax->packed->unpack(packed + (ptrdiff_t)r * ps, n, bits, codes + (ptrdiff_t)r * cs);
+    return 0;
 }
 
-void exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t ps,
-                      size_t n, const int64_t *lengths, int bits, const float *luts,
-                      ptrdiff_t lut_stride, double *sums) {
-    if (be->softmax->packed == &exaq_packed_scalar && lut_stride == 0) { /* one shared table */
-        exaq_lutsum_table_rows(packed, rows, ps, n, lengths, bits, luts, sums);
-        return;
-    }
+int exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t ps,
+                     size_t n, const int64_t *lengths, int bits, const float *luts,
+                     ptrdiff_t lut_stride, double *sums) {
+    if (!rows_valid(bits, rows, n, packed, ps, NULL, 0, 0) || (rows && (!sums || !luts || lut_stride < 0)))
+        return -1;
+    if (be->softmax->packed == &exaq_packed_scalar && lut_stride == 0) /* one shared table */
+        return exaq_lutsum_table_rows(packed, rows, ps, n, lengths, bits, luts, sums);
     for (size_t r = 0; r < rows; ++r) {
         size_t len = n;
         if (lengths) len = lengths[r] < 0 ? 0 : (size_t)lengths[r] < n ? (size_t)lengths[r] : n;
         sums[r] = be->softmax->packed->lutsum(packed + (ptrdiff_t)r * ps, len, bits,
                                               luts + (ptrdiff_t)r * lut_stride);
     }
+    return 0;
 }
 
 void exaq_lutexp_sum_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n,

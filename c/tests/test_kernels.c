@@ -274,6 +274,23 @@ static void compare_packed(const exaq_backend *ref, const exaq_backend *be, size
                   "lutsum entries refuse bits=%d", bad_bits);
         }
         CHECK(exaq_lutsum_table_rows(p1, 2, 0, n, lengths, bits, lut, NULL) == -1, "lutsum NULL sums");
+        /* the row loops too: a bad width, a missing buffer, overlapping output rows */
+        {
+            double untouched[2] = {7, 7};
+            uint8_t out_rows[64];
+            memset(out_rows, 0xAB, sizeof out_rows);
+            CHECK(exaq_lutsum_rows(be, p1, 2, 0, n, lengths, 5, lut, 0, untouched) == -1 && untouched[0] == 7,
+                  "lutsum_rows refuses bits=5");
+            CHECK(exaq_lutsum_rows(be, p1, 2, 0, n, lengths, bits, lut, 0, NULL) == -1, "lutsum_rows NULL sums");
+            CHECK(exaq_pack_rows(be, back, 2, n, 0, 9, out_rows, 64, NULL, 0) == -1 && out_rows[0] == 0xAB,
+                  "pack_rows refuses bits=9");
+            CHECK(n < 8 || exaq_pack_rows(be, back, 2, n, 0, bits, out_rows, 1, NULL, 0) == -1,
+                  "pack_rows refuses overlapping output rows");
+            CHECK(exaq_unpack_rows(be, p1, 2, n, 0, 0, out_rows, 64) == -1 && out_rows[0] == 0xAB,
+                  "unpack_rows refuses bits=0");
+            CHECK(n == 0 || exaq_unpack_rows(be, p1, 2, n, 0, bits, NULL, (ptrdiff_t)n) == -1,
+                  "unpack_rows refuses NULL codes");
+        }
         const double e_be = pb->lutexp_sum(back, n, lut), e_ref = pr->lutexp_sum(back, n, lut);
         CHECK(fabs(e_be - exact) <= rtol * exact + 1e-30 && fabs(e_ref - exact) <= rtol * exact + 1e-30,
               "%s lutexp_sum bits=%d n=%zu", be->name, bits, n);

@@ -51,12 +51,12 @@ cdef extern from "exaq.h" nogil:
                             ptrdiff_t xs, const exaq_params *p, float *scratch, float *lo_out,
                             uint8_t *packed, ptrdiff_t ps, float *tables, int64_t *lengths,
                             uint8_t *maskbits, ptrdiff_t ms, int64_t *interior_rows)
-    void exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n,
+    int exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n,
                         ptrdiff_t cs, int bits, uint8_t *packed, ptrdiff_t ps, uint8_t *maskbits,
                         ptrdiff_t ms)
-    void exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
+    int exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
                           ptrdiff_t ps, int bits, uint8_t *codes, ptrdiff_t cs)
-    void exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t ps,
+    int exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t ps,
                           size_t n, const int64_t *lengths, int bits, const float *luts,
                           ptrdiff_t lut_stride, double *sums)
     int exaq_lutsum_table_rows(const uint8_t *packed, size_t rows, ptrdiff_t ps, size_t n,
@@ -579,9 +579,12 @@ def pack_codes(const uint8_t[:, ::1] codes, int bits, uint8_t[:, ::1] packed,
         return
     cdef uint8_t *mp = &maskbits[0, 0] if maskbits is not None else NULL
     cdef ptrdiff_t ms = maskbits.shape[1] if maskbits is not None else 0
+    cdef int rc
     with nogil:
-        exaq_pack_rows(exaq_active_backend(), &codes[0, 0], rows, n, n, bits, &packed[0, 0],
-                       packed.shape[1], mp, ms)
+        rc = exaq_pack_rows(exaq_active_backend(), &codes[0, 0], rows, n, n, bits, &packed[0, 0],
+                            packed.shape[1], mp, ms)
+    if rc != 0:
+        raise ValueError("pack: the core refused its arguments")
 
 
 def unpack_codes(const uint8_t[:, ::1] packed, int bits, uint8_t[:, ::1] codes):
@@ -591,9 +594,12 @@ def unpack_codes(const uint8_t[:, ::1] packed, int bits, uint8_t[:, ::1] codes):
         raise ValueError("packed buffer has the wrong shape")
     if rows == 0 or n == 0:
         return
+    cdef int rc
     with nogil:
-        exaq_unpack_rows(exaq_active_backend(), &packed[0, 0], rows, n, packed.shape[1], bits,
-                         &codes[0, 0], n)
+        rc = exaq_unpack_rows(exaq_active_backend(), &packed[0, 0], rows, n, packed.shape[1], bits,
+                              &codes[0, 0], n)
+    if rc != 0:
+        raise ValueError("unpack: the core refused its arguments")
 
 
 def lutsum(const uint8_t[:, ::1] packed, Py_ssize_t n, int bits, const float[:, ::1] luts,
@@ -629,8 +635,8 @@ def lutsum(const uint8_t[:, ::1] packed, Py_ssize_t n, int bits, const float[:, 
             rc = exaq_lutsum_count_rows(pp, rows, packed.shape[1], n, lp, bits, &luts[0, 0],
                                         lut_stride, &sums[0])
         else:
-            exaq_lutsum_rows(exaq_active_backend(), pp, rows, packed.shape[1], n, lp, bits,
-                             &luts[0, 0], lut_stride, &sums[0])
+            rc = exaq_lutsum_rows(exaq_active_backend(), pp, rows, packed.shape[1], n, lp, bits,
+                                  &luts[0, 0], lut_stride, &sums[0])
     if rc != 0:
         raise ValueError("lutsum: the core refused its arguments")
 
