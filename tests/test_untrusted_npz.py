@@ -29,24 +29,23 @@ def _zip(members: dict, compress=zipfile.ZIP_STORED) -> io.BytesIO:
     return buf
 
 
-def _packed_members(mask: bool = False):
-    x = np.random.default_rng(0).standard_normal((3, 20)).astype(np.float32)
-    p = exaq_cpu.softmax(x, bits=2, output="packed")
+def _members(artefact):
+    """An artefact saved to memory, and the arrays its .npz holds, by name."""
     buf = io.BytesIO()
-    p.save(buf)
+    artefact.save(buf)
     buf.seek(0)
     with np.load(buf) as f:
-        return p, {k: f[k] for k in f.files}
+        return artefact, {k: f[k] for k in f.files}
+
+
+def _packed_members():
+    x = np.random.default_rng(0).standard_normal((3, 20)).astype(np.float32)
+    return _members(exaq_cpu.softmax(x, bits=2, output="packed"))
 
 
 def _bcq_members():
     w = np.random.default_rng(1).standard_normal((16, 64)).astype(np.float32)
-    m = quantize(w, bits=2, group_size=32)
-    buf = io.BytesIO()
-    m.save(buf)
-    buf.seek(0)
-    with np.load(buf) as f:
-        return m, {k: f[k] for k in f.files}
+    return _members(quantize(w, bits=2, group_size=32))
 
 
 def test_roundtrips_still_work():
