@@ -300,10 +300,6 @@ def _check_threads(threads) -> Optional[int]:
     return threads
 
 
-# the exact softmax in the direct entry's parameters (bits 0)
-_EXACT_PARAMS = ("gauss", 0.0, 0.0, 0.0)
-
-
 def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, clip: Union[str, float] = "gauss",
                  floor: str = "exp", threads: Optional[int] = 1) -> np.ndarray:
     """:func:`softmax` along the last axis of ready arrays, for hot loops (decode steps).
@@ -326,23 +322,22 @@ def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, cli
 
 
 def _softmax_into_checked(x, out, bits, clip, floor, threads) -> np.ndarray:
-    if bits is None:
-        params = _EXACT_PARAMS
-    else:
+    """softmax_into for argument types off the common path (numpy scalars, a
+    floor to normalize): checked and reported here, then the same C entry."""
+    if bits is not None:
         bits = _check_bits(bits, allow_none=False)
         if type(clip) is not str and type(clip) is not float and isinstance(clip, numbers.Real) \
                 and not isinstance(clip, bool):
             clip = float(clip)
-        params = _common_clip_params(clip, bits)
-        if params is None:
+        if _common_clip_params(clip, bits) is None:
             if not isinstance(clip, (str, float)):
                 raise TypeError(f"clip must be a law name or a negative float, got {type(clip).__name__}")
             raise ValueError(f"softmax_into takes a published law ('gauss', 'laplace' for bits 2 and 4, 'row') "
                              f"or a finite negative float as clip, got {clip!r}")
-    floor = _check_floor(floor)
-    if out is None:
-        raise TypeError("out must be a numpy.ndarray, got None")
-    return _core.softmax_direct(x, bits or 0, *params, floor, out, -1, _check_threads(threads), True)
+    result = _core.softmax_into(x, out, bits, clip, _check_floor(floor), threads)
+    if result is None:  # every argument is of a kind the C entry reads now
+        raise TypeError(f"softmax_into could not read its arguments: bits={bits!r}, clip={clip!r}")
+    return result
 
 
 def _overlaps_partially(out: np.ndarray, rows: np.ndarray) -> bool:

@@ -240,25 +240,14 @@ cdef bint overlaps_partly(cnp.ndarray a, cnp.ndarray b):
     return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + nbytes
 
 
-def softmax_direct(object x, int bits, str clip, double slope, double intercept, double static_lo,
-                   str floor, object out, int axis, object threads, bint strict=False):
+cdef object run_direct(object x, exaq_params *p, object out, Py_ssize_t axis, object threads, bint strict):
     """Float softmax of an array the kernels read in place (an ndarray,
     exactly: C-contiguous, aligned, native float32, at least 1-D, ``axis``
     its last) into ``out`` (None: a new array; else an ndarray of the same
     shape the kernels write in place, which may be ``x`` itself but not
-    overlap it otherwise).  bits 0: the exact softmax.  Returns the result,
-    or None for anything else (the caller then checks and converts); with
-    ``strict`` a ValueError/TypeError instead of None."""
-    cdef exaq_params p
-    p.bits = 0
-    if bits != 0:
-        check_bits(bits)
-        p = make_params(bits, clip, slope, intercept, static_lo, floor)
-    return run_direct(x, &p, out, axis, threads, strict)
-
-
-cdef object run_direct(object x, exaq_params *p, object out, Py_ssize_t axis, object threads, bint strict):
-    """softmax_direct with its parameters made (p.bits 0: exact)."""
+    overlap it otherwise), with the parameters p (p.bits 0: the exact
+    softmax).  Returns the result, or None for anything else (the caller then
+    checks and converts); with ``strict`` a ValueError/TypeError instead."""
     if type(x) is not cnp.ndarray:
         if strict:
             raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
@@ -537,18 +526,11 @@ def softmax_packed(cnp.ndarray x not None, int bits, str clip, double slope, dou
                           batch_shape)
 
 
-def softmax_packed_direct(object x, int bits, str clip, double slope, double intercept,
-                          double static_lo, str floor, type result_type, int axis, object threads=1):
+cdef object packed_direct(object x, exaq_params *p, type result_type, Py_ssize_t axis, object threads):
     """``softmax_packed`` of an array the kernels read in place: an ndarray
     (exactly), C-contiguous, aligned, native float32, of at least one
     dimension, softmax ``axis`` its last.  None for any other ``x`` or axis
     (the caller then checks and converts)."""
-    check_bits(bits)
-    cdef exaq_params p = make_params(bits, clip, slope, intercept, static_lo, floor)
-    return packed_direct(x, &p, result_type, axis, threads)
-
-
-cdef object packed_direct(object x, exaq_params *p, type result_type, Py_ssize_t axis, object threads):
     if type(x) is not cnp.ndarray:
         return None
     cdef cnp.ndarray arr = <cnp.ndarray>x
