@@ -46,6 +46,11 @@ typedef struct {
      * flushed to double.  Not finite if the row holds NaN or +inf (then max
      * and min are meaningless) or if d*d overflowed: the driver tells which. */
     double sum, sumsq;
+    /* every entry from here to the row's end is -inf: n, or lower where the
+     * kernel found the row's final run of -inf on its way (it then stops
+     * there: masked entries add nothing to any field, so the fields are the
+     * same either way) */
+    size_t masked_from;
 } exaq_row_stats;
 
 /* The affine quantizer of one row, range [lo, 0] of t = x - shift, levels+1 codes:

@@ -55,11 +55,23 @@ static float row_max_avx2(const float *x, size_t n, int *specials) {
 
 typedef struct {
     __m256 vmax, vmin;
+    __m256i live_lanes; /* unmasked entries a lane saw this block (int32, flushed to unmasked) */
     int64_t unmasked;
 } extremes256;
 
-static inline void stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *sum, __m256 *sumsq,
-                               const int with_min, const int centered, const int no_mask) {
+/* the block's lane counts into e->unmasked: a lane counts at most a block's
+ * entries, far from overflowing */
+static inline void flush_live_lanes(extremes256 *e) {
+    __m128i c = _mm_add_epi32(_mm256_castsi256_si128(e->live_lanes), _mm256_extracti128_si256(e->live_lanes, 1));
+    c = _mm_add_epi32(c, _mm_shuffle_epi32(c, _MM_SHUFFLE(1, 0, 3, 2)));
+    c = _mm_add_epi32(c, _mm_shuffle_epi32(c, _MM_SHUFFLE(2, 3, 0, 1)));
+    e->unmasked += _mm_cvtsi128_si32(c);
+    e->live_lanes = _mm256_setzero_si256();
+}
+
+/* returns the lanes that are not -inf (all of them with no_mask) */
+static inline __m256 stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *sum, __m256 *sumsq,
+                                 const int with_min, const int centered, const int no_mask) {
     if (no_mask) {
         e->unmasked += 8;
         e->vmax = _mm256_max_ps(e->vmax, v);
@@ -67,16 +79,35 @@ static inline void stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *s
         const __m256 d = centered ? _mm256_sub_ps(v, pilot) : v;
         *sum = _mm256_add_ps(*sum, d);
         *sumsq = _mm256_fmadd_ps(d, d, *sumsq);
-        return;
+        return _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     }
     const __m256 live = live8(v);
-    e->unmasked += __builtin_popcount((unsigned)_mm256_movemask_ps(live));
+    e->live_lanes = _mm256_sub_epi32(e->live_lanes, _mm256_castps_si256(live)); /* a live lane is -1 */
     e->vmax = _mm256_max_ps(e->vmax, v); /* -inf never wins a max */
     if (with_min) e->vmin = _mm256_min_ps(e->vmin, _mm256_blendv_ps(_mm256_set1_ps(__builtin_inff()), v, live));
     /* masked lanes add +0.0, which leaves a sum that is never -0 unchanged */
     const __m256 d = _mm256_and_ps(centered ? _mm256_sub_ps(v, pilot) : v, live);
     *sum = _mm256_add_ps(*sum, d);
     *sumsq = _mm256_fmadd_ps(d, d, *sumsq);
+    return live;
+}
+
+/* the first index of x[from, n) where 32 entries in a row (the last 32 of
+ * the row at its end) are not all -inf, or n if every entry is -inf */
+static size_t first_live_group(const float *x, size_t from, size_t n) {
+    const __m256 masked = neg_inf8();
+    size_t j = from;
+    for (; j + 32 <= n; j += 32) {
+        const __m256 all = _mm256_and_ps(
+            _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + j), masked, _CMP_EQ_OQ),
+                          _mm256_cmp_ps(_mm256_loadu_ps(x + j + 8), masked, _CMP_EQ_OQ)),
+            _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + j + 16), masked, _CMP_EQ_OQ),
+                          _mm256_cmp_ps(_mm256_loadu_ps(x + j + 24), masked, _CMP_EQ_OQ)));
+        if (_mm256_movemask_ps(all) != 0xFF) return j;
+    }
+    for (; j < n; ++j)
+        if (!exaq_is_masked(x[j])) return j;
+    return n;
 }
 
 /* exaq_stat_lanes_flush of the float lanes (l in vector l / 8): vectors v and
@@ -124,27 +155,47 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
     exaq_stat_lanes lanes; /* only the float lanes are used; every block stores all of them */
     __m256d wide_sum[4], wide_sumsq[4];
     for (int w = 0; w < 4; ++w) wide_sum[w] = wide_sumsq[w] = _mm256_setzero_pd();
-    exaq_row_stats_init(out);
-    extremes256 st = {neg_inf8(), _mm256_set1_ps(__builtin_inff()), 0};
-    for (size_t block = 0; block < n; block += EXAQ_FLUSH) {
+    exaq_row_stats_init(out, n);
+    extremes256 st = {neg_inf8(), _mm256_set1_ps(__builtin_inff()), _mm256_setzero_si256(), 0};
+    /* A row that ends in a run of -inf (causal, padding) is summed up to it
+     * only: where the first sweep meets 32 masked entries in a row it looks
+     * ahead for the next live entry, and stops if there is none.  Masked
+     * entries add +0.0 to the lanes (never -0), nothing to the rest, so the
+     * fields come out the same.  A look-ahead that finds a live entry is not
+     * repeated before it, so the look-aheads read each entry at most once:
+     * at worst a third of the cost of summing the row again. */
+    size_t look_from = 0;       /* no look-ahead before here: a live entry lies ahead */
+    size_t masked_from = n;
+    for (size_t block = 0; block < masked_from; block += EXAQ_FLUSH) {
         const size_t end = n - block < EXAQ_FLUSH ? n : block + EXAQ_FLUSH;
         /* the 8 lane groups in two halves of 4, each half a sweep over the block
          * (in L1 by the second): 16 accumulators would not fit the 16 registers.
          * Every lane still adds its entries in entry order. */
-        const size_t whole = block + (end - block) / EXAQ_STAT_LANES * EXAQ_STAT_LANES;
+        size_t whole = block + (end - block) / EXAQ_STAT_LANES * EXAQ_STAT_LANES;
         for (int half = 0; half < 2; ++half) {
             __m256 sum[4], sumsq[4];
             for (int g = 0; g < 4; ++g) sum[g] = sumsq[g] = _mm256_setzero_ps();
-            for (size_t j = block; j < whole; j += EXAQ_STAT_LANES)
+            for (size_t j = block; j < whole; j += EXAQ_STAT_LANES) {
+                __m256 live = _mm256_setzero_ps();
                 for (int g = 0; g < 4; ++g)
-                    stats_step8(_mm256_loadu_ps(x + j + 32 * half + 8 * g), p, &st, &sum[g], &sumsq[g], with_min,
-                                centered, no_mask);
+                    live = _mm256_or_ps(live, stats_step8(_mm256_loadu_ps(x + j + 32 * half + 8 * g), p, &st,
+                                                          &sum[g], &sumsq[g], with_min, centered, no_mask));
+                if (!no_mask && half == 0 && j >= look_from && _mm256_testz_ps(live, live)) {
+                    look_from = first_live_group(x, j + 32, n);
+                    if (look_from == n) {
+                        masked_from = j;
+                        whole = j; /* half 1 stops there too */
+                        break;
+                    }
+                }
+            }
             for (int g = 0; g < 4; ++g) {
                 _mm256_storeu_ps(lanes.sum + 32 * half + 8 * g, sum[g]);
                 _mm256_storeu_ps(lanes.sumsq + 32 * half + 8 * g, sumsq[g]);
             }
         }
         size_t j = whole;
+        if (masked_from < n) j = end; /* nothing past it to sum */
         for (int g = 0; j + 8 <= end; j += 8, ++g) {
             __m256 sum = _mm256_loadu_ps(lanes.sum + 8 * g), sumsq = _mm256_loadu_ps(lanes.sumsq + 8 * g);
             stats_step8(_mm256_loadu_ps(x + j), p, &st, &sum, &sumsq, with_min, centered, no_mask);
@@ -154,6 +205,7 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
         for (; j < end; ++j) exaq_stats_add_one(x[j], j, pilot, flags, &lanes, out);
         fold256(lanes.sum, wide_sum);
         fold256(lanes.sumsq, wide_sumsq);
+        if (!no_mask) flush_live_lanes(&st);
     }
     /* a NaN lane (the row is then invalid, its max unused) loses to the
      * scalar part's value, as in a loop of comparisons */
@@ -164,6 +216,7 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
         if (lanes_min < out->min) out->min = lanes_min;
     }
     out->unmasked += st.unmasked;
+    out->masked_from = masked_from;
     out->sum = tree_total256(wide_sum);
     out->sumsq = tree_total256(wide_sumsq);
     if (!with_min) out->min = __builtin_nanf("");

@@ -201,6 +201,7 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
     out->unmasked = s.unmasked;
     out->sum = tree_total16(s.wide_sum);
     out->sumsq = tree_total16(s.wide_sumsq);
+    out->masked_from = n;
 }
 
 EXAQ_DEFINE_ROW_STATS(avx512)

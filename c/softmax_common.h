@@ -253,7 +253,8 @@ static inline void exaq_stats_add_one(float v, size_t j, float pilot, int flags,
     a->sumsq[j % EXAQ_STAT_LANES] = fmaf(d, d, a->sumsq[j % EXAQ_STAT_LANES]);
 }
 
-static inline void exaq_row_stats_init(exaq_row_stats *out) {
+static inline void exaq_row_stats_init(exaq_row_stats *out, size_t n) {
+    out->masked_from = n;
     out->max = -__builtin_inff();
     out->min = __builtin_inff();
     out->unmasked = 0;

@@ -108,11 +108,13 @@ static void finish_summary(const exaq_backend *be, const float *row, size_t n, i
     }
 }
 
+/* *masked_from: exaq_row_stats' */
 static void summarize_row(const exaq_backend *be, const float *row, size_t n, int with_min,
-                          row_summary *out) {
+                          row_summary *out, size_t *masked_from) {
     const int flags = stats_flags(with_min, ends_unmasked(row, n));
     exaq_row_stats s;
     be->softmax->row_stats(row, n, 0.0f, flags, &s);
+    *masked_from = s.masked_from;
     finish_summary(be, row, n, flags, s, out);
 }
 
@@ -174,11 +176,12 @@ static void summarize_rows(void *ctx, size_t begin, size_t end) {
          * a group skips the mask test when the previous one had no -inf (the
          * first looks at its first row's ends).  Peeking at every row's ends
          * would wait on a cache miss per row.  A wrong guess costs a pass,
-         * never a different result.  The rows are read front to back, whole:
-         * summing only up to a row's final run of -inf would need that run
-         * found first, from the row's end, and reading each row from its end
-         * first breaks the forward stream the prefetchers follow (measured:
-         * pass 1 of a 32 MB causal call 8.5 -> 13-14 ms). */
+         * never a different result.  The rows are read front to back: a
+         * kernel may stop at a row's final run of -inf once it has seen that
+         * run go on to the row's end (exaq_row_stats.masked_from); finding
+         * the run from the row's end first would break the forward stream
+         * the prefetchers follow (measured: pass 1 of a 32 MB causal call
+         * 8.5 -> 13-14 ms). */
         const float *first = job->x + (ptrdiff_t)r0 * job->xs;
         const int flags = stats_flags(job->with_min, r0 == begin ? ends_unmasked(first, n) : unmasked_before);
         be->softmax->row_stats_rows(first, group, n, job->xs, flags, stats);
@@ -193,7 +196,7 @@ static void summarize_rows(void *ctx, size_t begin, size_t end) {
             job->maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;
             if (job->unmasked_rows) {
                 /* the row is still in L1: where does its final run of -inf start? */
-                const size_t live = s.state == ROW_LIVE && !unmasked ? live_end_of(be, row, n) : n;
+                const size_t live = s.state == ROW_LIVE && !unmasked ? live_end_of(be, row, stats[g].masked_from) : n;
                 job->live_ends[r] = live;
                 job->unmasked_rows[r] = (uint8_t)(s.state == ROW_LIVE && s.count == (double)live);
             }
@@ -357,11 +360,12 @@ static int prepare_row(const exaq_backend *be, const float *row, size_t n, const
         *live = pooled_live;
     } else if (p->clip == EXAQ_CLIP_ROW) {
         row_summary s;
-        summarize_row(be, row, n, 1, &s);
+        size_t masked_from;
+        summarize_row(be, row, n, 1, &s, &masked_from);
         if (s.state != ROW_LIVE) return s.state;
         row_max = s.max;
         lo = law_lo(p, sigma_of(s.count, s.m2), (double)s.min - (double)s.max);
-        if (s.count != (double)n) *live = live_end_of(be, row, n);
+        if (s.count != (double)n) *live = live_end_of(be, row, masked_from);
         may_mask = s.count != (double)*live;
     } else {
         int specials;

@@ -116,7 +116,7 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
     const float32x4_t p = vdupq_n_f32(pilot);
     exaq_stat_lanes lanes;
     memset(&lanes, 0, sizeof lanes);
-    exaq_row_stats_init(out);
+    exaq_row_stats_init(out, n);
     extremes128 st = {neg_inf4(), pos_inf4(), vdupq_n_u32(0)};
     int64_t vector_count = 0; /* entries the vectors saw (no_mask: all of them are counted) */
     for (size_t block = 0; block < n; block += EXAQ_FLUSH) {

@@ -18,7 +18,7 @@ static float row_max_scalar(const float *x, size_t n, int *specials) {
 static void row_stats_scalar(const float *x, size_t n, float pilot, int flags, exaq_row_stats *out) {
     exaq_stat_lanes lanes;
     memset(&lanes, 0, sizeof lanes);
-    exaq_row_stats_init(out);
+    exaq_row_stats_init(out, n);
     for (size_t j = 0; j < n; ++j) {
         exaq_stats_add_one(x[j], j, pilot, flags, &lanes, out);
         if (j % EXAQ_FLUSH == EXAQ_FLUSH - 1) exaq_stat_lanes_flush(&lanes);

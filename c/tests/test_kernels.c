@@ -33,6 +33,52 @@ static void fill_row(float *x, size_t n, int pattern) {
 static int same_float(float a, float b) { return (a != a && b != b) || memcmp(&a, &b, 4) == 0; }
 static int same_double(double a, double b) { return (a != a && b != b) || memcmp(&a, &b, 8) == 0; }
 
+/* row_stats' masked_from: at most n, and only -inf from there on */
+static int masked_from_valid(const float *x, size_t n, size_t masked_from) {
+    if (masked_from > n) return 0;
+    for (size_t j = masked_from; j < n; ++j)
+        if (x[j] != -INFINITY) return 0;
+    return 1;
+}
+
+/* Rows of `live` values then -inf (causal, padding), every live length:
+ * statistics as scalar's, and the AVX2 pass stops at the first 64-entry
+ * chunk past the live part that it can check (it does not look before its
+ * first 32 masked entries in a row, nor past the first 1024-entry block's
+ * last whole chunk). */
+static void compare_masked_tails(const exaq_backend *ref, const exaq_backend *be) {
+    static const size_t lengths[] = {64, 65, 127, 128, 130, 200, 256, 511, 512, 1024, 1500, 2100};
+    for (size_t li = 0; li < sizeof lengths / sizeof *lengths; ++li) {
+        const size_t n = lengths[li];
+        float *x = tight_floats(n);
+        for (size_t live = 0; live <= n; live += live < 140 ? 1 : 37) {
+          for (int gap = 0; gap < 3; ++gap) {
+            fill_row(x, n, 0);
+            for (size_t j = live; j < n; ++j) x[j] = -INFINITY;
+            if (live > 3) x[live / 3] = -INFINITY; /* a -inf inside the live part too */
+            /* a run of -inf before live entries (left padding, a gap): no tail
+             * there, and the tail past them is still found */
+            const size_t run = gap == 1 ? 40 + live % 90 : gap == 2 ? 100 : 0, start = gap == 1 ? 0 : live / 4;
+            for (size_t j = start; j < start + run && j + 1 < live; ++j) x[j] = -INFINITY;
+            for (int flags = 0; flags <= EXAQ_STATS_MIN; flags += EXAQ_STATS_MIN) {
+                exaq_row_stats a, b;
+                ref->softmax->row_stats(x, n, 0.0f, flags, &a);
+                be->softmax->row_stats(x, n, 0.0f, flags, &b);
+                CHECK(a.unmasked == b.unmasked && same_double(a.sum, b.sum) && same_double(a.sumsq, b.sumsq) &&
+                          same_float(a.max, b.max) && same_float(a.min, b.min),
+                      "%s masked tail n=%zu live=%zu", be->name, n, live);
+                CHECK(masked_from_valid(x, n, b.masked_from), "%s masked_from n=%zu live=%zu", be->name, n, live);
+                const size_t chunk = (live + 63) / 64 * 64, whole = (n < 1024 ? n : 1024) / 64 * 64;
+                if (strcmp(be->name, "avx2") == 0 && live > 0 && chunk + 64 <= whole && (gap == 0 || chunk > 300))
+                    CHECK(b.masked_from == chunk, "avx2 stops at %zu, not %zu (n=%zu live=%zu)", b.masked_from,
+                          chunk, n, live);
+            }
+          }
+        }
+        free(x);
+    }
+}
+
 static void compare_kernels(const exaq_backend *ref, const exaq_backend *be, const float *x,
                             size_t n) {
     int bad1, bad2, expected = 0;
@@ -61,6 +107,8 @@ static void compare_kernels(const exaq_backend *ref, const exaq_backend *be, con
         CHECK(same_double(a.sum, b.sum) && same_double(a.sumsq, b.sumsq), "%s row_stats sums n=%zu v=%d",
               be->name, n, variant);
         if (!with_min) CHECK(a.min != a.min && b.min != b.min, "%s row_stats no min n=%zu", be->name, n);
+        CHECK(masked_from_valid(x, n, b.masked_from) && masked_from_valid(x, n, a.masked_from),
+              "%s row_stats masked_from %zu n=%zu", be->name, b.masked_from, n);
         if (flags & EXAQ_STATS_NO_MASK) {
             CHECK(a.unmasked == (int64_t)n, "no-mask count n=%zu", n);
             continue;
@@ -596,6 +644,7 @@ int main(void) {
                 compare_packed(ref, be, n, (int)(misalign % 3));
             }
         compare_pack2_boundaries(be);
+        compare_masked_tails(ref, be);
         compare_offsets(ref, be);
         compare_threads(be);
         check_ties(be);
