@@ -69,6 +69,12 @@ static inline void flush_live_lanes(extremes256 *e) {
     e->live_lanes = _mm256_setzero_si256();
 }
 
+/* padded[0, rest) = x[0, rest), -inf after: a row's last partial block */
+static inline void pad32(float padded[32], const float *x, size_t rest) {
+    for (int v = 0; v < 4; ++v) _mm256_storeu_ps(padded + 8 * v, neg_inf8());
+    memcpy(padded, x, rest * sizeof(float));
+}
+
 /* returns the lanes that are not -inf (all of them with no_mask) */
 static inline __m256 stats_step8(__m256 v, __m256 pilot, extremes256 *e, __m256 *sum, __m256 *sumsq,
                                  const int with_min, const int centered, const int no_mask) {
@@ -148,8 +154,9 @@ static inline float min8(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
-static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n, float pilot, exaq_row_stats *out,
-                                     const int with_min, const int centered, const int no_mask) {
+static inline EXAQ_ALWAYS_INLINE void row_stats_sweeps(const float *x, size_t n, float pilot, exaq_row_stats *out,
+                                                       const int with_min, const int centered, const int no_mask,
+                                                       const int look_ahead) {
     const int flags = (with_min ? EXAQ_STATS_MIN : 0) | (no_mask ? EXAQ_STATS_NO_MASK : 0);
     const __m256 p = _mm256_set1_ps(pilot);
     exaq_stat_lanes lanes; /* only the float lanes are used; every block stores all of them */
@@ -180,7 +187,7 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
                 for (int g = 0; g < 4; ++g)
                     live = _mm256_or_ps(live, stats_step8(_mm256_loadu_ps(x + j + 32 * half + 8 * g), p, &st,
                                                           &sum[g], &sumsq[g], with_min, centered, no_mask));
-                if (!no_mask && half == 0 && j >= look_from && _mm256_testz_ps(live, live)) {
+                if (look_ahead && half == 0 && j >= look_from && _mm256_testz_ps(live, live)) {
                     look_from = first_live_group(x, j + 32, n);
                     if (look_from == n) {
                         masked_from = j;
@@ -220,6 +227,17 @@ static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n
     out->sum = tree_total256(wide_sum);
     out->sumsq = tree_total256(wide_sumsq);
     if (!with_min) out->min = __builtin_nanf("");
+}
+
+/* The look-ahead pays from a few chunks on; shorter rows skip its tests. */
+#define LOOK_AHEAD_MIN (4 * EXAQ_STAT_LANES)
+
+static inline EXAQ_ALWAYS_INLINE void row_stats_variant(const float *x, size_t n, float pilot, exaq_row_stats *out,
+                                                        const int with_min, const int centered, const int no_mask) {
+    if (!no_mask && n >= LOOK_AHEAD_MIN)
+        row_stats_sweeps(x, n, pilot, out, with_min, centered, 0, 1);
+    else
+        row_stats_sweeps(x, n, pilot, out, with_min, centered, no_mask, 0);
 }
 
 EXAQ_DEFINE_ROW_STATS(avx2)
@@ -378,8 +396,7 @@ static inline EXAQ_ALWAYS_INLINE void quantize_count_planes(const float *x, size
         float padded[32];
         uint8_t block_codes[32];
         const size_t rest = n - j;
-        memcpy(padded, x + j, rest * sizeof(float));
-        for (size_t i = rest; i < 32; ++i) padded[i] = -__builtin_inff();
+        pad32(padded, x + j, rest);
         planes_block32(padded, block_codes, &pq, planes, bits, 1, shifted);
         memcpy(codes + j, block_codes, rest);
     }
@@ -493,8 +510,7 @@ static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size
         const size_t rest = n - j;
         float padded[32];
         uint8_t packed8[8], mask4[4];
-        memcpy(padded, x + j, rest * sizeof(float));
-        for (size_t i = rest; i < 32; ++i) padded[i] = -__builtin_inff();
+        pad32(padded, x + j, rest);
         pack2_block32(padded, packed8, mask4, &st, 1, shifted);
         memcpy(packed + j / 4, packed8, EXAQ_PACKED_BYTES(rest, 2)); /* padding codes are 0 */
         if (may_mask) {
