@@ -54,6 +54,12 @@ static const exaq_backend backend_table[EXAQ_BACKEND_COUNT] = {
 static int supported[EXAQ_BACKEND_COUNT];
 static int detected;
 static exaq_backend_id active = EXAQ_BACKEND_SCALAR;
+/* a thread's own choice (exaq_set_thread_backend); -1 defers to `active` */
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+static _Thread_local int thread_choice = -1;
+#else
+static __thread int thread_choice = -1; /* GCC and Clang in C99 mode */
+#endif
 
 static void detect(void) {
     if (detected) return;
@@ -92,13 +98,21 @@ const exaq_backend *exaq_get_backend(exaq_backend_id id) {
 
 const exaq_backend *exaq_active_backend(void) {
     detect();
-    return &backend_table[active];
+    return &backend_table[thread_choice >= 0 ? (exaq_backend_id)thread_choice : active];
 }
 
 exaq_backend_id exaq_active_backend_id(void) {
     detect();
-    return active;
+    return thread_choice >= 0 ? (exaq_backend_id)thread_choice : active;
 }
+
+int exaq_set_thread_backend(int id) {
+    if (id != -1 && !exaq_backend_supported((exaq_backend_id)id)) return -1;
+    thread_choice = id;
+    return 0;
+}
+
+int exaq_thread_backend(void) { return thread_choice; }
 
 int exaq_set_backend(exaq_backend_id id) {
     if (!exaq_backend_supported(id)) return -1;

@@ -186,6 +186,11 @@ int exaq_backend_from_name(const char *name); /* -1 if unknown */
 const exaq_backend *exaq_active_backend(void);
 exaq_backend_id exaq_active_backend_id(void);
 int exaq_set_backend(exaq_backend_id id); /* 0 ok, -1 unsupported */
+/* The calling thread's own backend, over the process-wide one (-1: none);
+ * exaq_active_backend() and the *_active() lookups honour it.  0 ok, -1 if
+ * the id is neither -1 nor a backend this CPU runs. */
+int exaq_set_thread_backend(int id);
+int exaq_thread_backend(void); /* the calling thread's choice, or -1 */
 const exaq_backend *exaq_get_backend(exaq_backend_id id); /* NULL if unsupported */
 
 /* ---- softmax drivers (portable; call the kernels of `be`) ---- */

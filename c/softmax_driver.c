@@ -69,38 +69,42 @@ static int ends_unmasked(const float *row, size_t n) {
     return !exaq_is_masked(row[0]) && !exaq_is_masked(row[n - 1]);
 }
 
-/* The row's summary from its first statistics pass `s` (made with `flags`),
- * passing over the row again where those sums cannot serve. */
-static void finish_summary(const exaq_backend *be, const float *row, size_t n, int flags, exaq_row_stats s,
-                           row_summary *out) {
+/* The row's summary from its first statistics pass `first` (made with
+ * `flags`), passing over the row again where those sums cannot serve. */
+static void finish_summary(const exaq_backend *be, const float *row, size_t n, int flags,
+                           const exaq_row_stats *first, row_summary *out) {
     float pilot = 0.0f;
-    int finite = isfinite(s.sum) && isfinite(s.sumsq);
+    const exaq_row_stats *s = first;
+    exaq_row_stats again; /* a second pass's, where one is needed */
+    int finite = isfinite(s->sum) && isfinite(s->sumsq);
     if (!finite && (flags & EXAQ_STATS_NO_MASK)) {
         flags &= ~EXAQ_STATS_NO_MASK;
-        be->softmax->row_stats(row, n, pilot, flags, &s);
-        finite = isfinite(s.sum) && isfinite(s.sumsq);
+        be->softmax->row_stats(row, n, pilot, flags, &again);
+        s = &again;
+        finite = isfinite(s->sum) && isfinite(s->sumsq);
     }
-    if (finite && s.unmasked > 0 && cancels(&s)) {
+    if (finite && s->unmasked > 0 && cancels(s)) {
         pilot = pilot_of(row, n);
-        be->softmax->row_stats(row, n, pilot, flags, &s);
-        finite = isfinite(s.sum) && isfinite(s.sumsq);
+        be->softmax->row_stats(row, n, pilot, flags, &again);
+        s = &again;
+        finite = isfinite(s->sum) && isfinite(s->sumsq);
     }
     int specials = 0;
     if (!finite) be->softmax->row_max(row, n, &specials); /* NaN/+inf, or only overflow? */
     const int invalid = specials & EXAQ_ROW_HAS_INVALID;
-    out->state = invalid ? ROW_INVALID : s.unmasked == 0 ? ROW_EMPTY : ROW_LIVE;
+    out->state = invalid ? ROW_INVALID : s->unmasked == 0 ? ROW_EMPTY : ROW_LIVE;
     if (out->state != ROW_LIVE) return;
-    out->max = s.max;
-    out->min = s.min;
-    out->count = (double)s.unmasked;
+    out->max = s->max;
+    out->min = s->min;
+    out->count = (double)s->unmasked;
     if (finite) {
-        const double mean_d = s.sum / out->count;
-        const double m2 = s.sumsq - s.sum * mean_d;
-        out->mean = mean_d + ((double)pilot - (double)s.max);
+        const double mean_d = s->sum / out->count;
+        const double m2 = s->sumsq - s->sum * mean_d;
+        out->mean = mean_d + ((double)pilot - (double)s->max);
         out->m2 = m2 > 0 ? m2 : 0.0;
     } else { /* huge magnitudes overflowed the float sums: redo in double */
         double sum[EXAQ_LANES] = {0}, sumsq[EXAQ_LANES] = {0};
-        be->softmax->moments(row, n, s.max, sum, sumsq);
+        be->softmax->moments(row, n, s->max, sum, sumsq);
         const double total = lanes_total(sum);
         out->mean = total / out->count;
         const double m2 = lanes_total(sumsq) - total * out->mean;
@@ -115,7 +119,7 @@ static void summarize_row(const exaq_backend *be, const float *row, size_t n, in
     exaq_row_stats s;
     be->softmax->row_stats(row, n, 0.0f, flags, &s);
     *masked_from = s.masked_from;
-    finish_summary(be, row, n, flags, s, out);
+    finish_summary(be, row, n, flags, &s, out);
 }
 
 static void pool_add(pooled_moments *pm, const row_summary *r) {
@@ -190,7 +194,7 @@ static void summarize_rows(void *ctx, size_t begin, size_t end) {
             const size_t r = r0 + g;
             const float *row = first + (ptrdiff_t)g * job->xs;
             row_summary s;
-            finish_summary(be, row, n, flags, stats[g], &s);
+            finish_summary(be, row, n, flags, &stats[g], &s);
             const int unmasked = s.state == ROW_LIVE && s.count == (double)n;
             if (!unmasked) unmasked_before = 0;
             job->maxima[r] = s.state == ROW_INVALID ? NAN : s.state == ROW_EMPTY ? -INFINITY : s.max;

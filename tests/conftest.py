@@ -12,8 +12,6 @@ BACKENDS = exaq_cpu.backends()
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    """Run the test once per backend this CPU supports, forcing it."""
-    previous = exaq_cpu.backend()
-    exaq_cpu.set_backend(request.param)
-    yield request.param
-    exaq_cpu.set_backend(previous)
+    """Run the test once per backend this CPU supports, forcing it for the test's thread."""
+    with exaq_cpu.use_backend(request.param):
+        yield request.param

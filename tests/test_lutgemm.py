@@ -107,17 +107,12 @@ def test_backends_agree_bit_for_bit():
     W = _weights(100, 520, "heavy")
     Wq = L.quantize(W, bits=3, group_size=128, method="greedy")
     x = RNG.standard_normal((2, 520)).astype(np.float32)
-    previous = exaq_cpu.backend()
-    try:
-        for table, precision in (("mu4", "exact"), ("mu8", "exact"), ("auto", "int8")):
-            results = {}
-            for name in exaq_cpu.backends():
-                exaq_cpu.set_backend(name)
-                results[name] = L.lut_gemm(x, Wq, table=table, method="lut", precision=precision)
-            for name, y in results.items():
-                assert np.array_equal(y, results["scalar"]), (name, table, precision)
-    finally:
-        exaq_cpu.set_backend(previous)
+    for table, precision in (("mu4", "exact"), ("mu8", "exact"), ("auto", "int8")):
+        results = {}
+        for name in exaq_cpu.backends():
+            results[name] = L.lut_gemm(x, Wq, table=table, method="lut", precision=precision, backend=name)
+        for name, y in results.items():
+            assert np.array_equal(y, results["scalar"]), (name, table, precision)
 
 
 def test_threads_and_out(backend):
@@ -166,14 +161,13 @@ def test_hypothesis_shapes(rows, cols, bits, group, tokens, method, table, seed)
     x[:, rng.random(cols) < 0.05] *= 30  # outlier columns stress the int8 scales
     int8 = None
     for name in exaq_cpu.backends():
-        exaq_cpu.set_backend(name)
-        _assert_matches(L.lut_gemm(x, Wq, table=table, precision="exact"), x, Wq)
-        y8 = L.lut_gemm(x, Wq, method="lut", precision="int8")
+        with exaq_cpu.use_backend(name):
+            _assert_matches(L.lut_gemm(x, Wq, table=table, precision="exact"), x, Wq)
+            y8 = L.lut_gemm(x, Wq, method="lut", precision="int8")
         _assert_int8(y8, x, Wq)
         if int8 is None:
             int8 = y8
         assert np.array_equal(y8, int8), name  # bit-identical on every backend
-    exaq_cpu.set_backend(exaq_cpu.backends()[-1])
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])

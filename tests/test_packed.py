@@ -240,8 +240,7 @@ def test_in_place_path_equals_checking_path(rows, n, bits, clip, floor, mask_rat
     x = scores(max(rows, 1) * int(np.prod(lead, dtype=np.int64)), n, seed, mask_rate=mask_rate)
     x = np.ascontiguousarray(x.reshape(lead + (max(rows, 1), n))[..., :rows, :])
     for name in exaq_cpu.backends():
-        exaq_cpu.set_backend(name)
-        try:
+        with exaq_cpu.use_backend(name):
             fast = _packed_in_place(x, bits, -1, clip, floor)
             if clip is None:
                 assert fast is None  # no law: the checking path
@@ -249,8 +248,6 @@ def test_in_place_path_equals_checking_path(rows, n, bits, clip, floor, mask_rat
             checked = exaq_cpu.softmax(x, np.int64(bits), clip=clip, floor=floor, output="packed")
             assert same_packed(fast, checked)
             assert fast.to_float().tobytes() == exaq_cpu.softmax(x, bits, clip=clip, floor=floor).tobytes()
-        finally:
-            exaq_cpu.set_backend(exaq_cpu.backends()[-1])
 
 
 def test_in_place_path_declines_what_it_cannot_read():
@@ -340,8 +337,7 @@ def test_property_backends_agree(shape, bits, mask_rate, prefix, seed):
     codes = rng.integers(0, 1 << bits, size=shape, dtype=np.uint8)
     results = {}
     for name in exaq_cpu.backends():
-        exaq_cpu.set_backend(name)
-        try:
+        with exaq_cpu.use_backend(name):
             ps = exaq_cpu.softmax(x, bits, output="packed")
             assert ps.to_float().tobytes() == exaq_cpu.softmax(x, bits).tobytes()
             if prefix:
@@ -349,8 +345,6 @@ def test_property_backends_agree(shape, bits, mask_rate, prefix, seed):
             packed = exaq_cpu.pack(codes, bits)
             assert np.array_equal(exaq_cpu.unpack(packed, bits, shape[-1]), codes)
             results[name] = (ps.codes, ps.table, ps.lengths, ps.mask, packed)
-        finally:
-            exaq_cpu.set_backend(exaq_cpu.backends()[-1])
     ref = results["scalar"]
     for name, got in results.items():
         for a, b in zip(got, ref):
@@ -370,15 +364,10 @@ def test_lutsum_long_rows_exact(bits):
     lut = rng.uniform(0.01, 1.0, 1 << bits).astype(np.float32)
     counts = np.bincount(codes, minlength=1 << bits)
     exact = math.fsum(int(c) * float(v) for c, v in zip(counts, lut))
-    previous = exaq_cpu.backend()
-    try:
-        for be in exaq_cpu.backends():
-            exaq_cpu.set_backend(be)
-            for method in ("auto", "table"):
-                got = float(exaq_cpu.lutsum(packed, bits, lut, n=n, method=method))
-                assert abs(got - exact) <= 1e-12 * exact, (be, method, got, exact)
-    finally:
-        exaq_cpu.set_backend(previous)
+    for be in exaq_cpu.backends():
+        for method in ("auto", "table"):
+            got = float(exaq_cpu.lutsum(packed, bits, lut, n=n, method=method, backend=be))
+            assert abs(got - exact) <= 1e-12 * exact, (be, method, got, exact)
 
 
 def test_lutsum_table_ones_keep_counting():

@@ -68,11 +68,8 @@ def test_property_against_oracle(rows, n, bits, clip, floor, sigma, offset, mask
         clip = "gauss"
     x = scores(rows, n, seed, sigma, mask_rate, offset)
     for name in exaq_cpu.backends():
-        exaq_cpu.set_backend(name)
-        try:
+        with exaq_cpu.use_backend(name):
             check_against_oracle(x, bits, clip, floor)
-        finally:
-            exaq_cpu.set_backend(exaq_cpu.backends()[-1])
 
 
 @HYP
@@ -89,11 +86,9 @@ def test_simd_backends_match_scalar_bit_for_bit(rows, n, bits, clip, mask_rate, 
     buf[...] = x  # unaligned but contiguous: passed straight to the kernels
     results = {}
     for name in exaq_cpu.backends():
-        exaq_cpu.set_backend(name)
-        q = exaq_cpu.quantize(buf, bits, clip=clip)
-        results[name] = (q.codes, q.lo, q.table, exaq_cpu.softmax(buf, bits, clip=clip),
-                         exaq_cpu.softmax(buf, None))
-    exaq_cpu.set_backend(exaq_cpu.backends()[-1])
+        q = exaq_cpu.quantize(buf, bits, clip=clip, backend=name)
+        results[name] = (q.codes, q.lo, q.table, exaq_cpu.softmax(buf, bits, clip=clip, backend=name),
+                         exaq_cpu.softmax(buf, None, backend=name))
     ref = results["scalar"]
     for name, got in results.items():
         for a, b in zip(got[:4], ref[:4]):
@@ -374,8 +369,7 @@ def test_rows_ending_in_masked_runs_against_oracle(rows, n, bits, clip, style, s
     if style == "causal+holes":
         x[rng.random((rows, n)) < 0.1] = -np.inf
     for name in exaq_cpu.backends():
-        exaq_cpu.set_backend(name)
-        try:
+        with exaq_cpu.use_backend(name):
             _, probs = check_against_oracle(x, bits, clip, "exp")
             packed = exaq_cpu.softmax(x, bits, clip=clip, output="packed")
             assert packed.to_float().tobytes() == probs.tobytes()
@@ -390,8 +384,6 @@ def test_rows_ending_in_masked_runs_against_oracle(rows, n, bits, clip, style, s
                 assert np.array_equal(packed.mask, np.packbits(masked, axis=-1, bitorder="little"))
             else:
                 assert packed.mask is None
-        finally:
-            exaq_cpu.set_backend(exaq_cpu.backends()[-1])
 
 
 @pytest.mark.parametrize("n", [33, 100, 257, 1001])
@@ -410,8 +402,7 @@ def test_masked_tails_at_every_block_edge_give_the_format_exactly(n, clip):
     x[-1, n // 2] = -np.inf  # an interior hole: the bitmap is handed out
     masked = np.isneginf(x)
     for name in exaq_cpu.backends():
-        exaq_cpu.set_backend(name)
-        try:
+        with exaq_cpu.use_backend(name):
             for bits in (2, 3, 4):
                 packed = exaq_cpu.softmax(x, bits, clip=clip, output="packed")
                 codes = exaq_cpu.quantize(x, bits, clip=clip).codes
@@ -424,8 +415,6 @@ def test_masked_tails_at_every_block_edge_give_the_format_exactly(n, clip):
             exact = exaq_cpu.softmax(x, None)  # its tail is skipped too
             assert not exact[masked].any() and np.signbit(exact[masked]).sum() == 0
             np.testing.assert_allclose(exact, exact_softmax(x.astype(np.float64)), rtol=2e-6, atol=1e-12)
-        finally:
-            exaq_cpu.set_backend(exaq_cpu.backends()[-1])
 
 
 # --- exact ties: round half to even (SPEC 1.6) ---------------------------------------------

@@ -40,8 +40,7 @@ def test_threads_give_the_bits_of_one_thread(rows, n, bits, clip, threads, mask_
         clip = "gauss"
     x = scores((rows, n), seed, mask_rate=mask_rate, nan_rows=nan_rows)
     for name in exaq_cpu.backends():
-        exaq_cpu.set_backend(name)
-        try:
+        with exaq_cpu.use_backend(name):
             one = exaq_cpu.softmax(x, bits, clip=clip, threads=1)
             many = exaq_cpu.softmax(x, bits, clip=clip, threads=threads)
             assert one.tobytes() == many.tobytes(), name
@@ -53,8 +52,6 @@ def test_threads_give_the_bits_of_one_thread(rows, n, bits, clip, threads, mask_
                 assert np.array_equal(p1.lengths, pn.lengths)
                 assert (p1.mask is None) == (pn.mask is None)
                 assert p1.mask is None or np.array_equal(p1.mask, pn.mask)
-        finally:
-            exaq_cpu.set_backend(exaq_cpu.backends()[-1])
 
 
 def test_threads_run_on_the_pool_and_match_the_oracle(backend):
@@ -131,8 +128,7 @@ def test_pool_works_in_a_forked_child():
 def test_direct_path_and_softmax_into_equal_the_checking_path(lead, n, bits, clip, floor, mask_rate, seed):
     x = scores(lead + (n,), seed, mask_rate=mask_rate)
     for name in exaq_cpu.backends():
-        exaq_cpu.set_backend(name)
-        try:
+        with exaq_cpu.use_backend(name):
             checked = exaq_cpu.softmax(x.astype(np.float64), bits, clip=clip, floor=floor)  # converts: checking path
             direct = _core.softmax_common(x, bits, -1, clip, floor, None, "float", None)
             assert direct is not None and direct.shape == x.shape and direct.dtype == np.float32
@@ -143,8 +139,6 @@ def test_direct_path_and_softmax_into_equal_the_checking_path(lead, n, bits, cli
             inplace = x.copy()
             exaq_cpu.softmax_into(inplace, inplace, bits, clip=clip, floor=floor)
             assert inplace.tobytes() == checked.tobytes()
-        finally:
-            exaq_cpu.set_backend(exaq_cpu.backends()[-1])
 
 
 def test_direct_path_declines_what_it_cannot_read():

@@ -6,7 +6,9 @@ or 4-bit codes, and every code's exponent comes from a ``2**bits``-entry table
 (EXAQ, see ``shared/SPEC.md`` section 1 and ``docs/``).
 
 Backends: ``backends()`` lists those this CPU can run, ``backend()`` names the
-active one, ``set_backend(name)`` switches (ValueError if unsupported).  The
+active one, ``set_backend(name)`` switches process-wide (ValueError if
+unsupported), ``with use_backend(name):`` for the calling thread only, and every
+kernel call takes ``backend=name`` for itself.  The
 environment variable ``EXAQ_CPU_BACKEND=scalar|avx2|avx512|neon`` picks one at
 import; a backend this CPU cannot run is reported with a ``RuntimeWarning`` and
 the best supported one is kept, so forcing never crashes with an illegal
@@ -18,43 +20,16 @@ import os
 import warnings
 
 from . import _core
+from ._backend import all_backends, backend, backends, set_backend, use_backend
 from ._api import QuantizedRows, quantize, score_stats, softmax, softmax_into
 from .packed import PackedSoftmax, lutsum, pack, packed_row_bytes, unpack
 
 __all__ = [
     "softmax", "softmax_into", "quantize", "QuantizedRows", "score_stats",
     "PackedSoftmax", "pack", "unpack", "lutsum", "packed_row_bytes",
-    "backends", "backend", "set_backend", "all_backends", "__version__",
+    "backends", "backend", "set_backend", "use_backend", "all_backends", "__version__",
 ]
 __version__ = "0.1.0"
-
-
-def all_backends() -> list[str]:
-    """Every backend name this build knows, whether or not this CPU can run it."""
-    return _core.backend_names()
-
-
-def backends() -> list[str]:
-    """The backends this CPU and build can run, slowest (``"scalar"``) first."""
-    return _core.supported_backends()
-
-
-def backend() -> str:
-    """Name of the active backend."""
-    return _core.active_backend()
-
-
-def set_backend(name: str) -> None:
-    """Make ``name`` the active backend for every later call (process-wide).
-
-    Raises ValueError if ``name`` is unknown or this CPU cannot run it.  Not
-    meant to be called while other threads are computing.
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"backend name must be a str, got {type(name).__name__}")
-    if name not in all_backends():
-        raise ValueError(f"unknown backend {name!r}; known: {all_backends()}")
-    _core.set_active_backend(name)
 
 
 def _apply_environment_override() -> None:

@@ -12,6 +12,7 @@ from typing import NamedTuple, Optional, Union
 import numpy as np
 
 from . import _core
+from ._backend import call_backend
 
 # Published linear clipping laws of the EXAQ paper, C = slope * s + intercept,
 # with s = sigma (gauss) or mean |t - mean t| (laplace).
@@ -198,7 +199,7 @@ def _result_dtype(dtype) -> np.dtype:
 
 def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gauss",
             floor: str = "exp", out: Optional[np.ndarray] = None, dtype=None, output: str = "float",
-            threads: Optional[int] = None):
+            threads: Optional[int] = None, backend: Optional[str] = None):
     """Softmax along ``axis``, EXAQ-quantized (``bits`` = 2, 3, 4) or exact (``bits=None``).
 
     EXAQ (``bits`` given): each row is shifted by its maximum (``t = x - max``),
@@ -247,7 +248,15 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
     call that finds the pool busy (another Python thread's call) runs on its
     own thread alone: concurrent callers never oversubscribe the cores.  The
     GIL is released while the kernels run.
+
+    ``backend``: a backend name (``exaq_cpu.backends()``) for this call only,
+    as inside ``with exaq_cpu.use_backend(backend):``; ``None`` (default): the
+    thread's or process's choice.  Every backend gives the same result.
     """
+    if backend is not None:
+        with call_backend(backend):
+            return softmax(x, bits, axis=axis, clip=clip, floor=floor, out=out, dtype=dtype, output=output,
+                           threads=threads)
     if dtype is None and (out is None or type(out) is np.ndarray):
         result = _core.softmax_common(x, bits, axis, clip, floor, out, output, threads)
         if result is not None:
@@ -301,7 +310,7 @@ def _check_threads(threads) -> Optional[int]:
 
 
 def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, clip: Union[str, float] = "gauss",
-                 floor: str = "exp", threads: Optional[int] = 1) -> np.ndarray:
+                 floor: str = "exp", threads: Optional[int] = 1, backend: Optional[str] = None) -> np.ndarray:
     """:func:`softmax` along the last axis of ready arrays, for hot loops (decode steps).
 
     The arrays are taken as they are, nothing is converted: ``x`` and ``out``
@@ -313,8 +322,12 @@ def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, cli
     raises ``TypeError``/``ValueError``; no access out of bounds is possible),
     skipping the general path's argument handling.  ``threads`` defaults to 1
     here (decode-sized calls).  Returns ``out``, bit for bit what
-    ``softmax(x, bits, clip=clip, floor=floor, out=out)`` gives.
+    ``softmax(x, bits, clip=clip, floor=floor, out=out)`` gives.  ``backend``:
+    as for :func:`softmax`.
     """
+    if backend is not None:
+        with call_backend(backend):
+            return softmax_into(x, out, bits, clip=clip, floor=floor, threads=threads)
     result = _core.softmax_into(x, out, bits, clip, floor, threads)
     if result is None:  # argument types off the common path: checked (and reported) here
         result = _softmax_into_checked(x, out, bits, clip, floor, threads)
@@ -350,13 +363,17 @@ def _overlaps_partially(out: np.ndarray, rows: np.ndarray) -> bool:
 
 
 def quantize(x, bits: int = 2, *, axis: int = -1, clip: ClipArg = "gauss",
-             floor: str = "exp") -> QuantizedRows:
+             floor: str = "exp", backend: Optional[str] = None) -> QuantizedRows:
     """EXAQ codes of ``x`` along ``axis`` and each row's probability table.
 
     The same range choice and arithmetic as :func:`softmax` (see there for
     ``clip`` and ``floor``); ``softmax(x, bits, ...)`` equals
-    ``table[..., codes]`` on unmasked entries, bit for bit.
+    ``table[..., codes]`` on unmasked entries, bit for bit.  ``backend``: as
+    for :func:`softmax`.
     """
+    if backend is not None:
+        with call_backend(backend):
+            return quantize(x, bits, axis=axis, clip=clip, floor=floor)
     arr = _check_scores(x)
     bits = _check_bits(bits, allow_none=False)
     axis = _check_axis(axis, arr.ndim)
@@ -377,7 +394,7 @@ def quantize(x, bits: int = 2, *, axis: int = -1, clip: ClipArg = "gauss",
     )
 
 
-def score_stats(x, *, axis: int = -1) -> dict:
+def score_stats(x, *, axis: int = -1, backend: Optional[str] = None) -> dict:
     """Statistics of the shifted scores ``t = x - rowmax`` pooled over the whole call.
 
     Returns a dict: ``sigma`` (standard deviation with Bessel's correction, 0
@@ -385,8 +402,12 @@ def score_stats(x, *, axis: int = -1) -> dict:
     ``lo_obs``), ``mean``, ``mean_abs_dev`` (mean ``|t - mean t|``, the Laplace
     law's ``b``), ``count`` (unmasked scores), ``invalid_rows`` (rows with
     NaN/+inf, left out).  Masked (``-inf``) entries take no part.  With no
-    unmasked score, the float fields are NaN.
+    unmasked score, the float fields are NaN.  ``backend``: as for
+    :func:`softmax` (the statistics are the same on every backend).
     """
+    if backend is not None:
+        with call_backend(backend):
+            return score_stats(x, axis=axis)
     arr = _check_scores(x)
     axis = _check_axis(axis, arr.ndim)
     return _core.score_stats(_rows(arr, axis))

@@ -35,6 +35,8 @@ cdef extern from "exaq.h" nogil:
     int exaq_backend_from_name(const char *name)
     exaq_backend_id exaq_active_backend_id()
     int exaq_set_backend(exaq_backend_id id)
+    int exaq_set_thread_backend(int id)
+    int exaq_thread_backend()
     const exaq_backend *exaq_active_backend()
 
     int exaq_softmax_quantized(const exaq_backend *be, const float *x, size_t rows, size_t n,
@@ -139,6 +141,19 @@ def set_active_backend(str name):
     cdef int id = exaq_backend_from_name(name.encode())
     if id < 0 or exaq_set_backend(<exaq_backend_id>id) != 0:
         raise ValueError(f"backend {name!r} is not available on this CPU")
+
+
+def set_thread_backend(name):
+    """The calling thread's backend (None: the process-wide one); returns the previous choice."""
+    cdef int previous = exaq_thread_backend()
+    cdef int id = -1
+    if name is not None:
+        id = exaq_backend_from_name((<str>name).encode())
+        if id < 0:
+            raise ValueError(f"unknown backend {name!r}")
+    if exaq_set_thread_backend(id) != 0:
+        raise ValueError(f"backend {name!r} is not available on this CPU")
+    return None if previous < 0 else exaq_backend_name(<exaq_backend_id>previous).decode()
 
 
 cdef ptrdiff_t row_stride(Py_ssize_t byte_stride, Py_ssize_t itemsize) except -1:

@@ -34,6 +34,7 @@ import os
 import numpy as np
 
 from . import _core
+from ._backend import call_backend
 from ._npz import NpzReader
 
 __all__ = ["BATCH_CROSSOVER", "BCQMatrix", "BCQStack", "DEFAULT_PRECISION", "PRECISIONS", "lut_gemm",
@@ -705,7 +706,8 @@ PRECISIONS = ("int8", "exact")
 DEFAULT_PRECISION = "int8"
 
 
-def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="auto", precision=None):
+def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="auto", precision=None,
+             backend=None):
     """``x @ Wq.dequantize().T`` without dequantizing: (..., in_features) -> (..., out_features).
 
     - ``Wq``: a :class:`BCQMatrix`, or a :class:`BCQStack` (one LUT pass per part).
@@ -734,7 +736,13 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
       ``"mu8"`` (256-entry, the paper's), or ``"auto"`` (the active backend's faster
       design).  Naming ``"mu4"``/``"mu8"`` without ``precision`` means ``"exact"``;
       ``precision="int8"`` has one design and takes only ``"auto"``.
+    - ``backend``: a backend name (``exaq_cpu.backends()``) for this call only, as
+      inside ``with exaq_cpu.use_backend(backend):``; ``None``: the thread's or
+      process's choice.  ``precision="int8"`` gives the same bits on every backend.
     """
+    if backend is not None:
+        with call_backend(backend):
+            return lut_gemm(x, Wq, out, threads, method=method, table=table, precision=precision)
     if isinstance(Wq, BCQStack):
         return _lut_gemm_stack(x, Wq, out, threads, method, table, precision)
     if not isinstance(Wq, BCQMatrix):

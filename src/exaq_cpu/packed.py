@@ -20,6 +20,7 @@ from typing import Optional, Union
 import numpy as np
 
 from . import _core
+from ._backend import call_backend
 from ._npz import NpzReader
 from ._api import ClipArg, _batch_shape, _check_axis, _check_bits, _clip_params, _restore_axis, _rows
 
@@ -187,13 +188,17 @@ def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor:
                                 arr.shape, axis, threads)
 
 
-def pack(codes, bits: int, *, axis: int = -1) -> np.ndarray:
+def pack(codes, bits: int, *, axis: int = -1, backend: Optional[str] = None) -> np.ndarray:
     """Pack integer codes (each in ``0 .. 2**bits-1``) along ``axis``.
 
     Returns uint8 with ``axis`` of length ``ceil(n*bits/8)`` (same position);
     layout in the module doc / ``docs/packed.md``.  ValueError for codes out of
     range or bits not in (2, 3, 4); TypeError for non-integer input.
+    ``backend``: a backend name for this call only (``exaq_cpu.use_backend``).
     """
+    if backend is not None:
+        with call_backend(backend):
+            return pack(codes, bits, axis=axis)
     bits = _check_bits(bits, allow_none=False)
     arr = np.asarray(codes)
     if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
@@ -209,13 +214,17 @@ def pack(codes, bits: int, *, axis: int = -1) -> np.ndarray:
     return _restore_axis(out, _batch_shape(arr.shape, axis), axis)
 
 
-def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1) -> np.ndarray:
+def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1,
+           backend: Optional[str] = None) -> np.ndarray:
     """Inverse of :func:`pack`: uint8 codes, ``n`` along ``axis``.
 
     ``n`` defaults to as many codes as the bytes hold (``8*nbytes // bits``).
     ValueError if ``packed`` is not uint8 or its length along ``axis`` is not
-    ``ceil(n*bits/8)``.
+    ``ceil(n*bits/8)``.  ``backend``: a backend name for this call only.
     """
+    if backend is not None:
+        with call_backend(backend):
+            return unpack(packed, bits, n, axis=axis)
     bits = _check_bits(bits, allow_none=False)
     arr = np.asarray(packed)
     if arr.dtype != np.uint8:
@@ -241,7 +250,7 @@ def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1) -> np.
 
 
 def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axis: int = -1,
-           method: str = "auto") -> np.ndarray:
+           method: str = "auto", backend: Optional[str] = None) -> np.ndarray:
     """LUTsum: per row of packed codes, the sum of ``lut[code]`` over its codes (float64).
 
     ``lut``: ``2**bits`` floats (shared) or ``batch_shape + (2**bits,)`` (one
@@ -254,7 +263,11 @@ def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axi
     4096 entries indexed by 12 bits for 3 bits) accumulated in float64, which
     needs a shared ``lut``.  Every path is exact to float64 rounding of
     ``sum_k count_k * lut[k]`` whatever the row length (docs/packed.md).
+    ``backend``: a backend name for this call only (``exaq_cpu.use_backend``).
     """
+    if backend is not None:
+        with call_backend(backend):
+            return lutsum(packed, bits, lut, n, lengths=lengths, axis=axis, method=method)
     bits = _check_bits(bits, allow_none=False)
     if method not in ("auto", "table"):
         raise ValueError(f"method must be 'auto' or 'table', got {method!r}")
