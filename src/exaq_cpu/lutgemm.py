@@ -1,6 +1,6 @@
 """LUT-GEMM: weight-only quantized matrix multiplication by table lookups.
 
-Weights are stored in binary-coding quantization (BCQ, ``shared/SPEC.md`` §2):
+Weights are stored in binary-coding quantization (BCQ, ``docs/semantics.md`` section 7):
 every row segment of ``group_size`` input columns is
 
     w ≈ alpha_0 * b_0 + ... + alpha_{q-1} * b_{q-1} + z,      b_i in {-1, +1}
