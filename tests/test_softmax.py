@@ -428,7 +428,7 @@ def test_masked_tails_at_every_block_edge_give_the_format_exactly(n, clip):
             exaq_cpu.set_backend(exaq_cpu.backends()[-1])
 
 
-# --- exact ties: round half to even (SPEC 1.6) ---------------------------------------------
+# --- exact ties: round half to even (docs/semantics.md, section 2) ---------------------------
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
