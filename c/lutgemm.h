@@ -1,5 +1,5 @@
 /* LUT-GEMM: GEMV/GEMM with binary-coding quantized (BCQ) weights, computed by
- * table lookups instead of dequantization (shared/SPEC.md section 2).  Plain C99.
+ * table lookups instead of dequantization (docs/semantics.md, section 7).  Plain C99.
  *
  * Weight model, per row m and group g of `group_size` input columns:
  *     w[m, k] = sum_{i<bits} alpha[m, g, i] * b_i[m, k] + offset[m, g],  b_i in {-1, +1}

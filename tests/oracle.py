@@ -1,6 +1,6 @@
-"""Float64 NumPy reference of EXAQ softmax, written from shared/SPEC.md section 1
-(not from the kernels), plus the two conventions the library documents:
-a range narrower than 2**-64 is widened to it, and ``lo`` is at least -FLT_MAX.
+"""Float64 NumPy reference of EXAQ softmax (docs/semantics.md, sections 2-4), written
+from the method in real arithmetic, not from the kernels, with the range finishing of
+section 4.3: a range narrower than 2**-64 is widened to it, and ``lo`` is at least -FLT_MAX.
 """
 import numpy as np
 

@@ -417,7 +417,7 @@ def test_masked_tails_at_every_block_edge_give_the_format_exactly(n, clip):
             np.testing.assert_allclose(exact, exact_softmax(x.astype(np.float64)), rtol=2e-6, atol=1e-12)
 
 
-# --- exact ties: round half to even (SPEC 1.6) ---------------------------------------------
+# --- exact ties: round half to even (docs/semantics.md, section 2) ---------------------------
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])

@@ -558,7 +558,7 @@ static void ref_pack_codes(const uint8_t *codes, size_t n, uint8_t *packed) {
 
 /* ---- exact ties: the quantizer rounds half to even ----
  * With lo = -levels the scale is exactly 1, so a half-integer shifted score t
- * lands exactly halfway between two codes: v = t + levels.  SPEC 1.6 (numpy.rint,
+ * lands exactly halfway between two codes: v = t + levels.  docs/semantics.md section 2 (numpy.rint,
  * torch.round) wants the even code; floor(v + 0.5) would pass every random-row
  * test above and break these.  Rows of every length below and above each
  * block size; the expected codes come from the C library's nearbyint, not from

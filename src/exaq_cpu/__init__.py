@@ -3,7 +3,7 @@
 The softmax of attention is replaced by a few lookups: scores are shifted by
 their row maximum, clipped at an analytically chosen value, quantized to 2, 3
 or 4-bit codes, and every code's exponent comes from a ``2**bits``-entry table
-(EXAQ, see ``shared/SPEC.md`` section 1 and ``docs/``).
+(EXAQ, see ``docs/semantics.md`` section 2 and ``docs/``).
 
 Backends: ``backends()`` lists those this CPU can run, ``backend()`` names the
 active one, ``set_backend(name)`` switches process-wide (ValueError if

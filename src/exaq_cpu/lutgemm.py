@@ -1,6 +1,6 @@
 """LUT-GEMM: weight-only quantized matrix multiplication by table lookups.
 
-Weights are stored in binary-coding quantization (BCQ, ``shared/SPEC.md`` §2):
+Weights are stored in binary-coding quantization (BCQ, ``docs/semantics.md`` section 7):
 every row segment of ``group_size`` input columns is
 
     w ≈ alpha_0 * b_0 + ... + alpha_{q-1} * b_{q-1} + z,      b_i in {-1, +1}
@@ -136,7 +136,7 @@ class BCQMatrix:
         ``codes``: integers in ``0..2**bits-1`` of shape (out, in); ``bits`` defaults
         to the smallest width holding ``codes.max()``; ``scale``, ``zero_point``:
         (out, groups).  With ``alpha_i = scale/2 * 2**i``, ``b_i = 2*bit_i(codes) - 1``
-        and offset ``scale/2 * (2**bits - 1) - scale*zero_point`` (SPEC §2).  In
+        and offset ``scale/2 * (2**bits - 1) - scale*zero_point`` (docs/semantics.md, section 7.1).  In
         float32 the result is bit-exact whenever ``scale`` has at most 20 significant
         bits and ``zero_point`` is an integer in ``0..2**bits-1`` (what
         ``method="uniform"`` produces); otherwise exact up to float32 rounding.
@@ -665,7 +665,7 @@ def quantize(W, bits=3, group_size=128, method="alternating", iters=None) -> BCQ
       ``"uniform"``; no weight may end further from its reconstruction than
       ``OUTLIER_GUARD`` times the uniform fit's largest error in its group),
       ``"uniform"`` (round-to-nearest asymmetric ``uniform_quantize`` converted
-      exactly to BCQ, SPEC §2).
+      exactly to BCQ, docs/semantics.md, section 7.1).
     - ``iters``: alternating rounds (default 15; stops early when no group improves).
     """
     W = _check_weights(W)

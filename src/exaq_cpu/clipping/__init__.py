@@ -18,7 +18,7 @@ explicit and testable (pure NumPy; the compiled core is only used, lazily, by
   ``"accurate"``, ...) evaluated from :func:`exaq_cpu.score_stats` output;
 - :func:`expected_softmax_error`, :func:`optimal_softmax_clip` -- whole-row
   objectives (softmax MSE, KL, L1);
-- :class:`Calibrator` -- static per-layer / per-head clips (SPEC 1.10);
+- :class:`Calibrator` -- static per-layer / per-head clips (docs/semantics.md, section 3.4);
 - :func:`robustness_study` -- analytic vs best clip on non-Gaussian rows.
 
 Command line: ``python -m exaq_cpu.clipping {sweep,fit,table,robustness,regen-tables}``.

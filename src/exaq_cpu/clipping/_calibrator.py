@@ -1,4 +1,4 @@
-"""Static per-layer (optionally per-head) clip calibration (SPEC 1.10)."""
+"""Static per-layer (optionally per-head) clip calibration (docs/semantics.md, section 3.4)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _usable(v):
 
 
 def numpy_score_stats(x, *, axis: int = -1) -> dict:
-    """NumPy reference of :func:`exaq_cpu.score_stats` (SPEC 1.3).
+    """NumPy reference of :func:`exaq_cpu.score_stats` (docs/semantics.md, section 3.1).
 
     Shift every row (along ``axis``) by its maximum over unmasked entries
     (``-inf`` is masked), then pool all unmasked shifted scores of the call:
@@ -83,7 +83,7 @@ class _Layer:
 
 
 class Calibrator:
-    """Collects score statistics per layer and freezes static clips (SPEC 1.10).
+    """Collects score statistics per layer and freezes static clips (docs/semantics.md, section 3.4).
 
     For each ``name`` (a layer, e.g. ``"layer.3"``), the first ``n_calib``
     calls of :meth:`observe` compute the statistics of that call's scores

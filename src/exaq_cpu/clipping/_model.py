@@ -26,7 +26,7 @@ __all__ = [
     "optimal_clip",
 ]
 
-#: Published linear laws ``C = -a*sigma - c`` (SPEC section 1.4), keyed by bits -> (a, c).
+#: Published linear laws ``C = -a*sigma - c`` (docs/semantics.md, section 3.2), keyed by bits -> (a, c).
 GAUSS_LAWS = {2: (1.66, 1.85), 3: (1.75, 2.06), 4: (1.83, 2.27)}
 #: Published Laplace laws ``C = -a*b - c`` with ``b = mean|t - mean(t)|``.
 LAPLACE_LAWS = {2: (4.01, 1.77), 4: (6.82, 0.15)}
@@ -206,7 +206,7 @@ def expected_exp_mse(clip, sigma, bits, *, n=1024, floor="exp"):
 
     Returns ``E[(exp(T) - exp(Q(T)))**2]`` for one entry ``T = Y_i - max(Y)`` of
     a row ``Y`` of ``n`` i.i.d. ``N(0, sigma**2)`` logits, where ``Q`` is the EXAQ
-    quantizer of SPEC section 1 with the *static* range ``[clip, 0]``:
+    quantizer of docs/semantics.md (section 2) with the *static* range ``[clip, 0]``:
     ``2**bits`` uniform levels ``clip + k*|clip|/(2**bits-1)``; inputs below
     ``clip`` get code 0.  ``floor="exp"`` (the reference) dequantizes code 0
     to ``exp(clip)``; ``floor="zero"`` makes code 0 contribute ``0``.
@@ -342,7 +342,7 @@ def optimal_clip(sigma, bits, *, n=1024, floor="exp", tol=1e-4):
 # --------------------------------------------------------------------------
 
 def gauss_clip(sigma, bits, *, extrapolate=False):
-    """Published Gaussian linear law (SPEC 1.4): ``C = -a*sigma - c``.
+    """Published Gaussian linear law (docs/semantics.md, section 3.2): ``C = -a*sigma - c``.
 
     2-bit ``-1.66*sigma - 1.85``, 3-bit ``-1.75*sigma - 2.06``, 4-bit
     ``-1.83*sigma - 2.27``.  The paper gives no law for other widths; with

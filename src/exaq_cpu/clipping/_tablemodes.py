@@ -152,7 +152,7 @@ def clip_from_stats(mode: str, stats: Mapping[str, float], bits: int, floor: str
     ``mode`` is one of :data:`CLIP_MODES`:
 
     - ``"naive"``: no clipping, ``lo = stats["min"]``;
-    - ``"gauss"`` / ``"laplace"``: the published linear laws (SPEC 1.4);
+    - ``"gauss"`` / ``"laplace"``: the published linear laws (docs/semantics.md, section 3.2);
     - ``"table"`` (alias ``"exp_mse"``): the exp-MSE optimum table for ``floor``;
     - ``"softmax_mse"``, ``"softmax_kl"``, ``"softmax_l1"``: whole-row objective
       tables for ``floor``;
