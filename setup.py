@@ -12,12 +12,18 @@ import shlex
 import subprocess
 import sys
 import sysconfig
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+try:
+    from setuptools.modified import newer_group  # setuptools >= 69
+except ImportError:  # older setuptools (pyproject allows >= 64)
+    from distutils.dep_util import newer_group
 
 ROOT = Path(__file__).parent
 C_DIR = "c"
@@ -62,6 +68,10 @@ COMMON_FLAGS = ["-std=c99", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fvi
                 "-Wall", "-Wextra", "-Wno-unused-function"]
 
 
+def kernel_headers():
+    return [f"{C_DIR}/{path.name}" for path in sorted((ROOT / C_DIR).glob("*.h"))]
+
+
 def kernel_sources():
     isas = ["scalar"] + (["avx2", "avx512"] if X86 else []) + (["neon"] if ARM64 else [])
     sources = []
@@ -74,28 +84,50 @@ def kernel_sources():
 
 
 class BuildWithPerFileFlags(build_ext):
-    """Compiles the C kernels ourselves (per-file ISA flags) and links them in."""
+    """Compiles the C kernels ourselves (per-file ISA flags, in parallel) and links them in.
+
+    An in-place rebuild redoes the extension when any C file or header is newer
+    than it (``depends``), and nothing when none is; ``--force`` always does.
+    """
 
     def build_extension(self, ext):
         if self.compiler.compiler_type == "msvc":
             raise RuntimeError("exaq_cpu kernels need GCC or Clang")
         own = [s for s in ext.sources if s.startswith(C_DIR + "/")]
         ext.sources = [s for s in ext.sources if s not in own]
-        objects = []
-        for src in own:
-            suffix = Path(src).stem.rsplit("_", 1)[-1]
-            flags = COMMON_FLAGS + ISA_FLAGS.get(suffix, [])
-            objects += self.compiler.compile(
-                [src], output_dir=self.build_temp, include_dirs=[C_DIR],
-                extra_postargs=flags, debug=self.debug)
+        target = self.get_ext_fullpath(ext.name)
+        if not (self.force or newer_group(ext.sources + list(ext.depends), target, "newer")):
+            print(f"{ext.name} is up to date ({target})")
+            return
+
+        def compile_one(src):
+            if src in own:
+                suffix = Path(src).stem.rsplit("_", 1)[-1]
+                return self.compiler.compile([src], output_dir=self.build_temp, include_dirs=[C_DIR],
+                                             extra_postargs=COMMON_FLAGS + ISA_FLAGS.get(suffix, []),
+                                             debug=self.debug)
+            return self.compiler.compile([src], output_dir=self.build_temp, macros=ext.define_macros,
+                                         include_dirs=ext.include_dirs, extra_postargs=ext.extra_compile_args,
+                                         debug=self.debug)
+
+        # the Cython module (the longest) first, the kernels beside it
+        jobs = int(os.environ.get("EXAQ_BUILD_JOBS", "0")) or os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=jobs) as pool:  # each compile is its own process
+            objects = [obj for objs in pool.map(compile_one, ext.sources + own) for obj in objs]
+        ext.sources = []  # compiled above: super() only links
         ext.extra_objects = objects + list(ext.extra_objects or [])
-        super().build_extension(ext)
+        self.force = True  # the kernels changed: link even if the Cython module did not
+        try:
+            super().build_extension(ext)
+        finally:
+            self.force = False
 
 
 def extension(name, pyx):
     return Extension(
         name,
         sources=[pyx] + kernel_sources(),
+        depends=kernel_sources() + kernel_headers() + ["src/exaq_cpu/_lutgemm.pxi"],
         include_dirs=[C_DIR, numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3", "-ffp-contract=off"],
