@@ -94,6 +94,10 @@ typedef struct {
     double (*lutsum)(const uint8_t *packed, size_t n, int bits, const float lut[EXAQ_MAX_CODES]);
     /* LUTexp + add: sum over byte codes (each < EXAQ_MAX_CODES) of lut[code] */
     double (*lutexp_sum)(const uint8_t *codes, size_t n, const float lut[EXAQ_MAX_CODES]);
+    /* 1: with one table shared by every row, this ISA's LUTsum is the paper's
+     * byte-indexed table (exaq_lutsum_table_rows); 0: its lutsum kernel counts
+     * codes itself */
+    int lutsum_by_table;
 } exaq_packed_kernels;
 
 /* what row_max saw besides the maximum */

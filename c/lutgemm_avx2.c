@@ -204,4 +204,9 @@ static void i8_avx2(const exaq_bcq_i8 *w, const int8_t *tables, const float *sca
     }
 }
 
-const exaq_lutgemm_kernels exaq_lutgemm_avx2 = {mu4_avx2, mu8_avx2, EXAQ_LUT_MU4, i8_avx2};
+const exaq_lutgemm_kernels exaq_lutgemm_avx2 = {
+    .gemv_mu4 = mu4_avx2,
+    .gemv_mu8 = mu8_avx2,
+    .preferred = EXAQ_LUT_MU4,
+    .gemv_i8 = i8_avx2,
+};

@@ -203,4 +203,9 @@ static void i8_avx512(const exaq_bcq_i8 *w, const int8_t *tables, const float *s
     }
 }
 
-const exaq_lutgemm_kernels exaq_lutgemm_avx512 = {mu4_avx512, mu8_avx512, EXAQ_LUT_MU4, i8_avx512};
+const exaq_lutgemm_kernels exaq_lutgemm_avx512 = {
+    .gemv_mu4 = mu4_avx512,
+    .gemv_mu8 = mu8_avx512,
+    .preferred = EXAQ_LUT_MU4,
+    .gemv_i8 = i8_avx512,
+};

@@ -147,5 +147,9 @@ BY_BITS(mu8)
 /* MU4 preferred: its tables are read from registers by tbl, where MU8 needs
  * four dependent lane loads per vector (no gather on NEON).  Not measured:
  * no Arm machine here (docs/neon.md). */
-const exaq_lutgemm_kernels exaq_lutgemm_neon = {mu4_neon, mu8_neon, EXAQ_LUT_MU4,
-                                                NULL}; /* int8 tables: the scalar kernel until a NEON one (vqtbl1q_u8) */
+const exaq_lutgemm_kernels exaq_lutgemm_neon = {
+    .gemv_mu4 = mu4_neon,
+    .gemv_mu8 = mu8_neon,
+    .preferred = EXAQ_LUT_MU4,
+    /* .gemv_i8 left NULL: the scalar int8 kernel until a NEON one (vqtbl1q_u8) */
+};

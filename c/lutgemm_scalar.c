@@ -114,5 +114,9 @@ static void gemv_i8_scalar(const exaq_bcq_i8 *w, const int8_t *tables, const flo
     }
 }
 
-const exaq_lutgemm_kernels exaq_lutgemm_scalar = {gemv_mu4_scalar, gemv_mu8_scalar, EXAQ_LUT_MU8,
-                                                  gemv_i8_scalar};
+const exaq_lutgemm_kernels exaq_lutgemm_scalar = {
+    .gemv_mu4 = gemv_mu4_scalar,
+    .gemv_mu8 = gemv_mu8_scalar,
+    .preferred = EXAQ_LUT_MU8,
+    .gemv_i8 = gemv_i8_scalar,
+};

@@ -201,5 +201,9 @@ static double lutexp_sum_avx2(const uint8_t *codes, size_t n, const float lut[EX
 }
 
 const exaq_packed_kernels exaq_packed_avx2 = {
-    pack_avx2, unpack_avx2, lutsum_avx2, lutexp_sum_avx2,
+    .pack = pack_avx2,
+    .unpack = unpack_avx2,
+    .lutsum = lutsum_avx2,
+    .lutexp_sum = lutexp_sum_avx2,
+    .lutsum_by_table = 0,
 };

@@ -165,5 +165,9 @@ static double lutexp_sum_avx512(const uint8_t *codes, size_t n, const float lut[
 }
 
 const exaq_packed_kernels exaq_packed_avx512 = {
-    pack_avx512, unpack_avx512, lutsum_avx512, lutexp_sum_avx512,
+    .pack = pack_avx512,
+    .unpack = unpack_avx512,
+    .lutsum = lutsum_avx512,
+    .lutexp_sum = lutexp_sum_avx512,
+    .lutsum_by_table = 0,
 };

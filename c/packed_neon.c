@@ -193,5 +193,9 @@ static double lutexp_sum_neon(const uint8_t *codes, size_t n, const float lut[EX
 }
 
 const exaq_packed_kernels exaq_packed_neon = {
-    pack_neon, unpack_neon, lutsum_neon, lutexp_sum_neon,
+    .pack = pack_neon,
+    .unpack = unpack_neon,
+    .lutsum = lutsum_neon,
+    .lutexp_sum = lutexp_sum_neon,
+    .lutsum_by_table = 0,
 };

@@ -141,5 +141,9 @@ static double lutexp_sum_scalar(const uint8_t *codes, size_t n, const float lut[
 }
 
 const exaq_packed_kernels exaq_packed_scalar = {
-    pack_scalar, unpack_scalar, lutsum_scalar, lutexp_sum_scalar,
+    .pack = pack_scalar,
+    .unpack = unpack_scalar,
+    .lutsum = lutsum_scalar,
+    .lutexp_sum = lutexp_sum_scalar,
+    .lutsum_by_table = 1,
 };

@@ -633,7 +633,17 @@ static size_t live_end_avx2(const float *x, size_t n) {
 }
 
 const exaq_softmax_kernels exaq_softmax_avx2 = {
-    row_max_avx2,        row_stats_avx2, row_stats_rows_avx2, moments_avx2,       abs_deviation_avx2,
-    quantize_count_avx2, expand_avx2,    exp_store_sum_avx2, scale_avx2,
-    quantize_pack2_avx2, expand_pack2_avx2, &exaq_packed_avx2, live_end_avx2,
+    .row_max = row_max_avx2,
+    .row_stats = row_stats_avx2,
+    .row_stats_rows = row_stats_rows_avx2,
+    .moments = moments_avx2,
+    .abs_deviation = abs_deviation_avx2,
+    .quantize_count = quantize_count_avx2,
+    .expand = expand_avx2,
+    .exp_store_sum = exp_store_sum_avx2,
+    .scale = scale_avx2,
+    .quantize_pack2 = quantize_pack2_avx2,
+    .expand_pack2 = expand_pack2_avx2,
+    .packed = &exaq_packed_avx2,
+    .live_end = live_end_avx2,
 };

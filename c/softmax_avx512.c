@@ -574,7 +574,17 @@ static void scale_avx512(float *y, size_t n, float factor) {
 }
 
 const exaq_softmax_kernels exaq_softmax_avx512 = {
-    row_max_avx512,        row_stats_avx512, row_stats_rows_avx512, moments_avx512,       abs_deviation_avx512,
-    quantize_count_avx512, expand_avx512,    exp_store_sum_avx512, scale_avx512,
-    quantize_pack2_avx512, expand_pack2_avx512, &exaq_packed_avx512, NULL, /* live_end: the scalar one */
+    .row_max = row_max_avx512,
+    .row_stats = row_stats_avx512,
+    .row_stats_rows = row_stats_rows_avx512,
+    .moments = moments_avx512,
+    .abs_deviation = abs_deviation_avx512,
+    .quantize_count = quantize_count_avx512,
+    .expand = expand_avx512,
+    .exp_store_sum = exp_store_sum_avx512,
+    .scale = scale_avx512,
+    .quantize_pack2 = quantize_pack2_avx512,
+    .expand_pack2 = expand_pack2_avx512,
+    .packed = &exaq_packed_avx512,
+    /* .live_end left NULL: the driver uses the scalar one */
 };

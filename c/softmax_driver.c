@@ -922,7 +922,7 @@ int exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows,
                      ptrdiff_t lut_stride, double *sums) {
     if (!rows_valid(bits, rows, n, packed, ps, NULL, 0, 0) || (rows && (!sums || !luts || lut_stride < 0)))
         return -1;
-    if (be->softmax->packed == &exaq_packed_scalar && lut_stride == 0) /* one shared table */
+    if (be->softmax->packed->lutsum_by_table && lut_stride == 0) /* one shared table */
         return exaq_lutsum_table_rows(packed, rows, ps, n, lengths, bits, luts, sums);
     for (size_t r = 0; r < rows; ++r) {
         size_t len = n;

@@ -529,7 +529,17 @@ static void scale_neon(float *y, size_t n, float factor) {
 }
 
 const exaq_softmax_kernels exaq_softmax_neon = {
-    row_max_neon,        row_stats_neon, row_stats_rows_neon, moments_neon,       abs_deviation_neon,
-    quantize_count_neon, expand_neon,    exp_store_sum_neon, scale_neon,
-    quantize_pack2_neon, expand_pack2_neon, &exaq_packed_neon, NULL, /* live_end: the scalar one */
+    .row_max = row_max_neon,
+    .row_stats = row_stats_neon,
+    .row_stats_rows = row_stats_rows_neon,
+    .moments = moments_neon,
+    .abs_deviation = abs_deviation_neon,
+    .quantize_count = quantize_count_neon,
+    .expand = expand_neon,
+    .exp_store_sum = exp_store_sum_neon,
+    .scale = scale_neon,
+    .quantize_pack2 = quantize_pack2_neon,
+    .expand_pack2 = expand_pack2_neon,
+    .packed = &exaq_packed_neon,
+    /* .live_end left NULL: the driver uses the scalar one */
 };

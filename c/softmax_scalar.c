@@ -124,7 +124,17 @@ static size_t live_end_scalar(const float *row, size_t n) {
 }
 
 const exaq_softmax_kernels exaq_softmax_scalar = {
-    row_max_scalar,        row_stats_scalar, row_stats_rows_scalar, moments_scalar,       abs_deviation_scalar,
-    quantize_count_scalar, expand_scalar,    exp_store_sum_scalar, scale_scalar,
-    quantize_pack2_scalar, expand_pack2_scalar, &exaq_packed_scalar, live_end_scalar,
+    .row_max = row_max_scalar,
+    .row_stats = row_stats_scalar,
+    .row_stats_rows = row_stats_rows_scalar,
+    .moments = moments_scalar,
+    .abs_deviation = abs_deviation_scalar,
+    .quantize_count = quantize_count_scalar,
+    .expand = expand_scalar,
+    .exp_store_sum = exp_store_sum_scalar,
+    .scale = scale_scalar,
+    .quantize_pack2 = quantize_pack2_scalar,
+    .expand_pack2 = expand_pack2_scalar,
+    .packed = &exaq_packed_scalar,
+    .live_end = live_end_scalar,
 };

@@ -98,11 +98,8 @@ def test_optimum_is_a_true_minimum(bits, sigma, floor):
     assert abs(best - c) <= 1e-3
 
 
-def test_optimal_clip_speed_and_array():
-    import time
-    t0 = time.perf_counter()
-    cl.optimal_clip(3.0, 4)
-    assert time.perf_counter() - t0 < 1.0
+def test_optimal_clip_array():
+    assert cl.optimal_clip(3.0, 4) < 0
     r = cl.optimal_clip(np.array([0.0, 1.0]), 2)
     assert r[0] == 0.0 and r[1] < 0
 
@@ -387,10 +384,7 @@ def test_softmax_with_calibrated_and_table_clip():
     p = exaq_cpu.softmax(x, bits=2, clip=cal["layer.3"])
     np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
     for mode in cl.STATS_CLIP_MODES:
-        try:
-            p = exaq_cpu.softmax(x, bits=2, clip=mode)
-        except ValueError as e:       # the mode is not wired into softmax in this build
-            pytest.skip(f"softmax(clip={mode!r}) not available: {e}")
+        p = exaq_cpu.softmax(x, bits=2, clip=mode)
         np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
 
 

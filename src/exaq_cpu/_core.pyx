@@ -15,6 +15,15 @@ cdef extern from "exaq.h" nogil:
     int EXAQ_MAX_BITS
     ctypedef enum exaq_backend_id:
         EXAQ_BACKEND_COUNT
+    ctypedef enum exaq_clip_mode:
+        EXAQ_CLIP_GAUSS
+        EXAQ_CLIP_LAPLACE
+        EXAQ_CLIP_ROW
+        EXAQ_CLIP_NONE
+        EXAQ_CLIP_STATIC
+    ctypedef enum exaq_floor_mode:
+        EXAQ_FLOOR_EXP
+        EXAQ_FLOOR_ZERO
     ctypedef struct exaq_backend:
         const char *name
     ctypedef struct exaq_params:
@@ -119,8 +128,10 @@ def threads_for(object threads, Py_ssize_t entries):
     return resolve_threads(threads, entries)
 
 
-CLIP_MODES = {"gauss": 0, "laplace": 1, "row": 2, "none": 3, "static": 4}
-FLOOR_MODES = {"exp": 0, "zero": 1}
+# the C driver's enums (c/exaq.h), by the names Python uses
+CLIP_MODES = {"gauss": EXAQ_CLIP_GAUSS, "laplace": EXAQ_CLIP_LAPLACE, "row": EXAQ_CLIP_ROW, "none": EXAQ_CLIP_NONE,
+              "static": EXAQ_CLIP_STATIC}
+FLOOR_MODES = {"exp": EXAQ_FLOOR_EXP, "zero": EXAQ_FLOOR_ZERO}
 
 
 def backend_names():
@@ -154,12 +165,6 @@ def set_thread_backend(name):
     if exaq_set_thread_backend(id) != 0:
         raise ValueError(f"backend {name!r} is not available on this CPU")
     return None if previous < 0 else exaq_backend_name(<exaq_backend_id>previous).decode()
-
-
-cdef ptrdiff_t row_stride(Py_ssize_t byte_stride, Py_ssize_t itemsize) except -1:
-    if byte_stride % itemsize:
-        raise ValueError("row stride is not a multiple of the item size")
-    return byte_stride // itemsize
 
 
 cdef exaq_params make_params(int bits, str clip, double slope, double intercept,

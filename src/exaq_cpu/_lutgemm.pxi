@@ -5,6 +5,10 @@ from libc.stdint cimport uint8_t as _u8
 
 
 cdef extern from "exaq.h" nogil:
+    ctypedef enum exaq_lut_design:
+        EXAQ_LUT_AUTO
+        EXAQ_LUT_MU4
+        EXAQ_LUT_MU8
     ctypedef struct exaq_lutgemm_kernels:
         int preferred
     ctypedef struct exaq_bcq_matrix:
@@ -33,7 +37,7 @@ cdef extern from "exaq.h" nogil:
                         size_t tokens, ptrdiff_t x_stride, float *y, ptrdiff_t y_stride, int threads)
 
 
-LUT_DESIGNS = {"auto": 0, "mu4": 4, "mu8": 8}
+LUT_DESIGNS = {"auto": EXAQ_LUT_AUTO, "mu4": EXAQ_LUT_MU4, "mu8": EXAQ_LUT_MU8}  # c/lutgemm.h
 
 
 cdef exaq_bcq_matrix _bcq_view(const _u8[::1] planes, const float[::1] alphas,
@@ -63,7 +67,7 @@ cdef exaq_bcq_matrix _bcq_view(const _u8[::1] planes, const float[::1] alphas,
 
 def lut_preferred_design():
     """Table design ("mu4"/"mu8") the active backend uses by default."""
-    return "mu8" if exaq_lutgemm_active().preferred == 8 else "mu4"
+    return "mu8" if exaq_lutgemm_active().preferred == EXAQ_LUT_MU8 else "mu4"
 
 
 def lut_gemm_rows(const _u8[::1] planes, const float[::1] alphas, const float[::1] offsets,

@@ -34,6 +34,7 @@ import os
 import numpy as np
 
 from . import _core
+from ._args import check_bits
 from ._backend import call_backend
 from ._npz import NpzReader
 
@@ -401,11 +402,7 @@ def _check_threads(threads):
 
 
 def _check_bits(bits):
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):  # docs/errors.md
-        raise TypeError(f"bits must be an int in 1..4, got {type(bits).__name__} {bits!r}")
-    if not 1 <= bits <= 4:
-        raise ValueError(f"bits must be an integer in 1..4, got {bits!r}")
-    return int(bits)
+    return check_bits(bits, 1, 4)  # BCQ planes: 1..4 (docs/errors.md)
 
 
 def _grouped(W, gs):

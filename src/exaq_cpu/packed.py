@@ -21,8 +21,9 @@ import numpy as np
 
 from . import _core
 from ._backend import call_backend
+from ._clip import clip_params
 from ._npz import NpzReader
-from ._api import ClipArg, _batch_shape, _check_axis, _check_bits, _clip_params, _restore_axis, _rows
+from ._args import ClipArg, batch_shape_of, check_axis, check_bits, restore_axis, to_rows
 
 _FORMAT_VERSION = 1
 
@@ -53,7 +54,7 @@ class PackedSoftmax(_core.PackedFields):
     __slots__ = ()  # the fields live in _core.PackedFields (read-only)
 
     def __init__(self, codes, table, lengths, mask, bits: int, shape, axis: int):
-        bits = _check_bits(bits, allow_none=False)
+        bits = check_bits(bits)
         try:
             shape = tuple(int(s) for s in shape)
         except (TypeError, ValueError) as err:
@@ -61,11 +62,11 @@ class PackedSoftmax(_core.PackedFields):
         if not shape or any(s < 0 for s in shape):
             raise ValueError(f"invalid shape {shape!r}")
         try:
-            axis = _check_axis(axis, len(shape))
+            axis = check_axis(axis, len(shape))
         except TypeError as err:
             raise ValueError(str(err)) from err
         n = shape[axis]
-        batch = _batch_shape(shape, axis)
+        batch = batch_shape_of(shape, axis)
         codes = self._array(codes, "codes", np.uint8, batch + (packed_row_bytes(n, bits),))
         table = self._array(table, "table", np.float32, batch + (1 << bits,))
         lengths = self._array(lengths, "lengths", np.int64, batch)
@@ -104,7 +105,7 @@ class PackedSoftmax(_core.PackedFields):
 
     @property
     def batch_shape(self) -> tuple:
-        return _batch_shape(self.shape, self.axis)
+        return batch_shape_of(self.shape, self.axis)
 
     @property
     def nbytes(self) -> int:
@@ -114,7 +115,7 @@ class PackedSoftmax(_core.PackedFields):
 
     def unpacked_codes(self) -> np.ndarray:
         """Codes as uint8 in the float output's layout (masked entries 0)."""
-        return _restore_axis(self._unpack_rows(), self.batch_shape, self.axis)
+        return restore_axis(self._unpack_rows(), self.batch_shape, self.axis)
 
     def _unpack_rows(self) -> np.ndarray:
         n, r = self.n, int(np.prod(self.batch_shape, dtype=np.int64))
@@ -124,7 +125,7 @@ class PackedSoftmax(_core.PackedFields):
 
     def masked(self) -> np.ndarray:
         """Boolean mask in the float output's layout: True where the entry is masked."""
-        return _restore_axis(self._masked_rows(), self.batch_shape, self.axis)
+        return restore_axis(self._masked_rows(), self.batch_shape, self.axis)
 
     def _masked_rows(self) -> np.ndarray:
         n, r = self.n, int(np.prod(self.batch_shape, dtype=np.int64))
@@ -141,7 +142,7 @@ class PackedSoftmax(_core.PackedFields):
         p = np.take_along_axis(table, self._unpack_rows(), axis=1) if n else np.empty((r, 0), np.float32)
         live = ~np.isnan(table[:, 0])  # rows with NaN/+inf stay NaN everywhere
         p[self._masked_rows() & live[:, None]] = 0.0
-        result = _restore_axis(p, self.batch_shape, self.axis)
+        result = restore_axis(p, self.batch_shape, self.axis)
         return result if dtype is None else result.astype(dtype)
 
     def save(self, file: Union[str, os.PathLike, io.IOBase]) -> None:
@@ -170,7 +171,7 @@ class PackedSoftmax(_core.PackedFields):
             axis = z.scalar_int("axis", -len(shape), len(shape) - 1)
             has_mask = z.array("has_mask", kinds="b", shape=())
             n = shape[axis]
-            batch = _batch_shape(shape, axis % len(shape))
+            batch = batch_shape_of(shape, axis % len(shape))
             codes = z.array("codes", np.uint8, shape=batch + (packed_row_bytes(n, bits),))
             table = z.array("table", np.float32, shape=batch + (1 << bits,))
             lengths = z.array("lengths", np.int64, shape=batch)
@@ -183,8 +184,8 @@ def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor:
     """The fused path of ``softmax(..., output="packed")``: codes are packed in C
     as each row is quantized; no float probability is written.  The result's
     arrays are made in their final (batch) shape."""
-    rows = _rows(arr, axis)
-    return _core.softmax_packed(rows, bits, *_clip_params(clip, bits, floor, rows), floor, PackedSoftmax,
+    rows = to_rows(arr, axis)
+    return _core.softmax_packed(rows, bits, *clip_params(clip, bits, floor, rows), floor, PackedSoftmax,
                                 arr.shape, axis, threads)
 
 
@@ -199,19 +200,19 @@ def pack(codes, bits: int, *, axis: int = -1, backend: Optional[str] = None) -> 
     if backend is not None:
         with call_backend(backend):
             return pack(codes, bits, axis=axis)
-    bits = _check_bits(bits, allow_none=False)
+    bits = check_bits(bits)
     arr = np.asarray(codes)
     if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
         raise TypeError(f"codes must be integers, got dtype {arr.dtype}")
     if arr.ndim == 0:
         raise ValueError("codes must have at least one dimension")
-    axis = _check_axis(axis, arr.ndim)
+    axis = check_axis(axis, arr.ndim)
     if arr.size and (arr.min() < 0 or arr.max() >= (1 << bits)):
         raise ValueError(f"codes must lie in [0, {(1 << bits) - 1}] for bits={bits}")
-    rows = _rows(arr, axis, np.uint8)
+    rows = to_rows(arr, axis, np.uint8)
     out = np.empty((rows.shape[0], packed_row_bytes(rows.shape[1], bits)), np.uint8)
     _core.pack_codes(rows, bits, out)
-    return _restore_axis(out, _batch_shape(arr.shape, axis), axis)
+    return restore_axis(out, batch_shape_of(arr.shape, axis), axis)
 
 
 def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1,
@@ -225,13 +226,13 @@ def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1,
     if backend is not None:
         with call_backend(backend):
             return unpack(packed, bits, n, axis=axis)
-    bits = _check_bits(bits, allow_none=False)
+    bits = check_bits(bits)
     arr = np.asarray(packed)
     if arr.dtype != np.uint8:
         raise TypeError(f"packed codes must be uint8, got dtype {arr.dtype}")  # docs/errors.md
     if arr.ndim == 0:
         raise ValueError("packed codes must have at least one dimension")
-    axis = _check_axis(axis, arr.ndim)
+    axis = check_axis(axis, arr.ndim)
     nbytes = arr.shape[axis]
     if n is None:
         n = 8 * nbytes // bits
@@ -243,10 +244,10 @@ def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1,
     if packed_row_bytes(n, bits) != nbytes:
         raise ValueError(f"{n} codes of {bits} bits take {packed_row_bytes(n, bits)} bytes, "
                          f"got {nbytes} along axis {axis}")
-    rows = _rows(arr, axis, np.uint8)
+    rows = to_rows(arr, axis, np.uint8)
     out = np.empty((rows.shape[0], n), np.uint8)
     _core.unpack_codes(rows, bits, out)
-    return _restore_axis(out, _batch_shape(arr.shape, axis), axis)
+    return restore_axis(out, batch_shape_of(arr.shape, axis), axis)
 
 
 def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axis: int = -1,
@@ -268,7 +269,7 @@ def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axi
     if backend is not None:
         with call_backend(backend):
             return lutsum(packed, bits, lut, n, lengths=lengths, axis=axis, method=method)
-    bits = _check_bits(bits, allow_none=False)
+    bits = check_bits(bits)
     if method not in ("auto", "table"):
         raise ValueError(f"method must be 'auto' or 'table', got {method!r}")
     arr = np.asarray(packed)
@@ -276,15 +277,15 @@ def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axi
         raise TypeError(f"packed codes must be a uint8 array, got dtype {arr.dtype}")
     if arr.ndim == 0:
         raise ValueError("packed codes must have at least one dimension")
-    axis = _check_axis(axis, arr.ndim)
+    axis = check_axis(axis, arr.ndim)
     nbytes = arr.shape[axis]
     if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)):
         raise TypeError(f"n must be an int or None, got {type(n).__name__}")
     n = 8 * nbytes // bits if n is None else int(n)
     if n < 0 or packed_row_bytes(n, bits) != nbytes:
         raise ValueError(f"{n} codes of {bits} bits do not take {nbytes} bytes")
-    rows = _rows(arr, axis, np.uint8)
-    batch = _batch_shape(arr.shape, axis)
+    rows = to_rows(arr, axis, np.uint8)
+    batch = batch_shape_of(arr.shape, axis)
     lut_arr = np.asarray(lut, dtype=np.float32)
     size = 1 << bits
     if lut_arr.shape == (size,):
@@ -310,7 +311,7 @@ def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axi
 def exponent_table(lo, bits: int, floor: str = "exp") -> np.ndarray:
     """LUTexp of a range low end ``lo``: ``exp(lo + k*|lo|/(2**bits-1))``, last entry 1
     (``floor="zero"``: entry 0 is 0), float32, shape ``lo.shape + (2**bits,)``."""
-    bits = _check_bits(bits, allow_none=False)
+    bits = check_bits(bits)
     lo = np.asarray(lo, np.float64)
     levels = (1 << bits) - 1
     k = np.arange(levels + 1)

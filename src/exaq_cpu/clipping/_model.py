@@ -14,6 +14,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from .._args import FLOORS, GAUSS_LAWS, KERNEL_BITS, LAPLACE_LAWS, check_bits, check_floor  # noqa: F401 (re-exported)
+
 __all__ = [
     "FLOORS",
     "GAUSS_LAWS",
@@ -26,12 +28,8 @@ __all__ = [
     "optimal_clip",
 ]
 
-#: Published linear laws ``C = -a*sigma - c`` (docs/semantics.md, section 3.2), keyed by bits -> (a, c).
-GAUSS_LAWS = {2: (1.66, 1.85), 3: (1.75, 2.06), 4: (1.83, 2.27)}
-#: Published Laplace laws ``C = -a*b - c`` with ``b = mean|t - mean(t)|``.
-LAPLACE_LAWS = {2: (4.01, 1.77), 4: (6.82, 0.15)}
-FLOORS = ("exp", "zero")
-
+# The published laws (``C = -a*s - c``), the kernel widths and the floors have
+# one definition, in exaq_cpu._args (docs/semantics.md, section 3.2).
 _SQRT2 = math.sqrt(2.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -40,18 +38,12 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 # input validation
 # --------------------------------------------------------------------------
 
-#: Code widths the C kernels (exaq_cpu.softmax, pack, lutsum, Calibrator clips) take. The
-#: analysis functions of this module (optimal_clip, the laws, the tables) also model 5..8 bits.
-KERNEL_BITS = (2, 3, 4)
+# KERNEL_BITS (exaq_cpu._args): the widths the C kernels take; the analysis
+# functions of this module (optimal_clip, the laws, the tables) also model 5..8 bits.
 
 
 def _check_bits(bits) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):  # docs/errors.md
-        raise TypeError(f"bits must be an int in 2..8, got {type(bits).__name__} {bits!r}")
-    bits = int(bits)
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits must be in 2..8, got {bits}")
-    return bits
+    return check_bits(bits, 2, 8)
 
 
 def _check_n(n) -> int:
@@ -63,10 +55,7 @@ def _check_n(n) -> int:
     return n
 
 
-def _check_floor(floor) -> str:
-    if floor not in FLOORS:
-        raise ValueError(f"floor must be one of {FLOORS}, got {floor!r}")
-    return floor
+_check_floor = check_floor
 
 
 def _check_sigma(sigma, *, name="sigma", allow_zero=False) -> np.ndarray:

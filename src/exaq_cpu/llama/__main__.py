@@ -194,11 +194,6 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace):
             linear = bcq_linear_factory(args.wbits, args.group, args.bcq_method, args.bcq_iters, args.threads or 1)
         else:
             linear = FloatLinear
-        if args.linear == "gguf":
-            try:
-                from exaq_cpu import lutgemm  # noqa: F401
-            except ImportError as exc:
-                raise RuntimeError(f"--linear gguf needs exaq_cpu.lutgemm, which is not available: {exc}") from exc
         contents = load_gguf(args.model)
         tokenizer = GGUFTokenizer(contents.tokenizer)
         if args.linear == "gguf":

@@ -131,13 +131,9 @@ def bcq_linear_factory(
 ) -> LinearFactory:
     """A :data:`LinearFactory` producing :class:`BCQLinear` layers (arguments as there).
 
-    Raises ``ValueError`` for settings :func:`exaq_cpu.lutgemm.quantize` would reject and
-    ``RuntimeError`` when :mod:`exaq_cpu.lutgemm` is not available.
+    Raises ``ValueError`` for settings :func:`exaq_cpu.lutgemm.quantize` would reject.
     """
-    try:
-        from exaq_cpu import lutgemm
-    except ImportError as exc:
-        raise RuntimeError(f"BCQ linear layers need exaq_cpu.lutgemm, which is not available: {exc}") from exc
+    from exaq_cpu import lutgemm
     # Fail on bad settings now, not after loading the model: quantize a tiny matrix.
     lutgemm.quantize(
         np.zeros((1, group_size), np.float32), bits=wbits, group_size=group_size, method=method, iters=iters
@@ -274,12 +270,10 @@ STATIC_CLIP = "static"
 
 
 def exaq_clip_modes() -> tuple[str, ...]:
-    """Every named ``clip`` mode :func:`make_softmax` accepts (more once ``exaq_cpu.clipping`` exists)."""
+    """Every named ``clip`` mode :func:`make_softmax` accepts."""
+    from exaq_cpu.clipping import STATS_CLIP_MODES
+
     modes = list(EXAQ_CLIP_MODES) + [STATIC_CLIP]
-    try:
-        from exaq_cpu.clipping import STATS_CLIP_MODES
-    except ImportError:
-        return tuple(modes)
     return tuple(modes + [mode for mode in STATS_CLIP_MODES if mode not in modes])
 
 
@@ -371,10 +365,7 @@ def make_softmax(
         raise ValueError(f"a fixed clip value must be negative, got {clip}")
     if isinstance(clip, int):
         clip = float(clip)
-    try:
-        softmax = ExaqSoftmax(int(bits), clip, floor, n_calib=n_calib, calib_law=calib_law)
-    except ImportError as exc:
-        raise RuntimeError(f"EXAQ softmax needs the compiled exaq_cpu core, which is not available: {exc}") from exc
+    softmax = ExaqSoftmax(int(bits), clip, floor, n_calib=n_calib, calib_law=calib_law)
     if softmax.calibrator is not None:
         # The Calibrator validates its law lazily; a failure on the first layer is a poor error.
         from exaq_cpu.clipping import CLIP_MODES
