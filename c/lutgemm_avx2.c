@@ -6,19 +6,15 @@
  *  MU8: the paper's 256-entry tables, read with vgatherdps. */
 #include <immintrin.h>
 
+#include "compiler.h"
 #include "exaq.h"
 
 #define TILE EXAQ_LUT_TILE
 
-#if defined(__GNUC__)
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#else
-#define ALWAYS_INLINE static inline
-#endif
 
 /* 16-entry lookup: t0 = entries 0..7, t1 = entries 8..15; `sel` has index bit 3
  * in the sign bit. */
-ALWAYS_INLINE __m256 lookup16(__m256 t0, __m256 t1, __m256i idx, __m256i sel) {
+static inline EXAQ_ALWAYS_INLINE __m256 lookup16(__m256 t0, __m256 t1, __m256i idx, __m256i sel) {
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t0, idx), _mm256_permutevar8x32_ps(t1, idx),
                             _mm256_castsi256_ps(sel));
 }
@@ -26,7 +22,7 @@ ALWAYS_INLINE __m256 lookup16(__m256 t0, __m256 t1, __m256i idx, __m256i sel) {
 /* Software prefetch of the (tile, group) PREFETCH_GROUPS ahead: the hardware
  * prefetcher alone leaves the kernel waiting on DRAM (docs/lutgemm.md). */
 #define PREFETCH_GROUPS 4
-ALWAYS_INLINE void prefetch_ahead(const exaq_bcq_matrix *w, size_t tg, size_t bits, size_t gb) {
+static inline EXAQ_ALWAYS_INLINE void prefetch_ahead(const exaq_bcq_matrix *w, size_t tg, size_t bits, size_t gb) {
     const size_t ahead = tg + PREFETCH_GROUPS;
     if (ahead >= w->tiles * w->groups) return;
     const char *p = (const char *)(w->planes + ahead * bits * gb * TILE);
@@ -36,7 +32,7 @@ ALWAYS_INLINE void prefetch_ahead(const exaq_bcq_matrix *w, size_t tg, size_t bi
     _mm_prefetch((const char *)(w->offsets + ahead * TILE), _MM_HINT_T0);
 }
 
-ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
+static inline EXAQ_ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
                              size_t t0, size_t t1, float *y, const size_t bits) {
     const size_t gb = w->group_size / 8;
     for (size_t t = t0; t < t1; ++t) {
@@ -76,7 +72,7 @@ ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, cons
     }
 }
 
-ALWAYS_INLINE void mu8_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
+static inline EXAQ_ALWAYS_INLINE void mu8_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
                              size_t t0, size_t t1, float *y, const size_t bits) {
     const size_t gb = w->group_size / 8;
     for (size_t t = t0; t < t1; ++t) {
@@ -137,7 +133,7 @@ BY_BITS(mu8)
  * prefetcher keeps up; prefetching 4 groups ahead as the float kernels do made
  * 4096x4096 4-bit 10-15% slower (thread CPU time, both backends). */
 
-ALWAYS_INLINE void i8_tiles(const exaq_bcq_i8 *w, const int8_t *tables, const float *scales,
+static inline EXAQ_ALWAYS_INLINE void i8_tiles(const exaq_bcq_i8 *w, const int8_t *tables, const float *scales,
                             const float *gsum, size_t t0, size_t t1, float *y, const size_t bits) {
     const size_t gb = w->group_size / 8;
     const __m256i m0f = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi8(1);

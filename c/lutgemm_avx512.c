@@ -7,21 +7,17 @@
  *  MU8: the paper's 256-entry tables, read with vgatherdps. */
 #include <immintrin.h>
 
+#include "compiler.h"
 #include "exaq.h"
 
 #define TILE EXAQ_LUT_TILE
 
-#if defined(__GNUC__)
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#else
-#define ALWAYS_INLINE static inline
-#endif
 
 /* The weights are read once per call, in storage order, and the kernel is fast
  * enough that the hardware prefetcher alone leaves it waiting on DRAM: fetch the
  * bit-planes, alphas and offsets of the (tile, group) PREFETCH_GROUPS ahead. */
 #define PREFETCH_GROUPS 4
-ALWAYS_INLINE void prefetch_ahead(const exaq_bcq_matrix *w, size_t tg, size_t bits, size_t gb) {
+static inline EXAQ_ALWAYS_INLINE void prefetch_ahead(const exaq_bcq_matrix *w, size_t tg, size_t bits, size_t gb) {
     const size_t ahead = tg + PREFETCH_GROUPS;
     if (ahead >= w->tiles * w->groups) return;
     const char *p = (const char *)(w->planes + ahead * bits * gb * TILE);
@@ -52,7 +48,7 @@ ALWAYS_INLINE void prefetch_ahead(const exaq_bcq_matrix *w, size_t tg, size_t bi
         hi[i] = _mm512_add_ps(hi[i], _mm512_permutexvar_ps(_mm512_srli_epi32(idx_, 4), thi)); \
     } while (0)
 
-ALWAYS_INLINE void mu4_one(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
+static inline EXAQ_ALWAYS_INLINE void mu4_one(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
                            size_t t, float *y, const size_t bits) {
     const size_t gb = w->group_size / 8;
     __m512 yt = _mm512_setzero_ps();
@@ -76,12 +72,12 @@ ALWAYS_INLINE void mu4_one(const exaq_bcq_matrix *w, const float *tables, const 
 
 /* (A two-tile variant sharing each table load between two tiles measured no
  * faster on Zen 4: the table loads hit L2 and are not the bottleneck.) */
-ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
+static inline EXAQ_ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
                              size_t t0, size_t t1, float *y, const size_t bits) {
     for (size_t t = t0; t < t1; ++t) mu4_one(w, tables, gsum, t, y + (t - t0) * TILE, bits);
 }
 
-ALWAYS_INLINE void mu8_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
+static inline EXAQ_ALWAYS_INLINE void mu8_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum,
                              size_t t0, size_t t1, float *y, const size_t bits) {
     const size_t gb = w->group_size / 8;
     for (size_t t = t0; t < t1; ++t) {
@@ -138,7 +134,7 @@ BY_BITS(mu8)
  * prefetcher keeps up; prefetching 4 groups ahead as the float kernels do made
  * 4096x4096 4-bit 10-15% slower (thread CPU time, both backends). */
 
-ALWAYS_INLINE void i8_tiles(const exaq_bcq_i8 *w, const int8_t *tables, const float *scales,
+static inline EXAQ_ALWAYS_INLINE void i8_tiles(const exaq_bcq_i8 *w, const int8_t *tables, const float *scales,
                             const float *gsum, size_t t0, size_t t1, float *y, const size_t bits) {
     const size_t gb = w->group_size / 8;
     const __m512i ones = _mm512_set1_epi8(1);

@@ -14,20 +14,16 @@
 #error "the NEON kernels read float tables as bytes (tbl): little-endian AArch64 only"
 #endif
 
+#include "compiler.h"
 #include "exaq.h"
 
 #define TILE EXAQ_LUT_TILE
 
-#if defined(__GNUC__)
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#else
-#define ALWAYS_INLINE static inline
-#endif
 
 /* Software prefetch of the (tile, group) PREFETCH_GROUPS ahead, as the x86
  * kernels do (docs/lutgemm.md): the weights stream from DRAM once per call. */
 #define PREFETCH_GROUPS 4
-ALWAYS_INLINE void prefetch_ahead(const exaq_bcq_matrix *w, size_t tg, size_t bits, size_t gb) {
+static inline EXAQ_ALWAYS_INLINE void prefetch_ahead(const exaq_bcq_matrix *w, size_t tg, size_t bits, size_t gb) {
     const size_t ahead = tg + PREFETCH_GROUPS;
     if (ahead >= w->tiles * w->groups) return;
     const char *p = (const char *)(w->planes + ahead * bits * gb * TILE);
@@ -41,7 +37,7 @@ ALWAYS_INLINE void prefetch_ahead(const exaq_bcq_matrix *w, size_t tg, size_t bi
  * 16-byte tbl per plane looks up all 16 rows at once, the nibble itself being
  * the index, and two rounds of zips put the bytes of each row's float back
  * together: rows 0..3, 4..7, 8..11, 12..15 in out[0..3]. */
-ALWAYS_INLINE void lookup16_rows(const uint8x16x4_t *planes, uint8x16_t nibbles, float32x4_t out[4]) {
+static inline EXAQ_ALWAYS_INLINE void lookup16_rows(const uint8x16x4_t *planes, uint8x16_t nibbles, float32x4_t out[4]) {
     const uint8x16_t b0 = vqtbl1q_u8(planes->val[0], nibbles), b1 = vqtbl1q_u8(planes->val[1], nibbles);
     const uint8x16_t b2 = vqtbl1q_u8(planes->val[2], nibbles), b3 = vqtbl1q_u8(planes->val[3], nibbles);
     const uint16x8_t low_lo = vreinterpretq_u16_u8(vzip1q_u8(b0, b1)), low_hi = vreinterpretq_u16_u8(vzip2q_u8(b0, b1));
@@ -56,7 +52,7 @@ ALWAYS_INLINE void lookup16_rows(const uint8x16x4_t *planes, uint8x16_t nibbles,
  * bit for all 16 rows (8 registers) are live at once; every row sums its lo
  * and hi lookups in byte order and then adds alpha * (lo + hi) bit by bit and
  * offset * gsum, the order of gemv_mu4_scalar. */
-ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum, size_t t0,
+static inline EXAQ_ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum, size_t t0,
                              size_t t1, float *y, const size_t bits) {
     const size_t gb = w->group_size / 8;
     const uint8x16_t low_nibble = vdupq_n_u8(15);
@@ -94,14 +90,14 @@ ALWAYS_INLINE void mu4_tiles(const exaq_bcq_matrix *w, const float *tables, cons
 }
 
 /* T[b[0..3]] as one vector, by lane loads */
-ALWAYS_INLINE float32x4_t gather4(const float *T, const uint8_t *b) {
+static inline EXAQ_ALWAYS_INLINE float32x4_t gather4(const float *T, const uint8_t *b) {
     float32x4_t v = vdupq_n_f32(T[b[0]]);
     v = vld1q_lane_f32(T + b[1], v, 1);
     v = vld1q_lane_f32(T + b[2], v, 2);
     return vld1q_lane_f32(T + b[3], v, 3);
 }
 
-ALWAYS_INLINE void mu8_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum, size_t t0,
+static inline EXAQ_ALWAYS_INLINE void mu8_tiles(const exaq_bcq_matrix *w, const float *tables, const float *gsum, size_t t0,
                              size_t t1, float *y, const size_t bits) {
     const size_t gb = w->group_size / 8;
     for (size_t t = t0; t < t1; ++t) {

@@ -8,16 +8,12 @@
 #error "the NEON kernels read float tables as bytes (tbl): little-endian AArch64 only"
 #endif
 
+#include "compiler.h"
 #include "packed_common.h"
 
-#if defined(__GNUC__)
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#else
-#define ALWAYS_INLINE static inline
-#endif
 
 /* bit j of the result = byte j of m is all-ones (16 lanes -> 2 bytes) */
-ALWAYS_INLINE uint16_t movemask16(uint8x16_t m) {
+static inline EXAQ_ALWAYS_INLINE uint16_t movemask16(uint8x16_t m) {
     static const uint8_t weights[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
     const uint8x16_t s1 = vpaddq_u8(vandq_u8(m, vld1q_u8(weights)), vdupq_n_u8(0));
     const uint8x16_t s2 = vpaddq_u8(s1, s1);
@@ -29,7 +25,7 @@ ALWAYS_INLINE uint16_t movemask16(uint8x16_t m) {
  * the result: each 64-bit lane takes eight codes to 8*bits bits (byte pairs,
  * then 16-bit pairs, then 32-bit pairs are merged by shift-and-insert), and a
  * tbl gathers the `bits` low bytes of both lanes */
-ALWAYS_INLINE uint8x16_t pack16(uint8x16_t c, const int bits) {
+static inline EXAQ_ALWAYS_INLINE uint8x16_t pack16(uint8x16_t c, const int bits) {
     uint16x8_t w16 = vreinterpretq_u16_u8(c);
     /* byte pairs: low byte | high byte << bits, in 2*bits bits */
     w16 = vandq_u16(vorrq_u16(w16, vshlq_u16(w16, vdupq_n_s16((int16_t)(bits - 8)))),
@@ -47,7 +43,7 @@ ALWAYS_INLINE uint8x16_t pack16(uint8x16_t c, const int bits) {
     return vqtbl1q_u8(vreinterpretq_u8_u64(w64), vld1q_u8(gather[bits - 2]));
 }
 
-ALWAYS_INLINE void pack_rows(const uint8_t *codes, size_t n, uint8_t *packed, uint8_t *maskbits, const int bits) {
+static inline EXAQ_ALWAYS_INLINE void pack_rows(const uint8_t *codes, size_t n, uint8_t *packed, uint8_t *maskbits, const int bits) {
     const uint8x16_t keep = vdupq_n_u8((uint8_t)((1u << bits) - 1u)), limit = vdupq_n_u8(EXAQ_MAX_CODES);
     size_t j = 0;
     for (; j + 16 <= n; j += 16) {
@@ -72,7 +68,7 @@ static void pack_neon(const uint8_t *codes, size_t n, int bits, uint8_t *packed,
 
 /* 2*bits packed bytes (from p, read exactly) to 16 byte codes: the inverse
  * steps of pack16 (exaq_swar_unpack8 on two 64-bit lanes) */
-ALWAYS_INLINE uint8x16_t unpack16(const uint8_t *p, const int bits) {
+static inline EXAQ_ALWAYS_INLINE uint8x16_t unpack16(const uint8_t *p, const int bits) {
     uint8_t in[16] = {0};
     memcpy(in, p, 2 * (size_t)bits);
     static const uint8_t spread[3][16] = {
@@ -92,12 +88,12 @@ ALWAYS_INLINE uint8x16_t unpack16(const uint8_t *p, const int bits) {
 }
 
 /* 4 bits: 8 packed bytes are 16 codes, low nibble first */
-ALWAYS_INLINE uint8x16_t split_nibbles(uint8x8_t b) {
+static inline EXAQ_ALWAYS_INLINE uint8x16_t split_nibbles(uint8x8_t b) {
     const uint8x8_t lo = vand_u8(b, vdup_n_u8(0x0F)), hi = vshr_n_u8(b, 4);
     return vcombine_u8(vzip1_u8(lo, hi), vzip2_u8(lo, hi));
 }
 
-ALWAYS_INLINE void unpack_rows(const uint8_t *packed, size_t n, uint8_t *codes, const int bits) {
+static inline EXAQ_ALWAYS_INLINE void unpack_rows(const uint8_t *packed, size_t n, uint8_t *codes, const int bits) {
     size_t j = 0;
     if (bits == 4)
         for (; j + 16 <= n; j += 16) vst1q_u8(codes + j, split_nibbles(vld1_u8(packed + j / 2)));
@@ -142,7 +138,7 @@ static double lutsum2_neon(const uint8_t *packed, size_t n, const float lut[EXAQ
 /* 16 byte codes (< 16) to four float vectors of lut[code]: the 64-byte table
  * in four registers, read with one tbl per 4 floats; acc[k] gets codes
  * 4k..4k+3 */
-ALWAYS_INLINE void add_lookups(const uint8x16x4_t *t, uint8x16_t codes, float32x4_t acc[4]) {
+static inline EXAQ_ALWAYS_INLINE void add_lookups(const uint8x16x4_t *t, uint8x16_t codes, float32x4_t acc[4]) {
     static const uint8_t spread[4][16] = {
         {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
         {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},

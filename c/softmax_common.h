@@ -8,12 +8,7 @@
 
 #include "exaq.h"
 
-/* kernels specialized on constant flags: every variant gets its own loop */
-#if defined(__GNUC__)
-#define EXAQ_ALWAYS_INLINE __attribute__((always_inline))
-#else
-#define EXAQ_ALWAYS_INLINE
-#endif
+#include "compiler.h" /* EXAQ_ALWAYS_INLINE */
 
 /* exp(t) = 2^k * p(r), k = rint(t*log2(e)), r = t - k*ln2 in [-ln2/2, ln2/2];
  * p is a degree-5 polynomial with p(0) = 1, fitted here (relative minimax by
