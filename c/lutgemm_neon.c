@@ -143,9 +143,76 @@ BY_BITS(mu8)
 /* MU4 preferred: its tables are read from registers by tbl, where MU8 needs
  * four dependent lane loads per vector (no gather on NEON).  Not measured:
  * no Arm machine here (docs/neon.md). */
+/* Integer tables (lutgemm.h): per byte column j, the low nibbles of 16 code
+ * bytes index the int8 table of quad 2j and the high nibbles that of quad
+ * 2j+1, each one vqtbl1q_s8; the two lookups are added widening to int16
+ * (at most EXAQ_LUT8_CHUNK columns, so no overflow), then to int32.  The
+ * code positions come back as rows by unzipping even and odd int16 lanes:
+ * vector L, half h, lane 2e+o holds row 32h + 16o + 4L + e, so the even
+ * lanes of both halves are rows 4L..4L+3 and 32+4L.., the odd ones 16+4L..
+ * and 48+4L..  The float part then runs on 4 consecutive rows a vector, in
+ * the scalar kernel's order with separate multiplies and adds. */
+static void gemv_i8_neon(const exaq_bcq_i8 *w, const int8_t *tables, const float *scales, const float *gsum,
+                         size_t t0, size_t t1, float *y) {
+    enum { R = EXAQ_LUT8_TILE, QUADS = R / 4 };
+    const size_t gb = w->group_size / 8, bits = (size_t)w->bits;
+    const uint8x16_t low_nibble = vdupq_n_u8(15);
+    for (size_t t = t0; t < t1; ++t) {
+        float yt[R] = {0};
+        for (size_t g = 0; g < w->groups; ++g) {
+            const size_t tg = t * w->groups + g;
+            const uint8_t *C = w->codes + tg * bits * gb * R;
+            const float *A = w->alphas + tg * bits * R;
+            const float *O = w->offsets + tg * R;
+            const int8_t *Q = tables + g * gb * 32;
+            float32x4_t acc[QUADS];
+            for (size_t i = 0; i < bits; ++i) {
+                const uint8_t *Ci = C + i * gb * R;
+                int32x4_t sums[QUADS]; /* sums[k]: rows 4k .. 4k+3 */
+                for (int k = 0; k < QUADS; ++k) sums[k] = vdupq_n_s32(0);
+                for (size_t j0 = 0; j0 < gb; j0 += EXAQ_LUT8_CHUNK) {
+                    const size_t j1 = gb - j0 < EXAQ_LUT8_CHUNK ? gb : j0 + EXAQ_LUT8_CHUNK;
+                    int16x8_t part[8]; /* [2L + h]: positions 16L + 8h .. +7 */
+                    for (int v = 0; v < 8; ++v) part[v] = vdupq_n_s16(0);
+                    for (size_t j = j0; j < j1; ++j) {
+                        const int8x16_t q_low = vld1q_s8(Q + j * 32), q_high = vld1q_s8(Q + j * 32 + 16);
+                        const uint8_t *Cj = Ci + j * R;
+                        for (int L = 0; L < 4; ++L) {
+                            const uint8x16_t c = vld1q_u8(Cj + 16 * L);
+                            const int8x16_t a = vqtbl1q_s8(q_low, vandq_u8(c, low_nibble));
+                            const int8x16_t b = vqtbl1q_s8(q_high, vshrq_n_u8(c, 4));
+                            part[2 * L] = vaddq_s16(part[2 * L], vaddl_s8(vget_low_s8(a), vget_low_s8(b)));
+                            part[2 * L + 1] = vaddq_s16(part[2 * L + 1], vaddl_high_s8(a, b));
+                        }
+                    }
+                    for (int L = 0; L < 4; ++L) {
+                        const int16x8_t even = vuzp1q_s16(part[2 * L], part[2 * L + 1]);
+                        const int16x8_t odd = vuzp2q_s16(part[2 * L], part[2 * L + 1]);
+                        sums[L] = vaddq_s32(sums[L], vmovl_s16(vget_low_s16(even)));
+                        sums[8 + L] = vaddq_s32(sums[8 + L], vmovl_high_s16(even));
+                        sums[4 + L] = vaddq_s32(sums[4 + L], vmovl_s16(vget_low_s16(odd)));
+                        sums[12 + L] = vaddq_s32(sums[12 + L], vmovl_high_s16(odd));
+                    }
+                }
+                for (int k = 0; k < QUADS; ++k) {
+                    const float32x4_t prod = vmulq_f32(vld1q_f32(A + i * R + 4 * k), vcvtq_f32_s32(sums[k]));
+                    acc[k] = i ? vaddq_f32(acc[k], prod) : prod;
+                }
+            }
+            const float32x4_t s = vdupq_n_f32(scales[g]), gs = vdupq_n_f32(gsum[g]);
+            for (int k = 0; k < QUADS; ++k) {
+                float32x4_t v = vaddq_f32(vld1q_f32(yt + 4 * k), vmulq_f32(s, acc[k]));
+                v = vaddq_f32(v, vmulq_f32(vld1q_f32(O + 4 * k), gs));
+                vst1q_f32(yt + 4 * k, v);
+            }
+        }
+        for (size_t r = 0; r < R; ++r) y[(t - t0) * R + r] = yt[r];
+    }
+}
+
 const exaq_lutgemm_kernels exaq_lutgemm_neon = {
     .gemv_mu4 = mu4_neon,
     .gemv_mu8 = mu8_neon,
     .preferred = EXAQ_LUT_MU4,
-    /* .gemv_i8 left NULL: the scalar int8 kernel until a NEON one (vqtbl1q_u8) */
+    .gemv_i8 = gemv_i8_neon,
 };
