@@ -47,7 +47,7 @@ def main() -> None:
             res = {}
             for m in methods:
                 tic = time.perf_counter()
-                err = lutgemm.quantize(W, bits=bits, group_size=gs, method=m).dequantize().astype(np.float64) - W
+                err = lutgemm.quantize_weights(W, bits=bits, group_size=gs, method=m).dequantize().astype(np.float64) - W
                 seconds = time.perf_counter() - tic
                 groups = np.pad(err ** 2, ((0, 0), (0, -W.shape[1] % gs))).reshape(W.shape[0], -1, gs).sum(-1)
                 res[m] = (float(np.mean(err ** 2)) / mean_square, groups, float(np.abs(err).max()) / largest, seconds)

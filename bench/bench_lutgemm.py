@@ -41,7 +41,7 @@ def _setup(shape, bits=None):
         if bits is not None:
             W, x = _cache[(shape, None)]
             # timing does not depend on how the codes were fitted; uniform is the fastest fit
-            _cache[key] = (L.quantize(W, bits=bits, group_size=128, method="uniform"), x)
+            _cache[key] = (L.quantize_weights(W, bits=bits, group_size=128, method="uniform"), x)
     return _cache[key]
 
 
@@ -219,7 +219,7 @@ def int8_accuracy(tokens=16):
     W = (rng.standard_normal((1024, 4096)) * 0.02).astype(np.float32)
     x = rng.standard_normal((tokens, 4096)).astype(np.float32)
     for bits in BITS:
-        Wq = L.quantize(W, bits=bits, group_size=128, method="uniform")
+        Wq = L.quantize_weights(W, bits=bits, group_size=128, method="uniform")
         e = L.lut_gemm(x, Wq, precision="exact")
         print(f"| random 1024x4096 | gaussian | {bits} | 128 | uniform | "
               f"{_rel(L.lut_gemm(x, Wq, precision='int8'), e):.2e} | {_rel(e, x @ W.T):.2e} |", flush=True)
@@ -249,7 +249,7 @@ def int8_accuracy(tokens=16):
                                 (2, 128, "alternating")):
         errs, werrs = [], []
         for weight, xin in captured:
-            Wq = L.quantize(weight, bits=bits, group_size=group, method=method, iters=3)
+            Wq = L.quantize_weights(weight, bits=bits, group_size=group, method=method, iters=3)
             e = L.lut_gemm(xin, Wq, precision="exact", method="lut")
             errs.append(_rel(L.lut_gemm(xin, Wq, precision="int8", method="lut"), e))
             werrs.append(_rel(e, xin @ weight.T))
@@ -270,7 +270,7 @@ def int_tables(rows=1024, cols=4096, group=128):
     print("| bits | activations | weight quantization | float32 tables | int16 tables | int8 tables |")
     print("|---|---|---|---|---|---|")
     for bits in BITS:
-        Wq = L.quantize(W, bits=bits, group_size=group, method="uniform")
+        Wq = L.quantize_weights(W, bits=bits, group_size=group, method="uniform")
         tiles = -(-rows // 16)
         P = Wq.planes.reshape(tiles, groups, bits, gb, 16).transpose(0, 4, 1, 2, 3)
         P = P.reshape(rows, groups, bits, gb)

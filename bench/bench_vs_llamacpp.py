@@ -165,7 +165,7 @@ def kernels(rounds=15, shapes=SHAPES, bits_list=(2, 3, 4)):
         for bits in bits_list:
             tname = GGML_FOR_BITS[bits]
             g = GgmlGemv(lib, W, x, tname)
-            Wq = L.quantize(W, bits=bits, group_size=128, method="uniform")
+            Wq = L.quantize_weights(W, bits=bits, group_size=128, method="uniform")
             Wq.packed_int8()
             out = np.empty(shape[0], np.float32)
 

@@ -29,7 +29,7 @@ def main():
     for shape in [(4096, 4096), (11008, 4096)]:
         W = (rng.standard_normal(shape) * 0.02).astype(np.float32)
         for bits in (2, 4):
-            Wq = lutgemm.quantize(W, bits=bits, group_size=128, method="uniform")
+            Wq = lutgemm.quantize_weights(W, bits=bits, group_size=128, method="uniform")
             Wq.packed_int8()  # the repacked layout, built once
             x = rng.standard_normal(shape[1]).astype(np.float32)
             for backend in [b for b in exaq_cpu.backends() if b != "scalar"]:

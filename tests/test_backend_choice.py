@@ -70,7 +70,7 @@ def _differs_by_backend():
     (mu8 on scalar, mu4 on SIMD backends), which round differently: its
     result shows which backend computed it, pool threads included."""
     W = RNG.standard_normal((64, 512)).astype(np.float32)
-    Wq = L.quantize(W, bits=3, group_size=128, method="greedy")
+    Wq = L.quantize_weights(W, bits=3, group_size=128, method="greedy")
     x = RNG.standard_normal((3, 512)).astype(np.float32)
     return Wq, x
 

@@ -20,7 +20,7 @@ CODES = np.zeros((2, 8), np.uint8)
 
 
 def _w():
-    return lutgemm.quantize(np.ones((4, 16), np.float32), bits=2, group_size=8)
+    return lutgemm.quantize_weights(np.ones((4, 16), np.float32), bits=2, group_size=8)
 
 
 # (call, expected exception, word the message must contain)
@@ -34,13 +34,13 @@ CASES = {
     "pack bits str": (lambda: exaq_cpu.pack(CODES, "2"), TypeError, "bits"),
     "unpack bits float": (lambda: exaq_cpu.unpack(np.zeros((2, 2), np.uint8), 2.0), TypeError, "bits"),
     "lutsum bits str": (lambda: exaq_cpu.lutsum(np.zeros(2, np.uint8), "2", np.ones(4)), TypeError, "bits"),
-    "bcq quantize bits str": (lambda: lutgemm.quantize(np.ones((4, 16), np.float32), bits="2"), TypeError, "bits"),
+    "bcq quantize bits str": (lambda: lutgemm.quantize_weights(np.ones((4, 16), np.float32), bits="2"), TypeError, "bits"),
     "softmax bits 5": (lambda: exaq_cpu.softmax(X, 5), ValueError, "bits"),
     "pack bits 5": (lambda: exaq_cpu.pack(CODES, 5), ValueError, "bits"),
-    "bcq quantize bits 7": (lambda: lutgemm.quantize(np.ones((4, 16), np.float32), bits=7), ValueError, "bits"),
+    "bcq quantize bits 7": (lambda: lutgemm.quantize_weights(np.ones((4, 16), np.float32), bits=7), ValueError, "bits"),
     # group size, threads
-    "group_size str": (lambda: lutgemm.quantize(np.ones((4, 16), np.float32), 2, "8"), TypeError, "group_size"),
-    "group_size 3": (lambda: lutgemm.quantize(np.ones((4, 16), np.float32), 2, 3), ValueError, "group_size"),
+    "group_size str": (lambda: lutgemm.quantize_weights(np.ones((4, 16), np.float32), 2, "8"), TypeError, "group_size"),
+    "group_size 3": (lambda: lutgemm.quantize_weights(np.ones((4, 16), np.float32), 2, 3), ValueError, "group_size"),
     "lut_gemm threads str": (lambda: lutgemm.lut_gemm(np.ones(16, np.float32), _w(), threads="a"), TypeError, "threads"),
     "lut_gemm threads 0": (lambda: lutgemm.lut_gemm(np.ones(16, np.float32), _w(), threads=0), ValueError, "threads"),
     "lut_gemm W str": (lambda: lutgemm.lut_gemm(np.ones(16, np.float32), "W"), TypeError, "Wq"),
@@ -90,7 +90,7 @@ MORE = {
                                                       np.zeros(1, np.float32), "ab", 2, 8), ValueError, "shape"),
     "from_uniform float codes": (lambda: lutgemm.BCQMatrix.from_uniform(np.zeros((4, 16)), np.ones((4, 2)),
                                                                         np.zeros((4, 2)), 8), TypeError, "codes"),
-    "bcq quantize W dtype": (lambda: lutgemm.quantize(np.ones((4, 16), np.int32), 2), TypeError, "W"),
+    "bcq quantize W dtype": (lambda: lutgemm.quantize_weights(np.ones((4, 16), np.int32), 2), TypeError, "W"),
     "lut_gemm x dtype": (lambda: lutgemm.lut_gemm(np.ones(16, np.int64), _w()), TypeError, "x"),
     "lut_gemm out dtype": (lambda: lutgemm.lut_gemm(np.ones(16, np.float32), _w(), out=np.empty(4)), TypeError, "out"),
     "Calibrator n_calib str": (lambda: clipping.Calibrator(n_calib="3"), TypeError, "n_calib"),

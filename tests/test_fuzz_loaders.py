@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 import exaq_cpu
 from exaq_cpu.clipping import Calibrator
-from exaq_cpu.lutgemm import BCQMatrix, quantize
+from exaq_cpu.lutgemm import BCQMatrix
+from exaq_cpu.lutgemm import quantize_weights as quantize
 from exaq_cpu.packed import PackedSoftmax
 
 EXAMPLES = int(os.environ.get("EXAQ_FUZZ_EXAMPLES", "40"))

@@ -259,7 +259,7 @@ def test_stack_behaves_like_a_matrix(tmp_path):
     with pytest.raises(TypeError):
         L.BCQStack([])
     with pytest.raises(ValueError, match="shape"):
-        L.BCQStack([W.parts[0], L.quantize(np.ones((3, 256), np.float32), bits=2)])
+        L.BCQStack([W.parts[0], L.quantize_weights(np.ones((3, 256), np.float32), bits=2)])
 
 
 # ---------------------------------------------------------------------------

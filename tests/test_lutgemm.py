@@ -73,7 +73,7 @@ def _assert_int8(y, x, Wq):
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 def test_lut_gemm_matches_dequantized(backend, bits, table):
     W = _weights(70, 333, seed=bits)
-    Wq = L.quantize(W, bits=bits, group_size=64, method="greedy")
+    Wq = L.quantize_weights(W, bits=bits, group_size=64, method="greedy")
     x = RNG.standard_normal((3, 333)).astype(np.float32)
     _assert_matches(L.lut_gemm(x, Wq, table=table, precision="exact"), x, Wq)
     _assert_matches(L.lut_gemm(x[0], Wq, table=table, threads=2, precision="exact"), x[0], Wq)
@@ -82,7 +82,7 @@ def test_lut_gemm_matches_dequantized(backend, bits, table):
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 def test_int8_within_bound(backend, bits):
     W = _weights(70, 333, seed=bits)
-    Wq = L.quantize(W, bits=bits, group_size=64, method="greedy")
+    Wq = L.quantize_weights(W, bits=bits, group_size=64, method="greedy")
     x = RNG.standard_normal((3, 333)).astype(np.float32)
     y = L.lut_gemm(x, Wq)  # int8 is the default
     assert np.array_equal(y, L.lut_gemm(x, Wq, precision="int8"))
@@ -96,7 +96,7 @@ def test_int8_within_bound(backend, bits):
 def test_int8_typical_error(bits):
     """Statistically far below the worst case: ~1% relative for Gaussian activations."""
     W = _weights(256, 1024, "heavy", seed=bits)
-    Wq = L.quantize(W, bits=bits, group_size=128, method="uniform")
+    Wq = L.quantize_weights(W, bits=bits, group_size=128, method="uniform")
     x = RNG.standard_normal((4, 1024)).astype(np.float32)
     exact = L.lut_gemm(x, Wq, precision="exact")
     rel = np.linalg.norm(L.lut_gemm(x, Wq) - exact) / np.linalg.norm(exact)
@@ -105,7 +105,7 @@ def test_int8_typical_error(bits):
 
 def test_backends_agree_bit_for_bit():
     W = _weights(100, 520, "heavy")
-    Wq = L.quantize(W, bits=3, group_size=128, method="greedy")
+    Wq = L.quantize_weights(W, bits=3, group_size=128, method="greedy")
     x = RNG.standard_normal((2, 520)).astype(np.float32)
     for table, precision in (("mu4", "exact"), ("mu8", "exact"), ("auto", "int8")):
         results = {}
@@ -116,7 +116,7 @@ def test_backends_agree_bit_for_bit():
 
 
 def test_threads_and_out(backend):
-    Wq = L.quantize(_weights(200, 256), bits=2, group_size=32, method="greedy")
+    Wq = L.quantize_weights(_weights(200, 256), bits=2, group_size=32, method="greedy")
     x = RNG.standard_normal((4, 256)).astype(np.float32)
     y1 = L.lut_gemm(x, Wq, threads=1)
     out = np.full((4, 200), np.nan, np.float32)
@@ -133,7 +133,7 @@ def test_threads_and_out(backend):
 
 
 def test_batched_shapes_and_auto_switch():
-    Wq = L.quantize(_weights(48, 64), bits=4, group_size=None, method="greedy")
+    Wq = L.quantize_weights(_weights(48, 64), bits=4, group_size=None, method="greedy")
     x = RNG.standard_normal((2, 3, 64))
     y = L.lut_gemm(x, Wq, precision="exact")
     assert y.shape == (2, 3, 48) and y.dtype == np.float32
@@ -153,7 +153,7 @@ def test_batched_shapes_and_auto_switch():
 def test_hypothesis_shapes(rows, cols, bits, group, tokens, method, table, seed):
     rng = np.random.default_rng(seed)
     W = rng.standard_normal((rows, cols)).astype(np.float32)
-    Wq = L.quantize(W, bits=bits, group_size=group, method=method, iters=2)
+    Wq = L.quantize_weights(W, bits=bits, group_size=group, method=method, iters=2)
     assert Wq.shape == (rows, cols) and Wq.bits == bits and Wq.group_size == group
     Wd = Wq.dequantize()
     assert Wd.shape == (rows, cols) and np.isfinite(Wd).all()
@@ -177,7 +177,7 @@ def test_uniform_to_bcq_is_exact(bits):
     assert codes.max() <= 2 ** bits - 1
     g = np.arange(200) // 64
     uniform = (s[:, g] * (codes.astype(np.float32) - zp[:, g])).astype(np.float32)
-    Wq = L.quantize(W, bits=bits, group_size=64, method="uniform")
+    Wq = L.quantize_weights(W, bits=bits, group_size=64, method="uniform")
     assert np.array_equal(Wq.dequantize(), uniform)
     # and the round-to-nearest error is what it should be: at most half a step
     assert (np.abs(uniform - W) <= s[:, g] * 0.5 * (1 + 1e-5) + 1e-12).all()
@@ -194,7 +194,7 @@ def test_uniform_to_bcq_is_exact(bits):
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_alternating_beats_greedy(kind, bits):
     W = _weights(64, 512, kind, seed=7)
-    errs = {m: float(np.mean((L.quantize(W, bits=bits, group_size=128, method=m).dequantize() - W) ** 2))
+    errs = {m: float(np.mean((L.quantize_weights(W, bits=bits, group_size=128, method=m).dequantize() - W) ** 2))
             for m in ("greedy", "alternating")}
     assert errs["alternating"] < 0.97 * errs["greedy"], errs
 
@@ -240,8 +240,8 @@ def test_alternating_never_worse_than_uniform(kind, bits):
     else:
         W = _weights(64, 512, "heavy", seed=bits) if kind == "heavy" else _q4_1_like(64, 512, seed=bits)
     gs = 128
-    sse_u, max_u = _group_errors(W, L.quantize(W, bits=bits, group_size=gs, method="uniform"), gs)
-    Wa = L.quantize(W, bits=bits, group_size=gs, method="alternating")
+    sse_u, max_u = _group_errors(W, L.quantize_weights(W, bits=bits, group_size=gs, method="uniform"), gs)
+    Wa = L.quantize_weights(W, bits=bits, group_size=gs, method="alternating")
     sse_a, max_a = _group_errors(W, Wa, gs)
     assert (sse_a <= sse_u).all(), (sse_a > sse_u).sum()
     assert (max_a <= L.OUTLIER_GUARD * max_u * (1 + 1e-6) + 1e-12).all()
@@ -251,20 +251,20 @@ def test_alternating_never_worse_than_uniform(kind, bits):
 
 def test_more_bits_lower_error():
     W = _weights(32, 256, "heavy")
-    errs = [np.mean((L.quantize(W, bits=b, method="alternating").dequantize() - W) ** 2) for b in (1, 2, 3, 4)]
+    errs = [np.mean((L.quantize_weights(W, bits=b, method="alternating").dequantize() - W) ** 2) for b in (1, 2, 3, 4)]
     assert errs == sorted(errs, reverse=True)
 
 
 def test_padding_excluded_from_fit():
     # 130 columns, groups of 128: the 2-column last group is fitted on its 2 weights only
     W = _weights(20, 130)
-    Wq = L.quantize(W, bits=1, group_size=128, method="alternating")
+    Wq = L.quantize_weights(W, bits=1, group_size=128, method="alternating")
     assert np.abs(Wq.dequantize()[:, 128:] - W[:, 128:]).max() < 1e-5
 
 
 def test_float64_weights_and_rowwise():
     W = _weights(17, 50).astype(np.float64)
-    Wq = L.quantize(W, bits=2, group_size=None)
+    Wq = L.quantize_weights(W, bits=2, group_size=None)
     assert Wq.group_size is None and Wq.shape == (17, 50)
     x = RNG.standard_normal(50).astype(np.float32)
     _assert_matches(L.lut_gemm(x, Wq, precision="exact"), x, Wq)
@@ -272,14 +272,14 @@ def test_float64_weights_and_rowwise():
 
 
 def test_nbytes_and_compression():
-    Wq = L.quantize(_weights(256, 1024), bits=3, group_size=128, method="greedy")
+    Wq = L.quantize_weights(_weights(256, 1024), bits=3, group_size=128, method="greedy")
     assert Wq.nbytes == Wq.planes.nbytes + Wq.alphas.nbytes + Wq.offsets.nbytes
     assert Wq.planes.nbytes == 256 * 1024 * 3 // 8
     assert Wq.nbytes < 256 * 1024 * 4 / 7
 
 
 def test_save_load_and_pickle(tmp_path):
-    Wq = L.quantize(_weights(21, 90), bits=3, group_size=16, method="greedy")
+    Wq = L.quantize_weights(_weights(21, 90), bits=3, group_size=16, method="greedy")
     path = tmp_path / "w.npz"
     Wq.save(path)
     for W2 in (L.BCQMatrix.load(path), pickle.loads(pickle.dumps(Wq))):
@@ -292,22 +292,22 @@ def test_save_load_and_pickle(tmp_path):
 
 def test_bad_arguments():
     W = _weights(8, 16)
-    Wq = L.quantize(W, bits=2, group_size=8, method="greedy")
+    Wq = L.quantize_weights(W, bits=2, group_size=8, method="greedy")
     x = np.ones(16, np.float32)
     for kwargs, word in [({"bits": 0}, "bits"), ({"bits": 5}, "bits"),
                          ({"group_size": 12}, "group_size"), ({"group_size": 0}, "group_size"),
                          ({"method": "kmeans"}, "method"), ({"iters": -1}, "iters")]:
         with pytest.raises(ValueError, match=word):
-            L.quantize(W, **kwargs)
+            L.quantize_weights(W, **kwargs)
     # a wrong type or dtype is a TypeError (docs/errors.md)
     with pytest.raises(TypeError, match="bits"):
-        L.quantize(W, bits=2.5)
+        L.quantize_weights(W, bits=2.5)
     with pytest.raises(TypeError, match="W"):
-        L.quantize(W.astype(np.int32))
+        L.quantize_weights(W.astype(np.int32))
     with pytest.raises(ValueError, match="W"):
-        L.quantize(W[0])
+        L.quantize_weights(W[0])
     with pytest.raises(ValueError, match="W"):
-        L.quantize(np.full((2, 8), np.nan))
+        L.quantize_weights(np.full((2, 8), np.nan))
     with pytest.raises(ValueError, match="x"):
         L.lut_gemm(np.ones(15, np.float32), Wq)
     with pytest.raises(TypeError, match="x"):
@@ -343,14 +343,14 @@ def test_preferred_table_per_backend(backend):
 @pytest.mark.parametrize("shape", [(0, 16), (5, 0), (0, 0)])
 @pytest.mark.parametrize("method", ["greedy", "alternating", "uniform"])
 def test_empty_shapes(shape, method):
-    Wq = L.quantize(np.zeros(shape, np.float32), bits=2, method=method)
+    Wq = L.quantize_weights(np.zeros(shape, np.float32), bits=2, method=method)
     assert Wq.dequantize().shape == shape
     y = L.lut_gemm(np.ones((2, shape[1]), np.float32), Wq)
     assert y.shape == (2, shape[0]) and not y.any()
 
 
 def test_packed_int8_cached_and_rebuilt():
-    Wq = L.quantize(_weights(70, 96), bits=3, group_size=32, method="greedy")
+    Wq = L.quantize_weights(_weights(70, 96), bits=3, group_size=32, method="greedy")
     codes, alphas, offsets = Wq.packed_int8()
     assert Wq.packed_int8()[0] is codes  # built once
     tiles, groups = 2, 3  # 70 rows -> 2 tiles of 64; 96 columns -> 3 groups of 32
@@ -360,3 +360,22 @@ def test_packed_int8_cached_and_rebuilt():
     y = L.lut_gemm(x, Wq)
     W2 = pickle.loads(pickle.dumps(Wq))  # the planes travel; the int8 form is rebuilt
     assert np.array_equal(L.lut_gemm(x, W2), y)
+
+
+def test_old_spellings_warn_and_agree():
+    """lutgemm.quantize (now quantize_weights) and positional out/threads still work, with a warning."""
+    W = RNG.standard_normal((32, 128)).astype(np.float32)
+    with pytest.warns(DeprecationWarning, match="quantize_weights"):
+        old = L.quantize(W, bits=2, group_size=64, method="greedy")
+    new = L.quantize_weights(W, bits=2, group_size=64, method="greedy")
+    assert np.array_equal(old.dequantize(), new.dequantize())
+    x = RNG.standard_normal(128).astype(np.float32)
+    ref = L.lut_gemm(x, new, threads=1)
+    out = np.empty(32, np.float32)
+    with pytest.warns(DeprecationWarning, match="by keyword"):
+        got = L.lut_gemm(x, new, out, 1)
+    assert got is out and np.array_equal(out, ref)
+    with pytest.raises(TypeError, match="2 positional"):
+        L.lut_gemm(x, new, out, 1, "lut")
+    with pytest.raises(TypeError, match="both by position and by keyword"), pytest.warns(DeprecationWarning):
+        L.lut_gemm(x, new, out, out=out)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import exaq_cpu
-from exaq_cpu.lutgemm import BCQMatrix, quantize
+from exaq_cpu.lutgemm import BCQMatrix
+from exaq_cpu.lutgemm import quantize_weights as quantize
 from exaq_cpu.packed import PackedSoftmax
 
 

@@ -18,7 +18,7 @@ the paper's 256-entry tables over 8 activations (``table="mu8"``);
     >>> import numpy as np
     >>> from exaq_cpu import lutgemm
     >>> W = np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
-    >>> Wq = lutgemm.quantize(W, bits=3, group_size=128)
+    >>> Wq = lutgemm.quantize_weights(W, bits=3, group_size=128)
     >>> x = np.ones(512, np.float32)
     >>> y = lutgemm.lut_gemm(x, Wq)            # ~ x @ Wq.dequantize().T (int8 tables, ~1%)
     >>> y = lutgemm.lut_gemm(x, Wq, precision="exact")  # == it up to float rounding
@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import warnings
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from ._backend import call_backend
 from ._npz import NpzReader
 
 __all__ = ["BATCH_CROSSOVER", "BCQMatrix", "BCQStack", "DEFAULT_PRECISION", "PRECISIONS", "lut_gemm",
-           "preferred_table", "quantize", "uniform_quantize"]
+           "preferred_table", "quantize_weights", "quantize", "uniform_quantize"]
 
 TILE = 16  # rows per kernel tile (one zmm of float32 lanes), see c/lutgemm.h
 METHODS = ("greedy", "alternating", "uniform")
@@ -646,6 +647,13 @@ def _check_weights(W):
 
 
 def quantize(W, bits=3, group_size=128, method="alternating", iters=None) -> BCQMatrix:
+    """Deprecated name of :func:`quantize_weights` (``exaq_cpu.quantize`` quantizes softmax scores)."""
+    warnings.warn("exaq_cpu.lutgemm.quantize is now quantize_weights (exaq_cpu.quantize quantizes softmax "
+                  "scores)", DeprecationWarning, stacklevel=2)
+    return quantize_weights(W, bits, group_size, method, iters)
+
+
+def quantize_weights(W, bits=3, group_size=128, method="alternating", iters=None) -> BCQMatrix:
     """Quantize ``W`` (out_features, in_features; float32/float64) to BCQ.
 
     - ``bits``: 1..4 bit-planes.
@@ -703,7 +711,7 @@ PRECISIONS = ("int8", "exact")
 DEFAULT_PRECISION = "int8"
 
 
-def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="auto", precision=None,
+def lut_gemm(x, Wq: BCQMatrix, *positional, out=None, threads=None, method="auto", table="auto", precision=None,
              backend=None):
     """``x @ Wq.dequantize().T`` without dequantizing: (..., in_features) -> (..., out_features).
 
@@ -737,9 +745,18 @@ def lut_gemm(x, Wq: BCQMatrix, out=None, threads=None, *, method="auto", table="
       inside ``with exaq_cpu.use_backend(backend):``; ``None``: the thread's or
       process's choice.  ``precision="int8"`` gives the same bits on every backend.
     """
+    if positional:  # out and threads were positional before 0.1 settled on keywords (docs/api.md)
+        if len(positional) > 2:
+            raise TypeError(f"lut_gemm takes 2 positional arguments (x, Wq), got {2 + len(positional)}")
+        warnings.warn("lut_gemm(x, Wq, out, threads): pass out= and threads= by keyword", DeprecationWarning,
+                      stacklevel=2)
+        if out is not None or (len(positional) > 1 and threads is not None):
+            raise TypeError("lut_gemm got out/threads both by position and by keyword")
+        out = positional[0]
+        threads = positional[1] if len(positional) > 1 else threads
     if backend is not None:
         with call_backend(backend):
-            return lut_gemm(x, Wq, out, threads, method=method, table=table, precision=precision)
+            return lut_gemm(x, Wq, out=out, threads=threads, method=method, table=table, precision=precision)
     if isinstance(Wq, BCQStack):
         return _lut_gemm_stack(x, Wq, out, threads, method, table, precision)
     if not isinstance(Wq, BCQMatrix):
@@ -804,10 +821,10 @@ def _lut_gemm_stack(x, Wq, out, threads, method, table, precision=None):
     if method == "auto":
         method = "dequantize" if tokens >= BATCH_CROSSOVER[_MAX_PLANES] else "lut"
     if method == "lut":  # the first call checks out, threads and table
-        y = lut_gemm(x, Wq.parts[0], out, threads, method="lut", table=table, precision=precision)
+        y = lut_gemm(x, Wq.parts[0], out=out, threads=threads, method="lut", table=table, precision=precision)
         part = np.empty_like(y)
         for p in Wq.parts[1:]:
-            lut_gemm(x, p, part, threads, method="lut", table=table, precision=precision)
+            lut_gemm(x, p, out=part, threads=threads, method="lut", table=table, precision=precision)
             y += part
         return y
     _check_threads(threads)

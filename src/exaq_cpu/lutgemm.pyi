@@ -4,7 +4,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BCQMatrix", "BCQStack", "quantize", "lut_gemm", "uniform_quantize", "preferred_table",
+__all__ = ["BCQMatrix", "BCQStack", "quantize_weights", "quantize", "lut_gemm", "uniform_quantize", "preferred_table",
            "BATCH_CROSSOVER", "DEFAULT_PRECISION", "PRECISIONS"]
 
 TILE: int
@@ -67,8 +67,11 @@ def uniform_quantize(W: npt.ArrayLike, bits: int = ..., group_size: Optional[int
 def quantize(W: npt.ArrayLike, bits: int = ..., group_size: Optional[int] = ...,
              method: Literal["greedy", "alternating", "uniform"] = ...,
              iters: Optional[int] = ...) -> BCQMatrix: ...
-def lut_gemm(x: npt.ArrayLike, Wq: Union[BCQMatrix, BCQStack], out: Optional[npt.NDArray[np.float32]] = ...,
-             threads: Optional[int] = ..., *, method: Literal["auto", "lut", "dequantize"] = ...,
+def quantize_weights(W: npt.ArrayLike, bits: int = ..., group_size: Optional[int] = ...,
+             method: Literal["greedy", "alternating", "uniform"] = ...,
+             iters: Optional[int] = ...) -> BCQMatrix: ...
+def lut_gemm(x: npt.ArrayLike, Wq: Union[BCQMatrix, BCQStack], *, out: Optional[npt.NDArray[np.float32]] = ...,
+             threads: Optional[int] = ..., method: Literal["auto", "lut", "dequantize"] = ...,
              table: Literal["auto", "mu4", "mu8"] = ...,
              precision: Optional[Literal["int8", "exact"]] = ...,
              backend: Optional[str] = ...) -> npt.NDArray[np.float32]: ...

@@ -102,7 +102,7 @@ class BCQLinear:
         self.wbits = wbits
         self.group_size = group_size
         self.threads = threads
-        self.qweight = lutgemm.quantize(
+        self.qweight = lutgemm.quantize_weights(
             np.ascontiguousarray(weight, dtype=np.float32),
             bits=wbits,
             group_size=group_size,
@@ -135,7 +135,7 @@ def bcq_linear_factory(
     """
     from exaq_cpu import lutgemm
     # Fail on bad settings now, not after loading the model: quantize a tiny matrix.
-    lutgemm.quantize(
+    lutgemm.quantize_weights(
         np.zeros((1, group_size), np.float32), bits=wbits, group_size=group_size, method=method, iters=iters
     )
     return lambda weight: BCQLinear(weight, wbits, group_size, method, iters, threads)
