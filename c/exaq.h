@@ -279,12 +279,25 @@ int exaq_lutsum_count_rows(const uint8_t *packed, size_t rows, ptrdiff_t p_strid
  * shorter than a row. */
 int exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n, ptrdiff_t c_stride,
                     int bits, uint8_t *packed, ptrdiff_t p_stride, uint8_t *maskbits, ptrdiff_t m_stride);
+/* 2-bit packed rows (`ps` bytes apart) to float probabilities (`ys` floats
+ * apart) through each row's 4-entry table (tables + 4 r): entries at or past
+ * lengths[r] and those with their maskbits bit set (maskbits NULL: none; rows
+ * `ms` bytes apart) are +0.0; a row whose table[0] is NaN (NaN/+inf input) is
+ * looked up unmasked, as PackedSoftmax.to_float defines.  0, or -1 for bad
+ * arguments. */
+int exaq_expand_pack2_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n, ptrdiff_t ps,
+                           const int64_t *lengths, const uint8_t *maskbits, ptrdiff_t ms, const float *tables,
+                           float *y, ptrdiff_t ys);
 int exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
                       ptrdiff_t p_stride, int bits, uint8_t *codes, ptrdiff_t c_stride);
 int exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t p_stride,
                       size_t n, const int64_t *lengths, int bits, const float *luts,
                       ptrdiff_t lut_stride, double *sums);
-/* accumulation-phase baselines: sum of lut[code] over byte codes; float sum of exp(x - shift) */
+/* Accumulation-phase baselines, kept as library entries because
+ * bench/bench_packed.py measures the paper's comparison through them (LUTexp +
+ * add over byte codes against exp + add) on every backend, with the same
+ * kernels the softmax runs: sum of lut[code] over byte codes; float sum of
+ * exp(x - shift). */
 void exaq_lutexp_sum_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n,
                           ptrdiff_t c_stride, const float *luts, ptrdiff_t lut_stride, double *sums);
 void exaq_exp_sum_rows(const exaq_backend *be, const float *x, size_t rows, size_t n, ptrdiff_t x_stride,

@@ -917,6 +917,28 @@ int exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows,
     return 0;
 }
 
+int exaq_expand_pack2_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n, ptrdiff_t ps,
+                           const int64_t *lengths, const uint8_t *maskbits, ptrdiff_t ms, const float *tables,
+                           float *y, ptrdiff_t ys) {
+    if (!rows_valid(2, rows, n, packed, ps, y, ys, n) || (rows && n && (!lengths || !tables)) ||
+        (maskbits && rows > 1 && (ms < 0 || (size_t)ms < EXAQ_MASK_BYTES(n))))
+        return -1;
+    if (n == 0) return 0;
+    for (size_t r = 0; r < rows; ++r) {
+        const uint8_t *row = packed + (ptrdiff_t)r * ps;
+        const float *table = tables + 4 * r;
+        float *out = y + (ptrdiff_t)r * ys;
+        if (table[0] != table[0]) { /* NaN row: every entry its code's (NaN) probability */
+            be->softmax->expand_pack2(row, NULL, n, table, out);
+            continue;
+        }
+        const size_t len = lengths[r] < 0 ? 0 : (size_t)lengths[r] < n ? (size_t)lengths[r] : n;
+        be->softmax->expand_pack2(row, maskbits ? maskbits + (ptrdiff_t)r * ms : NULL, len, table, out);
+        if (len < n) memset(out + len, 0, (n - len) * sizeof *out);
+    }
+    return 0;
+}
+
 int exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t ps,
                      size_t n, const int64_t *lengths, int bits, const float *luts,
                      ptrdiff_t lut_stride, double *sums) {

@@ -65,6 +65,9 @@ cdef extern from "exaq.h" nogil:
     int exaq_pack_rows(const exaq_backend *be, const uint8_t *codes, size_t rows, size_t n,
                         ptrdiff_t cs, int bits, uint8_t *packed, ptrdiff_t ps, uint8_t *maskbits,
                         ptrdiff_t ms)
+    int exaq_expand_pack2_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n, ptrdiff_t ps,
+                               const int64_t *lengths, const uint8_t *maskbits, ptrdiff_t ms, const float *tables,
+                               float *y, ptrdiff_t ys)
     int exaq_unpack_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, size_t n,
                           ptrdiff_t ps, int bits, uint8_t *codes, ptrdiff_t cs)
     int exaq_lutsum_rows(const exaq_backend *be, const uint8_t *packed, size_t rows, ptrdiff_t ps,
@@ -602,6 +605,35 @@ def unpack_codes(const uint8_t[:, ::1] packed, int bits, uint8_t[:, ::1] codes):
                               &codes[0, 0], n)
     if rc != 0:
         raise ValueError("unpack: the core refused its arguments")
+
+
+def expand_pack2(const uint8_t[:, ::1] packed, const int64_t[::1] lengths, mask, const float[:, ::1] tables,
+                 float[:, ::1] y):
+    """2-bit packed rows to probabilities (PackedSoftmax.to_float): y[r, j] = tables[r, code],
+    +0.0 at or past lengths[r] and where the bitmap `mask` (uint8 rows, or None) is set."""
+    cdef Py_ssize_t rows = y.shape[0], n = y.shape[1]
+    cdef const uint8_t[:, ::1] bitmap
+    cdef const uint8_t *mp = NULL
+    cdef Py_ssize_t ms = 0
+    if packed.shape[0] != rows or packed.shape[1] != (2 * n + 7) // 8:
+        raise ValueError("packed buffer has the wrong shape")
+    if lengths.shape[0] != rows or tables.shape[0] != rows or tables.shape[1] != 4:
+        raise ValueError("lengths/tables do not match the rows")
+    if mask is not None:
+        bitmap = mask
+        if bitmap.shape[0] != rows or bitmap.shape[1] != (n + 7) // 8:
+            raise ValueError("mask bitmap has the wrong shape")
+        if rows and bitmap.shape[1]:
+            mp = &bitmap[0, 0]
+            ms = bitmap.shape[1]
+    if rows == 0 or n == 0:
+        return
+    cdef int rc
+    with nogil:
+        rc = exaq_expand_pack2_rows(exaq_active_backend(), &packed[0, 0], rows, n, packed.shape[1], &lengths[0],
+                                    mp, ms, &tables[0, 0], &y[0, 0], n)
+    if rc != 0:
+        raise ValueError("expand_pack2: the core refused its arguments")
 
 
 def lutsum(const uint8_t[:, ::1] packed, Py_ssize_t n, int bits, const float[:, ::1] luts,

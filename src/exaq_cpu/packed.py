@@ -139,6 +139,14 @@ class PackedSoftmax(_core.PackedFields):
         """The probabilities, equal bit for bit to ``softmax(x, bits, ...)`` (float32)."""
         n, r = self.n, int(np.prod(self.batch_shape, dtype=np.int64))
         table = self.table.reshape(r, 1 << self.bits)
+        if self.bits == 2:  # one fused pass in C: lookups, mask bitmap and lengths
+            p = np.empty((r, n), np.float32)
+            mask = None if self.mask is None else np.ascontiguousarray(self.mask).reshape(r, -1)
+            _core.expand_pack2(np.ascontiguousarray(self.codes).reshape(r, self.codes.shape[-1]),
+                               np.ascontiguousarray(self.lengths, np.int64).reshape(r),
+                               mask, np.ascontiguousarray(table, np.float32), p)
+            result = restore_axis(p, self.batch_shape, self.axis)
+            return result if dtype is None else result.astype(dtype)
         p = np.take_along_axis(table, self._unpack_rows(), axis=1) if n else np.empty((r, 0), np.float32)
         live = ~np.isnan(table[:, 0])  # rows with NaN/+inf stay NaN everywhere
         p[self._masked_rows() & live[:, None]] = 0.0
