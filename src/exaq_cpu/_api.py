@@ -10,7 +10,7 @@ from typing import NamedTuple, Optional, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _torch
 from ._args import (ClipArg, batch_shape_of, check_axis, check_bits, check_floor, check_out, check_scores,
                     common_clip_params, restore_axis, result_dtype, to_rows)
 from ._backend import call_backend
@@ -70,7 +70,11 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
     the top code and the row is uniform.
 
     ``x`` may have any shape, layout and strides; float32 is native, float16 and
-    float64 are computed in float32.  The result is float32 unless ``dtype`` is
+    float64 are computed in float32.  A CPU ``torch.Tensor`` (float16/32/64,
+    bfloat16) is read in place and the result is a tensor (sharing the result's
+    memory); ``out`` may be a tensor too.  Tensors that require grad are read
+    as values: the result carries no autograd history.  torch is never imported
+    by exaq_cpu itself.  The result is float32 unless ``dtype`` is
     float16 or float64.  ``out`` (same shape, the result dtype, writable) may be
     ``x`` itself.
 
@@ -100,6 +104,8 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
         result = _core.softmax_common(x, bits, axis, clip, floor, out, output, threads)
         if result is not None:
             return result
+    if _torch.any_tensor(x, out):
+        return _softmax_torch(x, bits, axis, clip, floor, out, dtype, output, threads)
     arr = check_scores(x)
     threads = _check_threads(threads)
     bits = check_bits(bits, allow_none=True)
@@ -146,6 +152,21 @@ def _check_threads(threads) -> Optional[int]:
     if threads is not None:
         _core.threads_for(threads, 0)
     return threads
+
+
+def _softmax_torch(x, bits, axis, clip, floor, out, dtype, output, threads):
+    """softmax of a CPU torch tensor (or into one): NumPy views in, a tensor out."""
+    arr = _torch.to_numpy(x) if _torch.is_tensor(x) else x
+    if out is None or not _torch.is_tensor(out):
+        result = softmax(arr, bits, axis=axis, clip=clip, floor=floor, out=out, dtype=dtype, output=output,
+                         threads=threads)
+        return result if output != "float" or out is not None else _torch.from_numpy(result)
+    if out.requires_grad:
+        raise ValueError("out must not require grad (the kernels write it in place, outside autograd)")
+    view = _torch.to_numpy(out, "out", writable=True)
+    softmax(arr, bits, axis=axis, clip=clip, floor=floor, out=view, dtype=view.dtype if dtype is None else dtype,
+            output=output, threads=threads)
+    return out
 
 
 def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, clip: Union[str, float] = "gauss",
@@ -213,6 +234,10 @@ def quantize(x, bits: int = 2, *, axis: int = -1, clip: ClipArg = "gauss",
     if backend is not None:
         with call_backend(backend):
             return quantize(x, bits, axis=axis, clip=clip, floor=floor)
+    if _torch.is_tensor(x):  # codes, lo and table come back as tensors
+        q = quantize(_torch.to_numpy(x), bits, axis=axis, clip=clip, floor=floor)
+        return q._replace(codes=_torch.from_numpy(q.codes), lo=_torch.from_numpy(q.lo),
+                          table=_torch.from_numpy(q.table))
     arr = check_scores(x)
     bits = check_bits(bits)
     axis = check_axis(axis, arr.ndim)
@@ -247,6 +272,6 @@ def score_stats(x, *, axis: int = -1, backend: Optional[str] = None) -> dict:
     if backend is not None:
         with call_backend(backend):
             return score_stats(x, axis=axis)
-    arr = check_scores(x)
+    arr = check_scores(_torch.to_numpy(x) if _torch.is_tensor(x) else x)
     axis = check_axis(axis, arr.ndim)
     return _core.score_stats(to_rows(arr, axis))

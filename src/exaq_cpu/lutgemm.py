@@ -34,7 +34,7 @@ import warnings
 
 import numpy as np
 
-from . import _core
+from . import _core, _torch
 from ._args import check_bits
 from ._backend import call_backend
 from ._npz import NpzReader
@@ -757,6 +757,13 @@ def lut_gemm(x, Wq: BCQMatrix, *positional, out=None, threads=None, method="auto
     if backend is not None:
         with call_backend(backend):
             return lut_gemm(x, Wq, out=out, threads=threads, method=method, table=table, precision=precision)
+    if _torch.any_tensor(x, out):  # CPU tensors: NumPy views in, a tensor out
+        if _torch.is_tensor(out) and out.requires_grad:
+            raise ValueError("out must not require grad (the kernel writes it in place, outside autograd)")
+        xs = _torch.to_numpy(x) if _torch.is_tensor(x) else x
+        view = _torch.to_numpy(out, "out", writable=True) if _torch.is_tensor(out) else out
+        result = lut_gemm(xs, Wq, out=view, threads=threads, method=method, table=table, precision=precision)
+        return out if _torch.is_tensor(out) else _torch.from_numpy(result)
     if isinstance(Wq, BCQStack):
         return _lut_gemm_stack(x, Wq, out, threads, method, table, precision)
     if not isinstance(Wq, BCQMatrix):
