@@ -100,12 +100,28 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
         with call_backend(backend):
             return softmax(x, bits, axis=axis, clip=clip, floor=floor, out=out, dtype=dtype, output=output,
                            threads=threads)
+    if bits is None and clip != "gauss":  # (the default, which the exact kernel ignores)
+        raise ValueError(f"clip={clip!r} has no meaning for the exact softmax (bits=None)")
     if dtype is None and (out is None or type(out) is np.ndarray):
         result = _core.softmax_common(x, bits, axis, clip, floor, out, output, threads)
         if result is not None:
             return result
     if _torch.any_tensor(x, out):
         return _softmax_torch(x, bits, axis, clip, floor, out, dtype, output, threads)
+    if isinstance(x, np.ma.MaskedArray):  # masked entries are masked scores: -inf
+        x = np.ma.filled(x.astype(np.result_type(x.dtype, np.float32)), -np.inf)
+    if axis is None or np.ndim(x) == 0:  # scipy's conventions: every entry in one softmax; a scalar is 1
+        flat = np.asarray(x)
+        whole = softmax(flat.reshape(-1), bits, clip=clip, floor=floor, dtype=dtype, output=output,
+                        threads=threads)
+        if output != "float":
+            return whole
+        whole = whole.reshape(flat.shape)
+        if out is None:
+            return whole
+        check_out(out, flat.shape, out.dtype if dtype is None else result_dtype(dtype))
+        out[...] = whole
+        return out
     arr = check_scores(x)
     threads = _check_threads(threads)
     bits = check_bits(bits, allow_none=True)
@@ -119,7 +135,8 @@ def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gaus
         if out is not None or dtype is not None:
             raise ValueError("output='packed' takes neither out nor dtype")
         return _softmax_packed(arr, bits, axis, clip, floor, threads)
-    res_dtype = result_dtype(dtype)
+    # float32 results unless dtype= asks otherwise; an out= array of another float dtype says so too
+    res_dtype = result_dtype(out.dtype if dtype is None and isinstance(out, np.ndarray) else dtype)
     if out is not None:
         check_out(out, arr.shape, res_dtype)
     rows = to_rows(arr, axis)
@@ -188,6 +205,8 @@ def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, cli
     if backend is not None:
         with call_backend(backend):
             return softmax_into(x, out, bits, clip=clip, floor=floor, threads=threads)
+    if bits is None and clip != "gauss":
+        raise ValueError(f"clip={clip!r} has no meaning for the exact softmax (bits=None)")
     result = _core.softmax_into(x, out, bits, clip, floor, threads)
     if result is None:  # argument types off the common path: checked (and reported) here
         result = _softmax_into_checked(x, out, bits, clip, floor, threads)

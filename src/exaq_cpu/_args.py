@@ -68,9 +68,14 @@ def check_floor(floor) -> str:
 
 
 def check_scores(x) -> np.ndarray:
+    """``x`` as an array of float scores: integers and booleans are computed as
+    float32 (as scipy.special.softmax computes them as floats); anything else
+    that is not a float is a TypeError."""
     arr = np.asarray(x)
-    if arr.dtype.kind != "f":
-        raise TypeError(f"x must hold floating-point scores, got dtype {arr.dtype}")
+    if arr.dtype.kind in "biu":
+        arr = arr.astype(np.float32)
+    elif arr.dtype.kind != "f":
+        raise TypeError(f"x must hold real (float, integer or bool) scores, got dtype {arr.dtype}")
     if arr.ndim == 0:
         raise ValueError("x must have at least one dimension")
     return arr

@@ -19,7 +19,7 @@ def clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
     params = common_clip_params(clip, bits)  # the common cases first
     if params is not None:
         return params
-    if clip is None:
+    if clip is None or clip == "naive":  # "naive": clipping.CLIP_MODES' name for no clip
         return "none", 0.0, 0.0, 0.0
     if isinstance(clip, str):
         if clip in ("gauss", "row"):
@@ -31,7 +31,8 @@ def clip_params(clip: ClipArg, bits: int, floor: str, rows: np.ndarray):
         from . import clipping  # the analysis package, loaded only for its modes
 
         if clip not in clipping.STATS_CLIP_MODES:
-            raise ValueError(f"unknown clip mode {clip!r}")
+            valid = ("gauss", "laplace", "row", "naive") + tuple(clipping.STATS_CLIP_MODES)
+            raise ValueError(f"unknown clip mode {clip!r}; valid: {', '.join(valid)}, None or a negative float")
         stats = _core.score_stats(rows)
         if stats["count"] == 0:
             return "none", 0.0, 0.0, 0.0

@@ -39,21 +39,29 @@ def attention_function(bits: Optional[int] = 2, clip="gauss", floor: str = "exp"
     def exaq_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
         if query.device.type != "cpu":
             raise ValueError(f"exaq attention runs on CPU tensors, got {query.device}")
-        groups = query.shape[1] // key.shape[1]
-        if groups > 1:  # grouped-query attention: key/value head h serves query heads h*groups ..
-            key = key.repeat_interleave(groups, dim=1)
-            value = value.repeat_interleave(groups, dim=1)
+        batch, heads, queries, head_dim = query.shape
+        kv_heads, keys = key.shape[1], key.shape[2]
+        groups = heads // kv_heads
         if scaling is None:
-            scaling = query.shape[-1] ** -0.5
-        scores = torch.matmul(query, key.transpose(2, 3)).to(torch.float32) * scaling
+            scaling = head_dim ** -0.5
+        # grouped-query attention without repeating K and V: the `groups` query heads
+        # of key/value head h are rows of one matmul with it
+        q = query.reshape(batch, kv_heads, groups * queries, head_dim)
+        scores = torch.matmul(q.detach(), key.detach().transpose(2, 3)).mul_(scaling)  # inference only
+        scores = scores.view(batch, heads, queries, keys)
+        if scores.dtype != torch.float32:
+            scores = scores.to(torch.float32)
         if attention_mask is not None:
-            bias = attention_mask[:, :, :, : key.shape[-2]].to(torch.float32)
-            floor_value = torch.finfo(attention_mask.dtype).min / 2
-            scores = scores + torch.where(bias <= floor_value, float("-inf"), bias)
-        probs = exaq_cpu.softmax(scores, bits, **kwargs).to(query.dtype)
+            bias = attention_mask[:, :, :, :keys]
+            masked = bias <= torch.finfo(bias.dtype).min / 2  # eager's "masked" value: exactly 0 here
+            scores = scores.add_(bias.masked_fill(masked, 0)).masked_fill_(masked, float("-inf"))
+        probs = exaq_cpu.softmax(scores, bits, out=scores, **kwargs)
+        if probs.dtype != query.dtype:
+            probs = probs.to(query.dtype)
         if dropout and module.training:
             probs = torch.nn.functional.dropout(probs, p=dropout, training=True)
-        output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+        context = torch.matmul(probs.view(batch, kv_heads, groups * queries, keys), value)
+        output = context.view(batch, heads, queries, head_dim).transpose(1, 2).contiguous()
         return output, probs
 
     return exaq_attention
