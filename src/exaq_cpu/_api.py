@@ -6,7 +6,7 @@ into rows of contiguous float32 and back.
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Optional, Union, overload
 
 import numpy as np
 
@@ -15,7 +15,18 @@ from ._args import (ClipArg, batch_shape_of, check_axis, check_bits, check_floor
                     common_clip_params, restore_axis, result_dtype, to_rows)
 from ._backend import call_backend
 from ._clip import clip_params
-from .packed import _softmax_packed
+from .packed import PackedSoftmax, _softmax_packed
+
+if TYPE_CHECKING:  # for the annotations only: torch stays optional
+    import torch
+
+#: what ``bits`` takes: a code width, or None for the exact softmax
+Bits = Optional[Literal[2, 3, 4]]
+#: the clip mode names ``softmax`` takes (and None, or a negative float)
+ClipName = Literal["gauss", "laplace", "row", "naive", "table", "exp_mse", "softmax_mse", "softmax_kl",
+                   "softmax_l1", "accurate"]
+Clip = Union[ClipName, float, None]
+Floor = Literal["exp", "zero"]
 
 
 class QuantizedRows(NamedTuple):
@@ -36,8 +47,21 @@ class QuantizedRows(NamedTuple):
     axis: int
 
 
-def softmax(x, bits: Optional[int] = 2, *, axis: int = -1, clip: ClipArg = "gauss",
-            floor: str = "exp", out: Optional[np.ndarray] = None, dtype=None, output: str = "float",
+@overload
+def softmax(x: "torch.Tensor", bits: Bits = 2, *, axis: Optional[int] = -1, clip: Clip = "gauss",
+            floor: Floor = "exp", out: Any = None, dtype: Any = None, output: Literal["float"] = "float",
+            threads: Optional[int] = None, backend: Optional[str] = None) -> "torch.Tensor": ...
+@overload
+def softmax(x: Any, bits: Bits = 2, *, axis: Optional[int] = -1, clip: Clip = "gauss",
+            floor: Floor = "exp", out: Optional[np.ndarray] = None, dtype: Any = None,
+            output: Literal["float"] = "float", threads: Optional[int] = None,
+            backend: Optional[str] = None) -> np.ndarray: ...
+@overload
+def softmax(x: Any, bits: Literal[2, 3, 4] = 2, *, axis: Optional[int] = -1, clip: Clip = "gauss",
+            floor: Floor = "exp", out: None = None, dtype: None = None, output: Literal["packed"],
+            threads: Optional[int] = None, backend: Optional[str] = None) -> PackedSoftmax: ...
+def softmax(x, bits: Optional[int] = 2, *, axis: Optional[int] = -1, clip: ClipArg = "gauss",
+            floor: str = "exp", out=None, dtype=None, output: str = "float",
             threads: Optional[int] = None, backend: Optional[str] = None):
     """Softmax along ``axis``, EXAQ-quantized (``bits`` = 2, 3, 4) or exact (``bits=None``).
 
