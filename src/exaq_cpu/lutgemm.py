@@ -745,6 +745,11 @@ def lut_gemm(x, Wq: BCQMatrix, *positional, out=None, threads=None, method="auto
       inside ``with exaq_cpu.use_backend(backend):``; ``None``: the thread's or
       process's choice.  ``precision="int8"`` gives the same bits on every backend.
     """
+    if (type(x) is np.ndarray and type(Wq) is BCQMatrix and out is None and not positional and backend is None
+            and method == "auto" and table == "auto" and (precision or DEFAULT_PRECISION) == "int8"):
+        y = _lut_gemm_i8_ready(x, Wq, threads)  # the decode loop's call, with no Python in between
+        if y is not None:
+            return y
     if positional:  # out and threads were positional before 0.1 settled on keywords (docs/api.md)
         if len(positional) > 2:
             raise TypeError(f"lut_gemm takes 2 positional arguments (x, Wq), got {2 + len(positional)}")
@@ -811,6 +816,25 @@ def lut_gemm(x, Wq: BCQMatrix, *positional, out=None, threads=None, method="auto
     if not out.flags.aligned:
         out.reshape(tokens, rows)[...] = y2
     return out
+
+
+def _lut_gemm_i8_ready(x, Wq, threads):
+    """lut_gemm's int8 path for an x the kernel reads as it is (C-contiguous aligned
+    float32 (..., cols), fewer tokens than the crossover) and threads None or an int
+    >= 1; None for anything else (the checking path then handles it)."""
+    rows, cols = Wq.shape
+    shape = x.shape
+    if (x.dtype != np.float32 or not shape or shape[-1] != cols or not x.flags.c_contiguous
+            or not x.flags.aligned or not (threads is None or (type(threads) is int and threads >= 1))):
+        return None
+    tokens = x.size // cols if cols else math.prod(shape[:-1])
+    if tokens >= BATCH_CROSSOVER[Wq.bits] or tokens == 0:
+        return None
+    y = np.empty(shape[:-1] + (rows,), np.float32)
+    threads = _core.threads_for(threads, rows * cols * tokens >> 3)
+    _core.lut_gemm_rows_i8(*Wq.packed_int8(), rows, cols, Wq._gs, Wq.bits, x.reshape(tokens, cols),
+                           y.reshape(tokens, rows), int(threads))
+    return y
 
 
 def _lut_gemm_stack(x, Wq, out, threads, method, table, precision=None):

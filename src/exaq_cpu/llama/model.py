@@ -504,12 +504,13 @@ class ForwardStats:
 
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     mean_square = np.einsum("td,td->t", x, x)[:, None] / np.float32(x.shape[-1])
-    return (x * (1.0 / np.sqrt(mean_square + np.float32(eps)))) * weight
+    return x * (weight / np.sqrt(mean_square + np.float32(eps)))  # one (tokens, d) product fewer
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x << 0; x / inf = -0 is right
-        return x / (np.float32(1.0) + np.exp(-x))
+    """x * sigmoid(x).  exp(-x) overflows to inf for x << 0, where x / inf = -0 is right:
+    callers run it under np.errstate(over="ignore") (forward() once for all layers)."""
+    return x / (np.float32(1.0) + np.exp(-x))
 
 
 class LlamaModel:
@@ -596,6 +597,10 @@ class LlamaModel:
             angles = positions[:, None] * self._inv_freq[None, :]
             self._rope_cos = np.cos(angles).astype(np.float32)
             self._rope_sin = np.sin(angles).astype(np.float32)
+            # per dimension (pairs interleaved): cos, cos and -sin, +sin, for the one-token rotation
+            self._rope_cos2 = np.repeat(self._rope_cos, 2, axis=1)
+            self._rope_sin2 = np.repeat(self._rope_sin, 2, axis=1)
+            self._rope_sin2[:, 0::2] *= -1
         return self._rope_cos, self._rope_sin
 
     def _apply_rope(self, x: np.ndarray, start: int) -> None:
@@ -606,9 +611,16 @@ class LlamaModel:
         """
         tokens = x.shape[0]
         cos_table, sin_table = self._rope_tables(start + tokens)
+        rot = self.config.rope_dims
+        if tokens == 1 and x.flags.c_contiguous:  # a decode step: the same products, fewer NumPy calls
+            head = x[0, :, :rot]
+            swapped = head.reshape(x.shape[1], rot // 2, 2)[:, :, ::-1].reshape(x.shape[1], rot)
+            # even: e*c + o*(-s) = e*c - o*s; odd: o*c + e*s = e*s + o*c (the same roundings)
+            head *= self._rope_cos2[start]
+            head += swapped * self._rope_sin2[start]
+            return
         cos = cos_table[start : start + tokens, None, :]
         sin = sin_table[start : start + tokens, None, :]
-        rot = self.config.rope_dims
         pairs = x[..., :rot].reshape(x.shape[0], x.shape[1], rot // 2, 2)
         even = pairs[..., 0].copy()
         odd = pairs[..., 1].copy()
@@ -676,11 +688,12 @@ class LlamaModel:
 
         x = self.weights.token_embedding[ids]  # (tokens, d_model), a fresh copy
         eps = cfg.rms_eps
-        for i, layer in enumerate(self.weights.layers):
-            x += self._attention(i, _rms_norm(x, layer.attn_norm, eps), cache, start)
-            gate_up = self._gate_up[i](_rms_norm(x, layer.ffn_norm, eps))
-            gate, up = gate_up[:, : cfg.d_ff], gate_up[:, cfg.d_ff :]
-            x += self._down[i](_silu(gate) * up)
+        with np.errstate(over="ignore"):  # _silu's exp(-x) overflow is harmless (once, not per layer)
+            for i, layer in enumerate(self.weights.layers):
+                x += self._attention(i, _rms_norm(x, layer.attn_norm, eps), cache, start)
+                gate_up = self._gate_up[i](_rms_norm(x, layer.ffn_norm, eps))
+                gate, up = gate_up[:, : cfg.d_ff], gate_up[:, cfg.d_ff :]
+                x += self._down[i](_silu(gate) * up)
         cache.length = start + ids.size
 
         if last_only:
