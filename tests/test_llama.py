@@ -492,3 +492,18 @@ def test_cli_generate_chat(cached_loader, capsys):
     captured = capsys.readouterr()
     assert captured.out.strip()
     assert "tokens/s" in captured.err
+
+
+def test_cli_json_says_how_the_result_was_made(cached_loader, capsys):
+    import exaq_cpu
+
+    assert main(["generate", "--prompt", "The capital of France is", "--max-new", "3", "--softmax", "exaq",
+                 "--bits", "3", "--clip", "row", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)  # one object, no streamed text before it
+    assert payload["tokens"] == 3 and isinstance(payload["text"], str) and payload["prompt_tokens"] > 0
+    assert (payload["bits"], payload["clip"], payload["floor"]) == (3, "row", "exp")
+    assert payload["backend"] == exaq_cpu.backend() and payload["version"] == exaq_cpu.__version__
+    assert main(["eval", "--tokens", "32", "--ctx", "32", "--json", "--no-progress", "--softmax", "exaq",
+                 "--bits", "2", "--threads", "1"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["reference"] == "float" and payload["bits"] == 2 and payload["threads"] == 1

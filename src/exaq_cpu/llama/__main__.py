@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", type=_non_negative_int, default=0, help="sample among the k likeliest (0 = all)")
     gen.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     gen.add_argument("--no-cache", action="store_true", help="recompute the whole sequence each step (slow; a check)")
+    gen.add_argument("--json", action="store_true", help="print one JSON object (text, tokens, speed, settings)")
     _add_model_options(gen)
 
     ev = commands.add_parser("eval", help="perplexity, KL and top-1 agreement on CPython's documentation")
@@ -218,6 +219,23 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace):
     return contents, float_model, variant, tokenizer, softmax.label
 
 
+def _settings(args: argparse.Namespace, label: str) -> dict:
+    """What a JSON result carries to say how it was made."""
+    import exaq_cpu
+
+    exaq = args.softmax == "exaq"
+    return {
+        "softmax": label,
+        "bits": args.bits if exaq else None,
+        "clip": args.clip if exaq else None,
+        "floor": args.floor if exaq else None,
+        "linear": _linear_label(args),
+        "threads": args.threads,
+        "backend": exaq_cpu.backend(),
+        "version": exaq_cpu.__version__,
+    }
+
+
 def _run_generate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     contents, _, model, tokenizer, label = _load(parser, args)
     text = args.prompt
@@ -231,6 +249,7 @@ def _run_generate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("the prompt is empty after tokenization")
     stop_ids = tokenizer.stop_ids
     print(f"[{contents.name}: {_describe(args, label)}]", file=sys.stderr)
+    out = sys.stdout if not args.json else None  # --json: one object at the end, no streamed text
 
     generated: list[int] = []
     shown = ""
@@ -249,16 +268,22 @@ def _run_generate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
                 break
             generated.append(token)
             text_so_far = tokenizer.decode(generated)
-            if text_so_far.endswith("\ufffd"):  # a multi-byte character is still incomplete
+            if text_so_far.endswith("\ufffd") or out is None:  # a multi-byte character is still incomplete
                 continue
-            sys.stdout.write(text_so_far[len(shown) :])
-            sys.stdout.flush()
+            out.write(text_so_far[len(shown) :])
+            out.flush()
             shown = text_so_far
     except ValueError as exc:
         parser.error(str(exc))
     final = tokenizer.decode(generated)
-    sys.stdout.write(final[len(shown) :] + "\n")
     stats = model.stats
+    if args.json:
+        payload = {"model": contents.name, "prompt_tokens": len(prompt), "text": final, "tokens": len(generated),
+                   "tokens_per_s": stats.tokens_per_s, "softmax_share": stats.softmax_share}
+        payload.update(_settings(args, label))
+        print(json.dumps(payload))
+        return 0
+    sys.stdout.write(final[len(shown) :] + "\n")
     print(
         f"[{len(generated)} tokens; {stats.tokens} through the model at {stats.tokens_per_s:.1f} tokens/s, "
         f"softmax {100 * stats.softmax_share:.1f}% of the time]",
@@ -300,7 +325,8 @@ def _run_eval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.json:
         payload = result.as_dict()
-        payload.update(model=contents.name, softmax=label, linear=_linear_label(args))
+        payload.update(model=contents.name, reference="float" if reference is not None else None)
+        payload.update(_settings(args, label))
         if calibrated:
             payload["calibration_windows"] = calibrated
         print(json.dumps(payload))
@@ -331,7 +357,8 @@ def _run_bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     result = benchmark_decode(model, prompt, args.new)
     if args.json:
         payload = result.as_dict()
-        payload.update(model=contents.name, softmax=label, linear=_linear_label(args))
+        payload.update(model=contents.name)
+        payload.update(_settings(args, label))
         print(json.dumps(payload))
         return 0
     print(f"model                {contents.name} ({contents.path.name})")
