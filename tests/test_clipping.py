@@ -446,3 +446,26 @@ def test_calibrator_json_deep_nesting_and_junk():
     for text in ["[" * 100000 + "]" * 100000, "not json", "[1, 2]", '{"version": 1}']:
         with pytest.raises(ValueError):
             cl.Calibrator.from_json(text)
+
+
+def test_per_head_clip_array_is_a_softmax_clip():
+    """Calibrator(per_head=True) gives one clip per head: softmax takes the array as
+    clip= and applies each to its head's rows, as the per-head calls would."""
+    rng = np.random.default_rng(11)
+    cal = cl.Calibrator(n_calib=2, bits=2, per_head=True)
+    x = (rng.standard_normal((2, 9, 5, 64)) * np.linspace(1, 4, 9)[None, :, None, None]).astype(np.float32)
+    for _ in range(3):
+        clip = cal.observe("layer", x)
+    assert clip.shape == (9,) and len(set(clip.tolist())) > 1
+    p = exaq_cpu.softmax(x, 2, clip=clip)
+    expected = np.stack([exaq_cpu.softmax(x[:, h], 2, clip=float(clip[h])) for h in range(9)], axis=1)
+    assert np.array_equal(p, expected)
+    rows = exaq_cpu.softmax(x, 3, clip=clip[None, :, None])  # any array that broadcasts to the rows' shape
+    assert np.array_equal(rows, np.stack([exaq_cpu.softmax(x[:, h], 3, clip=float(clip[h]))
+                                          for h in range(9)], axis=1))
+    with pytest.raises(ValueError, match="broadcast"):
+        exaq_cpu.softmax(x, 2, clip=clip[:4])
+    with pytest.raises(ValueError, match="negative"):
+        exaq_cpu.softmax(x, 2, clip=-clip)
+    with pytest.raises(ValueError, match="output='float'"):
+        exaq_cpu.softmax(x, 2, clip=clip, output="packed")

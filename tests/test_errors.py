@@ -56,7 +56,8 @@ CASES = {
     "score_stats axis huge": (lambda: exaq_cpu.score_stats(X, axis=2**70), ValueError, "axis"),
     # clip, floor
     "softmax clip positive": (lambda: exaq_cpu.softmax(X, 2, clip=1.0), ValueError, "clip"),
-    "softmax clip list": (lambda: exaq_cpu.softmax(X, 2, clip=[1]), TypeError, "clip"),
+    "softmax clip list": (lambda: exaq_cpu.softmax(X, 2, clip=["a"]), TypeError, "clip"),
+    "softmax clip positive array": (lambda: exaq_cpu.softmax(X, 2, clip=[1]), ValueError, "clip"),
     "softmax clip unknown": (lambda: exaq_cpu.softmax(X, 2, clip="nope"), ValueError, "clip"),
     "softmax floor": (lambda: exaq_cpu.softmax(X, 2, floor="one"), ValueError, "floor"),
     # loaders: a corrupt or foreign file is a ValueError

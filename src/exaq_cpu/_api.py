@@ -25,7 +25,7 @@ Bits = Optional[Literal[2, 3, 4]]
 #: the clip mode names ``softmax`` takes (and None, or a negative float)
 ClipName = Literal["gauss", "laplace", "row", "naive", "table", "exp_mse", "softmax_mse", "softmax_kl",
                    "softmax_l1", "accurate"]
-Clip = Union[ClipName, float, None]
+Clip = Union[ClipName, float, None, np.ndarray]
 Floor = Literal["exp", "zero"]
 
 
@@ -80,6 +80,10 @@ def softmax(x, bits: Optional[int] = 2, *, axis: Optional[int] = -1, clip: ClipA
     - ``None``: no clipping, ``lo`` = pooled minimum ("naive");
     - a negative float: a static clip, ``lo`` is exactly that value (as frozen by
       calibration, see ``exaq_cpu.clipping.Calibrator``);
+    - an array of negative floats: a static clip per row, broadcast against the
+      rows' shape (``x.shape`` without ``axis``); a 1-D array as long as that
+      shape's second axis is read along it, so ``Calibrator(per_head=True)``'s
+      clips of ``(batch, heads, q, k)`` scores apply head by head;
     - other names (``"table"``, ...): solver-derived modes from
       ``exaq_cpu.clipping`` (``clipping.STATS_CLIP_MODES``).
 
@@ -151,6 +155,10 @@ def softmax(x, bits: Optional[int] = 2, *, axis: Optional[int] = -1, clip: ClipA
     bits = check_bits(bits, allow_none=True)
     axis = check_axis(axis, arr.ndim)
     floor = check_floor(floor)
+    if isinstance(clip, (np.ndarray, list, tuple)):  # one static clip per row group (Calibrator per_head)
+        if output != "float" or bits is None:
+            raise ValueError("a clip array takes bits 2, 3 or 4 and output='float'")
+        return _softmax_row_clips(arr, bits, axis, np.asarray(clip), floor, out, dtype, threads)
     if output != "float":
         if output != "packed":
             raise ValueError(f"output must be 'float' or 'packed', got {output!r}")
@@ -193,6 +201,39 @@ def _check_threads(threads) -> Optional[int]:
     if threads is not None:
         _core.threads_for(threads, 0)
     return threads
+
+
+def _softmax_row_clips(arr, bits, axis, clips, floor, out, dtype, threads):
+    """softmax with a static clip per row: ``clips`` broadcast against the rows' shape
+    (``arr.shape`` without ``axis``); a 1-D array as long as that shape's second axis
+    (the heads of (batch, heads, q, k) scores, ``Calibrator(per_head=True)``'s
+    convention) is read along it.  Rows sharing a clip go through one call."""
+    batch = batch_shape_of(arr.shape, axis)
+    if clips.dtype.kind not in "fiu" or clips.size == 0:
+        raise TypeError(f"a clip array must hold negative floats, got dtype {clips.dtype}")
+    if clips.ndim == 1 and len(batch) >= 2 and clips.size == batch[1] and clips.size != batch[-1]:
+        clips = clips.reshape((1, clips.size) + (1,) * (len(batch) - 2))
+    try:
+        per_row = np.broadcast_to(clips.astype(np.float64), batch).reshape(-1)
+    except ValueError:
+        raise ValueError(f"clip array of shape {clips.shape} does not broadcast to the rows' shape {batch}") from None
+    if not (np.all(per_row < 0) and np.all(np.isfinite(per_row))):
+        raise ValueError("a clip array must hold finite negative numbers")
+    rows = to_rows(arr, axis)
+    result = np.empty(rows.shape, np.float32)
+    for value in np.unique(per_row):
+        picked = np.flatnonzero(per_row == value)
+        part = np.ascontiguousarray(rows[picked])
+        target = np.empty(part.shape, np.float32)
+        _core.softmax_quantized(part, target, bits, "static", 0.0, 0.0, float(value), floor, None, threads)
+        result[picked] = target
+    shaped = restore_axis(result, batch, axis)
+    res_dtype = result_dtype(out.dtype if dtype is None and isinstance(out, np.ndarray) else dtype)
+    if out is None:
+        return shaped if res_dtype == np.float32 else shaped.astype(res_dtype)
+    check_out(out, arr.shape, res_dtype)
+    out[...] = shaped
+    return out
 
 
 def _softmax_torch(x, bits, axis, clip, floor, out, dtype, output, threads):
