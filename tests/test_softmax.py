@@ -501,3 +501,18 @@ def test_clip_vocabulary():
             exaq_cpu.softmax(x, None, clip=clip)
         with pytest.raises(ValueError, match="exact softmax"):
             exaq_cpu.softmax_into(x, np.empty_like(x), None, clip=clip)
+
+
+def test_main_job_reports_every_variant(tmp_path, capsys):
+    """python -m exaq_cpu: one row per variant with error and speed, no negative KL, a PNG."""
+    from exaq_cpu.__main__ import main
+
+    png = tmp_path / "summary.png"
+    main(["--repeat", "1", "--png", str(png)])
+    text = capsys.readouterr().out
+    table = [line for line in text.splitlines() if line.startswith(("exact float", "EXAQ", "numpy", "scipy"))]
+    assert len(table) >= 8
+    for line in table:
+        kl = float(line[24:].split()[1])
+        assert kl >= 0.0, line
+    assert png.stat().st_size > 1000 or "matplotlib not installed" in text

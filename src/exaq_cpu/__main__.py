@@ -1,9 +1,11 @@
 """python -m exaq_cpu: this CPU's backends, and EXAQ on an attention-shaped example.
 
 Prints the capabilities and the active backend, then runs EXAQ softmax at 2, 3
-and 4 bits on built-in causal attention scores (random queries and keys with a
-shared low-rank structure, scaled by 1/sqrt(d)), and reports the error against
-the exact float softmax and the time against NumPy and SciPy (single thread).
+and 4 bits (gauss and row clips), our exact kernel, NumPy and SciPy on built-in
+causal attention scores (random queries and keys with a shared low-rank
+structure, scaled by 1/sqrt(d)): one table of each variant's error against the
+float64 softmax (largest probability error, mean KL, the attention output's
+error) and its time on one thread, and a PNG of error against time.
 """
 from __future__ import annotations
 
@@ -65,6 +67,8 @@ def median_ms(fn, repeat: int) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m exaq_cpu", description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20, help="timed repetitions (median)")
+    parser.add_argument("--png", default="exaq_cpu_summary.png",
+                        help="write the error-vs-speed plot here (default %(default)s; '' for none)")
     args = parser.parse_args(argv)
 
     print(f"exaq_cpu {exaq_cpu.__version__}  numpy {np.__version__}  python {platform.python_version()}")
@@ -75,45 +79,72 @@ def main(argv=None) -> None:
     x = attention_scores()
     stats = exaq_cpu.score_stats(x)
     print(f"\nattention scores {x.shape}, causal mask; pooled sigma {stats['sigma']:.3f}, "
-          f"min {stats['min']:.2f}")
-    exact = exaq_cpu.softmax(x, None).astype(np.float64)
+          f"min {stats['min']:.2f}; error against the float64 softmax, speed single thread "
+          f"(median of {args.repeat}, output array reused)")
     reference = numpy_softmax(x.astype(np.float64))
+    values = np.random.default_rng(1).standard_normal((x.shape[0], x.shape[-1], 64))
+    ref_out = reference @ values
     valid = np.isfinite(x)
-    print(f"{'variant':22s} {'max|p-p_ref|':>13s} {'mean KL':>10s} {'top-1 kept':>10s}")
-    rows = [("exact float (ours)", exact)]
+    out = np.empty_like(x)
+
+    variants = [("exact float (ours)", lambda: exaq_cpu.softmax(x, None, out=out, threads=1))]
     for bits in (2, 3, 4):
         for clip in ("gauss", "row"):
-            rows.append((f"EXAQ {bits}-bit {clip}", exaq_cpu.softmax(x, bits, clip=clip).astype(np.float64)))
-    for name, p in rows:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # KL between distributions: p renormalized in float64 (its float32 rows sum to 1 only
-            # within rounding, which made the exact kernel's KL come out slightly negative)
-            q = p / p.sum(-1, keepdims=True)
-            kl = np.where(valid, reference * (np.log(reference) - np.log(np.maximum(q, 1e-300))), 0).sum(-1)
-            kl = np.maximum(kl, 0.0)  # Gibbs: KL >= 0; what float64 rounding leaves below 0 is 0
-        # quantized rows have ties at the top code: ask whether the true top-1 is among them
-        best = np.take_along_axis(p, np.argmax(reference, -1)[..., None], -1)[..., 0]
-        top1 = np.mean(best == p.max(-1))
-        print(f"{name:22s} {np.abs(p - reference).max():13.2e} {kl.mean():10.2e} {top1:10.3f}")
-
-    print(f"\nspeed, single thread, median of {args.repeat}:")
-    out = np.empty_like(x)
-    timings = {
-        "numpy exp/sum": median_ms(lambda: numpy_softmax(x), args.repeat),
-        "exaq exact (bits=None)": median_ms(lambda: exaq_cpu.softmax(x, None, out=out, threads=1), args.repeat),
-        "exaq bits=2": median_ms(lambda: exaq_cpu.softmax(x, 2, out=out, threads=1), args.repeat),
-        "exaq bits=4": median_ms(lambda: exaq_cpu.softmax(x, 4, out=out, threads=1), args.repeat),
-    }
+            variants.append((f"EXAQ {bits}-bit {clip}",
+                             lambda b=bits, c=clip: exaq_cpu.softmax(x, b, clip=c, out=out, threads=1)))
+    variants.append(("numpy exp/sum (float32)", lambda: numpy_softmax(x)))
     try:
         import scipy.special
 
-        timings["scipy.special.softmax"] = median_ms(lambda: scipy.special.softmax(x, axis=-1), args.repeat)
+        variants.append(("scipy.special.softmax", lambda: scipy.special.softmax(x, axis=-1)))
     except ImportError:
-        print("  (scipy not installed: no scipy comparison)")
-    base = timings["numpy exp/sum"]
-    for name, ms in timings.items():
-        print(f"  {name:24s} {ms:8.3f} ms   {base / ms:6.2f}x numpy")
+        print("  (scipy not installed: no scipy row)")
 
+    print(f"{'variant':24s} {'max|dp|':>9s} {'mean KL':>9s} {'p@V err':>9s} {'ms':>8s} {'vs exact':>9s} "
+          f"{'vs numpy':>9s}")
+    rows = []
+    for name, run in variants:
+        p = np.array(run(), dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # KL between distributions: p renormalized in float64 (float32 rows sum to 1 only
+            # within rounding); what float64 rounding leaves below 0 is 0 (Gibbs)
+            q = p / p.sum(-1, keepdims=True)
+            kl = np.where(valid, reference * (np.log(reference) - np.log(np.maximum(q, 1e-300))), 0).sum(-1)
+        kl = float(np.maximum(kl, 0.0).mean())
+        out_err = float(np.linalg.norm(p @ values - ref_out) / np.linalg.norm(ref_out))
+        rows.append((name, float(np.abs(p - reference).max()), kl, out_err, median_ms(run, args.repeat)))
+    exact_ms = rows[0][4]
+    numpy_ms = next(r[4] for r in rows if r[0].startswith("numpy"))
+    for name, dp, kl, out_err, ms in rows:
+        print(f"{name:24s} {dp:9.2e} {kl:9.2e} {out_err:9.2e} {ms:8.3f} {exact_ms / ms:8.2f}x {numpy_ms / ms:8.2f}x")
+    print("(p@V err: relative error of the attention output with random values V, what a model consumes)")
+    if args.png:
+        _plot(rows, args.png)
+
+
+def _plot(rows, path) -> None:
+    """Error (attention-output error) against time, one point per variant."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot; pip install matplotlib, or --png '' to skip)")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, _, _, out_err, ms in rows:
+        ax.scatter(ms, max(out_err, 1e-9), s=30)
+        ax.annotate(name, (ms, max(out_err, 1e-9)), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("time per call, ms (1 thread)")
+    ax.set_ylabel("attention output error (relative)")
+    ax.set_title(f"exaq_cpu on {cpu_model()} ({exaq_cpu.backend()})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot: {os.path.abspath(path)}")
 
 if __name__ == "__main__":
     main()
