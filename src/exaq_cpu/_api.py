@@ -123,6 +123,25 @@ def softmax(x, bits: Optional[int] = 2, *, axis: Optional[int] = -1, clip: ClipA
     ``backend``: a backend name (``exaq_cpu.backends()``) for this call only,
     as inside ``with exaq_cpu.use_backend(backend):``; ``None`` (default): the
     thread's or process's choice.  Every backend gives the same result.
+
+    Raises ``TypeError`` for an argument of the wrong type (non-numeric scores,
+    ``bits=2.0``) and ``ValueError`` for a wrong value (``bits=5``, an axis out of
+    range, an unknown clip mode), each naming the argument (``docs/errors.md``).
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> scores = np.array([[2.0, 1.0, 0.0, -np.inf]], np.float32)
+    >>> p = exaq_cpu.softmax(scores, bits=2)           # 4 codes a row, -inf gets exactly 0
+    >>> p.dtype, p.shape, float(p[0, 3])
+    (dtype('float32'), (1, 4), 0.0)
+    >>> bool(abs(p.sum() - 1) < 1e-6)
+    True
+    >>> exact = exaq_cpu.softmax(scores, bits=None)    # the exact kernel
+    >>> np.round(exact, 4)
+    array([[0.6652, 0.2447, 0.09  , 0.    ]], dtype=float32)
+    >>> exaq_cpu.softmax(scores, bits=2, output="packed").bits
+    2
     """
     if backend is not None:
         with call_backend(backend):
@@ -266,6 +285,16 @@ def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, cli
     here (decode-sized calls).  Returns ``out``, bit for bit what
     ``softmax(x, bits, clip=clip, floor=floor, out=out)`` gives.  ``backend``:
     as for :func:`softmax`.
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> step = np.random.default_rng(0).standard_normal((9, 1, 512)).astype(np.float32)
+    >>> probs = np.empty_like(step)
+    >>> exaq_cpu.softmax_into(step, probs, 2) is probs   # a decode step of 9 heads
+    True
+    >>> bool(np.array_equal(probs, exaq_cpu.softmax(step, 2)))
+    True
     """
     if backend is not None:
         with call_backend(backend):
@@ -314,6 +343,16 @@ def quantize(x, bits: int = 2, *, axis: int = -1, clip: ClipArg = "gauss",
     ``clip`` and ``floor``); ``softmax(x, bits, ...)`` equals
     ``table[..., codes]`` on unmasked entries, bit for bit.  ``backend``: as
     for :func:`softmax`.
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> x = np.array([[2.0, 1.0, 0.0, -3.0]], np.float32)
+    >>> q = exaq_cpu.quantize(x, bits=2)   # lo = min t = -5 here: codes rint((t + 5) * 3/5)
+    >>> q.codes
+    array([[3, 2, 2, 0]], dtype=uint8)
+    >>> bool(np.array_equal(np.take_along_axis(q.table, q.codes.astype(int), -1), exaq_cpu.softmax(x, 2)))
+    True
     """
     if backend is not None:
         with call_backend(backend):

@@ -66,6 +66,16 @@ def use_backend(name: str) -> Iterator[str]:
 
     Raises TypeError/ValueError (before the block runs) for a name that is not
     a backend this CPU runs.
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> x = np.random.default_rng(0).standard_normal((4, 100)).astype(np.float32)
+    >>> with exaq_cpu.use_backend("scalar"):
+    ...     exaq_cpu.backend()
+    'scalar'
+    >>> bool(np.array_equal(exaq_cpu.softmax(x, 2, backend="scalar"), exaq_cpu.softmax(x, 2)))
+    True
     """
     check_backend(name)
     previous = _core.set_thread_backend(name)
