@@ -489,6 +489,12 @@ def test_result_dtype_rule():
     np.testing.assert_array_equal(out, exaq_cpu.softmax(x, 2).astype(np.float64))
     with pytest.raises(TypeError, match="dtype"):
         exaq_cpu.softmax(x, 2, out=np.empty((2, 9), np.float16), dtype=np.float32)
+    for axis in (None, -1):  # the same rule on every path: an out of no float dtype is refused
+        with pytest.raises(ValueError, match="dtype"):
+            exaq_cpu.softmax(x, 2, axis=axis, out=np.empty((2, 9), np.int32))
+    whole = np.empty((2, 9))
+    assert exaq_cpu.softmax(x, None, axis=None, out=whole) is whole and whole.dtype == np.float64
+    np.testing.assert_array_equal(whole, exaq_cpu.softmax(x, None, axis=None, dtype=np.float64))
 
 
 def test_clip_vocabulary():

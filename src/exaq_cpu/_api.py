@@ -159,25 +159,24 @@ def softmax(x, bits: Optional[int] = 2, *, axis: Optional[int] = -1, clip: ClipA
         x = np.ma.filled(x.astype(np.result_type(x.dtype, np.float32)), -np.inf)
     if axis is None or np.ndim(x) == 0:  # scipy's conventions: every entry in one softmax; a scalar is 1
         flat = np.asarray(x)
+        if out is not None and output == "float":
+            dtype = check_out(out, flat.shape, result_dtype(dtype, out)).dtype
         whole = softmax(flat.reshape(-1), bits, clip=clip, floor=floor, dtype=dtype, output=output,
                         threads=threads)
         if output != "float":
             return whole
-        whole = whole.reshape(flat.shape)
         if out is None:
-            return whole
-        check_out(out, flat.shape, out.dtype if dtype is None else result_dtype(dtype))
-        out[...] = whole
+            return whole.reshape(flat.shape)
+        out[...] = whole.reshape(flat.shape)
         return out
     arr = check_scores(x)
     threads = _check_threads(threads)
     bits = check_bits(bits, allow_none=True)
     axis = check_axis(axis, arr.ndim)
     floor = check_floor(floor)
-    if isinstance(clip, (np.ndarray, list, tuple)):  # one static clip per row group (Calibrator per_head)
-        if output != "float" or bits is None:
-            raise ValueError("a clip array takes bits 2, 3 or 4 and output='float'")
-        return _softmax_row_clips(arr, bits, axis, np.asarray(clip), floor, out, dtype, threads)
+    row_clips = isinstance(clip, (np.ndarray, list, tuple))  # one static clip per row group (per head)
+    if row_clips and (output != "float" or bits is None):
+        raise ValueError("a clip array takes bits 2, 3 or 4 and output='float'")
     if output != "float":
         if output != "packed":
             raise ValueError(f"output must be 'float' or 'packed', got {output!r}")
@@ -186,23 +185,20 @@ def softmax(x, bits: Optional[int] = 2, *, axis: Optional[int] = -1, clip: ClipA
         if out is not None or dtype is not None:
             raise ValueError("output='packed' takes neither out nor dtype")
         return _softmax_packed(arr, bits, axis, clip, floor, threads)
-    # float32 results unless dtype= asks otherwise; an out= array of another float dtype says so too
-    res_dtype = result_dtype(out.dtype if dtype is None and isinstance(out, np.ndarray) else dtype)
+    res_dtype = result_dtype(dtype, out)
     if out is not None:
         check_out(out, arr.shape, res_dtype)
     rows = to_rows(arr, axis)
-    params = clip_params(clip, bits, floor, rows) if bits is not None else None
-
-    direct = out is not None and res_dtype == np.float32 and axis == arr.ndim - 1 \
+    direct = out is not None and res_dtype == np.float32 and axis == arr.ndim - 1 and not row_clips \
         and out.flags.c_contiguous and out.flags.aligned and not _overlaps_partially(out, rows)
-    if direct:
-        target = out.reshape(rows.shape)  # a view: the kernel writes into out
-    else:
-        target = np.empty(rows.shape, np.float32)
-    if bits is None:
+    target = out.reshape(rows.shape) if direct else np.empty(rows.shape, np.float32)  # direct: a view of out
+    if row_clips:
+        _row_clip_probabilities(rows, target, batch_shape_of(arr.shape, axis), bits, np.asarray(clip), floor,
+                                threads)
+    elif bits is None:
         _core.softmax_exact(rows, target, threads)
     else:
-        mode, slope, intercept, static_lo = params
+        mode, slope, intercept, static_lo = clip_params(clip, bits, floor, rows)
         _core.softmax_quantized(rows, target, bits, mode, slope, intercept, static_lo, floor, None, threads)
 
     if direct:
@@ -222,12 +218,11 @@ def _check_threads(threads) -> Optional[int]:
     return threads
 
 
-def _softmax_row_clips(arr, bits, axis, clips, floor, out, dtype, threads):
-    """softmax with a static clip per row: ``clips`` broadcast against the rows' shape
-    (``arr.shape`` without ``axis``); a 1-D array as long as that shape's second axis
-    (the heads of (batch, heads, q, k) scores, ``Calibrator(per_head=True)``'s
+def _row_clip_probabilities(rows, target, batch, bits, clips, floor, threads) -> None:
+    """Probabilities of ``rows`` into ``target`` with a static clip per row: ``clips``
+    broadcast against the rows' shape ``batch``; a 1-D array as long as that shape's
+    second axis (the heads of (batch, heads, q, k) scores, ``Calibrator(per_head=True)``'s
     convention) is read along it.  Rows sharing a clip go through one call."""
-    batch = batch_shape_of(arr.shape, axis)
     if clips.dtype.kind not in "fiu" or clips.size == 0:
         raise TypeError(f"a clip array must hold negative floats, got dtype {clips.dtype}")
     if clips.ndim == 1 and len(batch) >= 2 and clips.size == batch[1] and clips.size != batch[-1]:
@@ -238,21 +233,12 @@ def _softmax_row_clips(arr, bits, axis, clips, floor, out, dtype, threads):
         raise ValueError(f"clip array of shape {clips.shape} does not broadcast to the rows' shape {batch}") from None
     if not (np.all(per_row < 0) and np.all(np.isfinite(per_row))):
         raise ValueError("a clip array must hold finite negative numbers")
-    rows = to_rows(arr, axis)
-    result = np.empty(rows.shape, np.float32)
     for value in np.unique(per_row):
         picked = np.flatnonzero(per_row == value)
         part = np.ascontiguousarray(rows[picked])
-        target = np.empty(part.shape, np.float32)
-        _core.softmax_quantized(part, target, bits, "static", 0.0, 0.0, float(value), floor, None, threads)
-        result[picked] = target
-    shaped = restore_axis(result, batch, axis)
-    res_dtype = result_dtype(out.dtype if dtype is None and isinstance(out, np.ndarray) else dtype)
-    if out is None:
-        return shaped if res_dtype == np.float32 else shaped.astype(res_dtype)
-    check_out(out, arr.shape, res_dtype)
-    out[...] = shaped
-    return out
+        probs = np.empty(part.shape, np.float32)
+        _core.softmax_quantized(part, probs, bits, "static", 0.0, 0.0, float(value), floor, None, threads)
+        target[picked] = probs
 
 
 def _softmax_torch(x, bits, axis, clip, floor, out, dtype, output, threads):

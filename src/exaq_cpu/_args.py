@@ -135,7 +135,11 @@ def check_out(out, shape, dtype) -> np.ndarray:
     return out
 
 
-def result_dtype(dtype) -> np.dtype:
+def result_dtype(dtype, out=None) -> np.dtype:
+    """The softmax's result dtype: float32 unless ``dtype`` asks for float16/float64,
+    or (``dtype`` None) an ``out`` array of another dtype says so (checked the same way)."""
+    if dtype is None and isinstance(out, np.ndarray):
+        dtype = out.dtype
     if dtype is None:
         return np.dtype(np.float32)
     try:

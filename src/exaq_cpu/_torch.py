@@ -46,4 +46,4 @@ def to_numpy(tensor, argument: str = "x", writable: bool = False) -> np.ndarray:
 def from_numpy(array):
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(array) if not array.flags.writeable else array)
+    return torch.from_numpy(array)  # the library's results are fresh, writable arrays
