@@ -525,11 +525,15 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
     q.levels = 0;
     exponent_cache exponents = {NAN, {0}};
     const int ncodes = 1 << p->bits;
-    /* Last group first: pass 1 ran forward, so the rows it touched last are
-     * the ones still in cache (a forward sweep would evict each row just
-     * before reading it, when the call outgrows the cache). */
+    /* After a pooled pass 1, last group first: pass 1 ran forward, so the
+     * rows it touched last are the ones still in cache (a forward sweep would
+     * evict each row just before reading it, when the call outgrows the
+     * cache).  Without pass 1 (static, per-row clip) the rows go forward,
+     * the order the prefetchers follow across rows. */
     const size_t groups = (end - begin + group_rows - 1) / group_rows;
-    for (size_t gi = groups; gi-- > 0;) {
+    const int backward = call->cr->pooled;
+    for (size_t step = 0; step < groups; ++step) {
+        const size_t gi = backward ? groups - 1 - step : step;
         const size_t r0 = begin + gi * group_rows;
         const size_t group = end - r0 < group_rows ? end - r0 : group_rows;
         coded_row out[EXAQ_ROW_GROUP];
@@ -817,7 +821,9 @@ static void packed2_range(void *ctx, size_t begin, size_t end) {
     const packed_sink *c = job->sink;
     exaq_quantizer q;
     q.levels = 0;
-    for (size_t r = end; r-- > begin;) { /* last row first, as quantize_range */
+    const int backward = call->cr->pooled;
+    for (size_t step = begin; step < end; ++step) {
+        const size_t r = backward ? end - 1 - (step - begin) : step; /* as quantize_range */
         const float *row = call->x + (ptrdiff_t)r * call->xs;
         packed2_row *out = job->info + r;
         size_t live;
