@@ -143,6 +143,18 @@ typedef struct {
      * set (maskbits NULL: nothing masked) */
     void (*expand_pack2)(const uint8_t *packed, const uint8_t *maskbits, size_t n,
                          const float table[4], float *y);
+    /* Fused 2-bit float output of `rows` rows holding no -inf, NaN or +inf
+     * (NULL: the driver's quantize_count, table and expand per row, which
+     * this equals bit for bit).  Row r (x + r*xs, n entries) is quantized by
+     * q (levels 3) reshifted to shifts[r] (exaq_quantizer_reshift), its
+     * table made from e (exaq_probability_table) and its probabilities
+     * written to y + r*ys; `codes` is n bytes of scratch.  One call for a
+     * group of short rows: the per-row bookkeeping of the generic path
+     * (calls through the table, the quantizer's variants, the sink) is most
+     * of a 128-key row's cost. */
+    void (*softmax2_rows)(const float *x, size_t rows, size_t n, ptrdiff_t xs, const float *shifts,
+                          const exaq_quantizer *q, const double e[EXAQ_MAX_CODES], uint8_t *codes, float *y,
+                          ptrdiff_t ys);
     const exaq_packed_kernels *packed; /* pack/unpack/LUTsum of the same ISA */
     /* one past the last entry that is not -inf (0 if every entry is): where a
      * causal or right-padded row's masked tail starts.  NULL: the driver uses

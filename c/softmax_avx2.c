@@ -452,6 +452,57 @@ static void expand_avx2(const uint8_t *codes, size_t n, const float table[EXAQ_M
     exaq_expand_from(codes, j, n, table, y);
 }
 
+/* One row of softmax2_rows: quantize_count_planes (2 bits, no mask), the
+ * table, and expand without the masked-code test (no entry is masked; the
+ * padding's codes of the last block are never copied out). */
+static inline EXAQ_ALWAYS_INLINE void softmax2_row(const float *x, size_t n, const planes_quantizer *pq,
+                                                   const double e[EXAQ_MAX_CODES], uint8_t *codes, float *y,
+                                                   const int shifted) {
+    int64_t planes[EXAQ_MAX_CODES] = {0, 0, 0, 0};
+    size_t j = 0;
+    for (; j + 32 <= n; j += 32) planes_block32(x + j, codes + j, pq, planes, 2, 0, shifted);
+    if (j < n) {
+        float padded[32];
+        uint8_t block_codes[32];
+        const size_t rest = n - j;
+        pad32(padded, x + j, rest);
+        planes_block32(padded, block_codes, pq, planes, 2, 1, shifted);
+        memcpy(codes + j, block_codes, rest);
+    }
+    int64_t counts[EXAQ_MAX_CODES] = {0, 0, 0, 0};
+    exaq_counts_from_planes(planes, 2, counts);
+    float table[EXAQ_MAX_CODES];
+    exaq_probability_table(counts, e, 3, table);
+    const __m256 low = _mm256_loadu_ps(table);
+    for (j = 0; j + 32 <= n; j += 32)
+        for (int v = 0; v < 4; ++v) {
+            const __m256i code = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j + 8 * v)));
+            _mm256_storeu_ps(y + j + 8 * v, _mm256_permutevar8x32_ps(low, code));
+        }
+    for (; j + 8 <= n; j += 8) {
+        const __m256i code = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
+        _mm256_storeu_ps(y + j, _mm256_permutevar8x32_ps(low, code));
+    }
+    for (; j < n; ++j) y[j] = table[codes[j]];
+}
+
+static void softmax2_rows_avx2(const float *x, size_t rows, size_t n, ptrdiff_t xs, const float *shifts,
+                               const exaq_quantizer *q, const double e[EXAQ_MAX_CODES], uint8_t *codes, float *y,
+                               ptrdiff_t ys) {
+    exaq_quantizer row_q = *q;
+    planes_quantizer pq = {_mm256_setzero_ps(), _mm256_set1_ps(q->scale), _mm256_setzero_ps(),
+                           _mm256_set1_epi32(EXAQ_MASKED_CODE), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)};
+    for (size_t r = 0; r < rows; ++r) {
+        exaq_quantizer_reshift(&row_q, shifts[r], 0);
+        pq.sub = _mm256_set1_ps(row_q.sub);
+        pq.add = _mm256_set1_ps(row_q.add);
+        const float *row = x + (ptrdiff_t)r * xs;
+        float *out = y + (ptrdiff_t)r * ys;
+        if (row_q.sub != 0.0f) softmax2_row(row, n, &pq, e, codes, out, 1);
+        else softmax2_row(row, n, &pq, e, codes, out, 0);
+    }
+}
+
 typedef struct {
     __m256 sub, scale, add;
     __m256i pair_weights, quad_weights, low_bytes;
@@ -644,6 +695,7 @@ const exaq_softmax_kernels exaq_softmax_avx2 = {
     .scale = scale_avx2,
     .quantize_pack2 = quantize_pack2_avx2,
     .expand_pack2 = expand_pack2_avx2,
+    .softmax2_rows = softmax2_rows_avx2,
     .packed = &exaq_packed_avx2,
     .live_end = live_end_avx2,
 };

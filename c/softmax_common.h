@@ -50,6 +50,36 @@ static inline int exaq_quantize_one(float x, const exaq_quantizer *q) {
     return v > 0.0f ? (int)exaq_round_even(v) : 0; /* also v = -inf from overflow */
 }
 
+/* The quantizer's range (lo, scale, offset) moved to another row's shift:
+ * the driver's rows and the fused kernels' (softmax2_rows) get the same
+ * floats from this one definition. */
+static inline void exaq_quantizer_reshift(exaq_quantizer *q, float shift, int may_mask) {
+    q->shift = shift;
+    q->may_mask = may_mask;
+    const double shifted = (double)shift * (double)q->scale;
+    if (fabs(shifted) <= EXAQ_FOLD_LIMIT) {
+        q->sub = 0.0f;
+        q->add = (float)((double)q->offset - shifted);
+    } else {
+        q->sub = shift;
+        q->add = q->offset;
+    }
+}
+
+/* table[k] = e[k] / (sum over the row's codes), from exact counts (levels + 1
+ * of them); entries past levels are 0.  Every build compiles it with
+ * -ffp-contract=off, so the kernels' copies round as the driver's. */
+static inline EXAQ_ALWAYS_INLINE void exaq_probability_table(const int64_t *counts, const double e[EXAQ_MAX_CODES],
+                                                             const int levels, float table[EXAQ_MAX_CODES]) {
+    double total = 0.0;
+    for (int k = 0; k <= levels; ++k) total += (double)counts[k] * e[k];
+    const double inverse = 1.0 / total;
+    /* the entries past levels first, as one fixed-size store (a loop with a
+     * variable start compiles to a scalar store per entry) */
+    memset(table, 0, EXAQ_MAX_CODES * sizeof *table);
+    for (int k = 0; k <= levels; ++k) table[k] = (float)(e[k] * inverse);
+}
+
 /* Entries [from, n) of a row, scalar: the scalar kernels run them from 0, and
  * the SIMD kernels use them for the entries they do not vectorize, so both
  * keep the same lane order and arithmetic. */

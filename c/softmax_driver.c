@@ -328,26 +328,12 @@ static int shared_lo(const exaq_backend *be, const float *x, size_t rows, size_t
     return 0;
 }
 
-/* a quantizer's range (lo, scale, offset) moved to another row's shift */
-static void quantizer_reshift(exaq_quantizer *q, float shift, int may_mask) {
-    q->shift = shift;
-    q->may_mask = may_mask;
-    const double shifted = (double)shift * (double)q->scale;
-    if (fabs(shifted) <= EXAQ_FOLD_LIMIT) {
-        q->sub = 0.0f;
-        q->add = (float)((double)q->offset - shifted);
-    } else {
-        q->sub = shift;
-        q->add = q->offset;
-    }
-}
-
 void exaq_quantizer_init(exaq_quantizer *q, float shift, float lo, int levels, int may_mask) {
     q->lo = lo;
     q->levels = levels;
     q->scale = (float)levels / -lo;
     q->offset = -lo * q->scale;
-    quantizer_reshift(q, shift, may_mask);
+    exaq_quantizer_reshift(q, shift, may_mask);
 }
 
 /* Fills the row's quantizer (q holds the previous row's, or levels 0) and
@@ -384,7 +370,7 @@ static int prepare_row(const exaq_backend *be, const float *row, size_t n, const
     if (state != ROW_LIVE) return state;
     const int levels = (1 << p->bits) - 1;
     if (q->levels == levels && q->lo == lo) /* the previous row's range: same scale */
-        quantizer_reshift(q, row_max, may_mask);
+        exaq_quantizer_reshift(q, row_max, may_mask);
     else
         exaq_quantizer_init(q, row_max, lo, levels, may_mask);
     return ROW_LIVE;
@@ -397,26 +383,13 @@ static void code_exponents(double lo, int levels, exaq_floor_mode floor, double 
         e[k] = k == levels ? 1.0 : (k == 0 && floor == EXAQ_FLOOR_ZERO) ? 0.0 : exp(lo + k * step);
 }
 
-/* table[k] = e[k] / (sum over the row's codes), from exact counts (levels + 1
- * of them); entries past levels are 0 */
-static inline EXAQ_ALWAYS_INLINE void probability_table_of(const int64_t *counts, const double e[EXAQ_MAX_CODES],
-                                                            const int levels, float table[EXAQ_MAX_CODES]) {
-    double total = 0.0;
-    for (int k = 0; k <= levels; ++k) total += (double)counts[k] * e[k];
-    const double inverse = 1.0 / total;
-    /* the entries past levels first, as one fixed-size store (a loop with a
-     * variable start compiles to a scalar store per entry) */
-    memset(table, 0, EXAQ_MAX_CODES * sizeof *table);
-    for (int k = 0; k <= levels; ++k) table[k] = (float)(e[k] * inverse);
-}
-
 /* one copy per bit width, so the loops over the codes unroll (the same adds
  * in the same order) */
 static void probability_table(const int64_t *counts, const double e[EXAQ_MAX_CODES],
                               int levels, float table[EXAQ_MAX_CODES]) {
-    if (levels == 3) probability_table_of(counts, e, 3, table);
-    else if (levels == 7) probability_table_of(counts, e, 7, table);
-    else probability_table_of(counts, e, levels, table);
+    if (levels == 3) exaq_probability_table(counts, e, 3, table);
+    else if (levels == 7) exaq_probability_table(counts, e, 7, table);
+    else exaq_probability_table(counts, e, levels, table);
 }
 
 /* The range of every row of a call: shared_lo's result, and for the pooled
@@ -501,8 +474,23 @@ typedef struct {
     call_rows call;
     float *lo_out;
     row_sink *sink;
+    /* not NULL: the float output, for groups that go through the backend's
+     * fused 2-bit kernel (fused_group) */
+    float *fused_y;
+    ptrdiff_t fused_ys;
     int failed; /* atomic: a range could not get its code buffer */
 } quantize_job;
+
+/* Whether rows [r0, r0 + group) can go through softmax2_rows: pass 1 found
+ * each of them live, with no -inf (no NaN or +inf, or its maximum would be
+ * NaN) */
+static int fused_group(const quantize_job *job, size_t r0, size_t group) {
+    const call_range *cr = job->call.cr;
+    if (!job->fused_y) return 0;
+    for (size_t r = r0; r < r0 + group; ++r)
+        if (!cr->unmasked_rows[r] || cr->live_ends[r] != job->call.n || !(cr->maxima[r] > -INFINITY)) return 0;
+    return 1;
+}
 
 /* Long rows after a pooled pass 1 go last first: pass 1 ran forward, so the
  * rows it touched last are still in cache, and a forward sweep would evict
@@ -545,6 +533,20 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
         const size_t gi = backward ? groups - 1 - step : step;
         const size_t r0 = begin + gi * group_rows;
         const size_t group = end - r0 < group_rows ? end - r0 : group_rows;
+        if (fused_group(job, r0, group)) {
+            const call_range *cr = call->cr;
+            if (!(q.levels == 3 && q.lo == cr->lo)) exaq_quantizer_init(&q, cr->maxima[r0], cr->lo, 3, 0);
+            if (!(exponents.lo == cr->lo)) {
+                code_exponents(cr->lo, 3, p->floor, exponents.e);
+                exponents.lo = cr->lo;
+            }
+            be->softmax->softmax2_rows(call->x + (ptrdiff_t)r0 * call->xs, group, n, call->xs, cr->maxima + r0, &q,
+                                       exponents.e, codes, job->fused_y + (ptrdiff_t)r0 * job->fused_ys,
+                                       job->fused_ys);
+            if (job->lo_out)
+                for (size_t g = 0; g < group; ++g) job->lo_out[r0 + g] = q.lo;
+            continue;
+        }
         coded_row out[EXAQ_ROW_GROUP];
         int64_t counts[EXAQ_ROW_GROUP][EXAQ_MAX_CODES];
         float row_lo[EXAQ_ROW_GROUP];
@@ -576,7 +578,7 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
  * rows split across p->threads threads. */
 static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, size_t n,
                          ptrdiff_t xs, const exaq_params *p, float *maxima, float *lo_out,
-                         row_sink *sink) {
+                         row_sink *sink, float *fused_y, ptrdiff_t fused_ys) {
     if (!params_valid(p)) return -1;
     if (rows == 0 || n == 0) return 0;
     call_range cr = {0}; /* range_end frees nothing if range_begin did not run */
@@ -584,7 +586,7 @@ static int quantize_rows(const exaq_backend *be, const float *x, size_t rows, si
         range_end(&cr);
         return -2;
     }
-    quantize_job job = {{be, x, n, xs, p, &cr}, lo_out, sink, 0};
+    quantize_job job = {{be, x, n, xs, p, &cr}, lo_out, sink, fused_y, fused_ys, 0};
     exaq_parallel_for(rows, row_grain(rows, p->threads), p->threads, quantize_range, &job);
     range_end(&cr);
     return job.failed ? -2 : 0;
@@ -614,7 +616,9 @@ int exaq_softmax_quantized(const exaq_backend *be, const float *x, size_t rows, 
                            ptrdiff_t xs, float *y, ptrdiff_t ys, const exaq_params *p,
                            float *maxima, float *lo_out) {
     prob_sink sink = {{write_probabilities}, y, ys};
-    return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
+    /* 2 bits after a pooled pass 1: clean rows through the fused kernel */
+    const int fused = p->bits == 2 && uses_pooled_range(p) && be->softmax->softmax2_rows;
+    return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base, fused ? y : NULL, ys);
 }
 
 typedef struct {
@@ -648,7 +652,7 @@ int exaq_quantize_codes(const exaq_backend *be, const float *x, size_t rows, siz
         }
         return 0;
     }
-    return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
+    return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base, NULL, 0);
 }
 
 typedef struct {
@@ -895,7 +899,7 @@ int exaq_softmax_packed(const exaq_backend *be, const float *x, size_t rows, siz
     }
     if (rows == 0) return 0;
     const int rc = p->bits == 2 ? softmax_packed2(be, x, rows, n, xs, p, maxima, lo_out, &sink)
-                                : quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base);
+                                : quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base, NULL, 0);
     *interior_rows = sink.interior;
     return rc;
 }
