@@ -155,6 +155,12 @@ typedef struct {
     void (*softmax2_rows)(const float *x, size_t rows, size_t n, ptrdiff_t xs, const float *shifts,
                           const exaq_quantizer *q, const double e[EXAQ_MAX_CODES], uint8_t *codes, float *y,
                           ptrdiff_t ys);
+    /* The same for the 2-bit packed output: row r packed to packed + r*ps
+     * as quantize_pack2 packs a row without -inf (its bitmap is not
+     * touched), and its 4-entry table written to tables + 4r. */
+    void (*softmax_pack2_rows)(const float *x, size_t rows, size_t n, ptrdiff_t xs, const float *shifts,
+                               const exaq_quantizer *q, const double e[EXAQ_MAX_CODES], uint8_t *packed,
+                               ptrdiff_t ps, float *tables);
     const exaq_packed_kernels *packed; /* pack/unpack/LUTsum of the same ISA */
     /* one past the last entry that is not -inf (0 if every entry is): where a
      * causal or right-padded row's masked tail starts.  NULL: the driver uses

@@ -602,7 +602,9 @@ static inline EXAQ_ALWAYS_INLINE size_t quantize_pack2_rows(const float *x, size
                                        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1),
                       0, 0, 0, 0};
     size_t j = 0;
-    for (; j + 32 <= n; j += 32) pack2_block32(x + j, packed + j / 4, maskbits + j / 8, &st, may_mask, shifted);
+    /* without may_mask the bitmap may be NULL: no pointer into it is formed */
+    for (; j + 32 <= n; j += 32)
+        pack2_block32(x + j, packed + j / 4, may_mask ? maskbits + j / 8 : NULL, &st, may_mask, shifted);
     if (j < n) {
         const size_t rest = n - j;
         float padded[32];
@@ -630,6 +632,24 @@ static size_t quantize_pack2_avx2(const float *x, size_t n, const exaq_quantizer
     if (q->may_mask) return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 1, 0);
     if (shifted) return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 0, 1);
     return quantize_pack2_rows(x, n, q, packed, maskbits, counts, 0, 0);
+}
+
+static void softmax_pack2_rows_avx2(const float *x, size_t rows, size_t n, ptrdiff_t xs, const float *shifts,
+                                    const exaq_quantizer *q, const double e[EXAQ_MAX_CODES], uint8_t *packed,
+                                    ptrdiff_t ps, float *tables) {
+    exaq_quantizer row_q = *q;
+    for (size_t r = 0; r < rows; ++r) {
+        exaq_quantizer_reshift(&row_q, shifts[r], 0);
+        const float *row = x + (ptrdiff_t)r * xs;
+        uint8_t *out = packed + (ptrdiff_t)r * ps;
+        int64_t counts[EXAQ_MAX_CODES] = {0, 0, 0, 0};
+        /* no -inf: the bitmap is neither needed nor written */
+        if (row_q.sub != 0.0f) quantize_pack2_rows(row, n, &row_q, out, NULL, counts, 0, 1);
+        else quantize_pack2_rows(row, n, &row_q, out, NULL, counts, 0, 0);
+        float table[EXAQ_MAX_CODES];
+        exaq_probability_table(counts, e, 3, table);
+        memcpy(tables + 4 * r, table, 4 * sizeof *table);
+    }
 }
 
 static void expand_pack2_avx2(const uint8_t *packed, const uint8_t *maskbits, size_t n,
@@ -742,6 +762,7 @@ const exaq_softmax_kernels exaq_softmax_avx2 = {
     .quantize_pack2 = quantize_pack2_avx2,
     .expand_pack2 = expand_pack2_avx2,
     .softmax2_rows = softmax2_rows_avx2,
+    .softmax_pack2_rows = softmax_pack2_rows_avx2,
     .packed = &exaq_packed_avx2,
     .live_end = live_end_avx2,
 };

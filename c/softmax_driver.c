@@ -503,15 +503,24 @@ typedef struct {
     int failed; /* atomic: a range could not get its code buffer */
 } quantize_job;
 
-/* Whether rows [r0, r0 + group) can go through softmax2_rows: pass 1 found
- * each of them live, with no -inf (no NaN or +inf, or its maximum would be
- * NaN) */
-static int fused_group(const quantize_job *job, size_t r0, size_t group) {
-    const call_range *cr = job->call.cr;
-    if (!job->fused_y) return 0;
+/* Whether rows [r0, r0 + group) can go through a fused 2-bit kernel
+ * (softmax2_rows, softmax_pack2_rows): a pooled pass 1 found each of them
+ * live, with no -inf (no NaN or +inf, or its maximum would be NaN) */
+static int clean_rows(const call_range *cr, size_t r0, size_t group, size_t n) {
+    if (!cr->pooled) return 0;
     for (size_t r = r0; r < r0 + group; ++r)
-        if (!cr->unmasked_rows[r] || cr->live_ends[r] != job->call.n || !(cr->maxima[r] > -INFINITY)) return 0;
+        if (!cr->unmasked_rows[r] || cr->live_ends[r] != n || !(cr->maxima[r] > -INFINITY)) return 0;
     return 1;
+}
+
+/* The quantizer and code exponents of the call's shared range [lo, 0] */
+static void fused_range(const call_range *cr, size_t r0, exaq_floor_mode floor, exaq_quantizer *q,
+                        exponent_cache *exponents) {
+    if (!(q->levels == 3 && q->lo == cr->lo)) exaq_quantizer_init(q, cr->maxima[r0], cr->lo, 3, 0);
+    if (!(exponents->lo == cr->lo)) {
+        code_exponents(cr->lo, 3, floor, exponents->e);
+        exponents->lo = cr->lo;
+    }
 }
 
 /* Long rows after a pooled pass 1 go last first: pass 1 ran forward, so the
@@ -555,13 +564,9 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
         const size_t gi = backward ? groups - 1 - step : step;
         const size_t r0 = begin + gi * group_rows;
         const size_t group = end - r0 < group_rows ? end - r0 : group_rows;
-        if (fused_group(job, r0, group)) {
+        if (job->fused_y && clean_rows(call->cr, r0, group, n)) {
             const call_range *cr = call->cr;
-            if (!(q.levels == 3 && q.lo == cr->lo)) exaq_quantizer_init(&q, cr->maxima[r0], cr->lo, 3, 0);
-            if (!(exponents.lo == cr->lo)) {
-                code_exponents(cr->lo, 3, p->floor, exponents.e);
-                exponents.lo = cr->lo;
-            }
+            fused_range(cr, r0, p->floor, &q, &exponents);
             be->softmax->softmax2_rows(call->x + (ptrdiff_t)r0 * call->xs, group, n, call->xs, cr->maxima + r0, &q,
                                        exponents.e, codes, job->fused_y + (ptrdiff_t)r0 * job->fused_ys,
                                        job->fused_ys);
@@ -808,6 +813,7 @@ typedef struct {
     size_t length; /* one past the last unmasked entry */
     float lo;
     uint8_t state, interior, mask_written; /* interior: -inf before `length` */
+    uint8_t tabled; /* a fused kernel wrote the row's table (and it has no -inf) */
 } packed2_row;
 
 /* 2 bits: the fused kernel packs each row where it belongs; the tables and
@@ -819,6 +825,7 @@ typedef struct {
     call_rows call;
     packed_sink *sink;
     packed2_row *info;
+    int fused; /* clean row groups through the backend's softmax_pack2_rows */
 } packed2_job;
 
 /* A 2-bit row whose entries from `live` on are all -inf, packed as the
@@ -849,32 +856,61 @@ static size_t pack2_masked_tail(const exaq_backend *be, const float *row, size_t
     return masked - (edge - live); /* the -inf entries before `live` */
 }
 
-/* Rows [begin, end) through the fused 2-bit kernel */
+/* Row r through the 2-bit packing kernel; q holds the previous row's quantizer */
+static void packed2_row_kernel(const packed2_job *job, size_t r, exaq_quantizer *q) {
+    const call_rows *call = &job->call;
+    const packed_sink *c = job->sink;
+    const float *row = call->x + (ptrdiff_t)r * call->xs;
+    packed2_row *out = job->info + r;
+    size_t live;
+    out->tabled = 0;
+    out->state = (uint8_t)range_row(call->cr, q, call->be, row, r, call->n, call->p, &live);
+    out->lo = out->state == ROW_LIVE ? q->lo : NAN;
+    if (out->state != ROW_LIVE) return;
+    for (int k = 0; k < 4; ++k) out->counts[k] = 0; /* memset here is a slow rep stos */
+    uint8_t *packed = c->packed + (ptrdiff_t)r * c->ps, *mask = c->maskbits + (ptrdiff_t)r * c->ms;
+    out->length = live;
+    if (live == call->n) { /* every masked entry lies before the last unmasked one */
+        out->interior = call->be->softmax->quantize_pack2(row, call->n, q, packed, mask, out->counts) != 0;
+        out->mask_written = (uint8_t)q->may_mask;
+    } else {
+        out->interior = pack2_masked_tail(call->be, row, call->n, live, q, packed, mask, out->counts) != 0;
+        out->mask_written = 1;
+    }
+}
+
+/* Rows [begin, end) through the 2-bit packing kernels: groups of clean rows
+ * in one fused call (tables included), the others row by row */
 static void packed2_range(void *ctx, size_t begin, size_t end) {
     const packed2_job *job = (const packed2_job *)ctx;
     const call_rows *call = &job->call;
     const packed_sink *c = job->sink;
     exaq_quantizer q;
     q.levels = 0;
-    const int backward = pass2_backward(call);
-    for (size_t step = begin; step < end; ++step) {
-        const size_t r = backward ? end - 1 - (step - begin) : step; /* as quantize_range */
-        const float *row = call->x + (ptrdiff_t)r * call->xs;
-        packed2_row *out = job->info + r;
-        size_t live;
-        out->state = (uint8_t)range_row(call->cr, &q, call->be, row, r, call->n, call->p, &live);
-        out->lo = out->state == ROW_LIVE ? q.lo : NAN;
-        if (out->state != ROW_LIVE) continue;
-        for (int k = 0; k < 4; ++k) out->counts[k] = 0; /* memset here is a slow rep stos */
-        uint8_t *packed = c->packed + (ptrdiff_t)r * c->ps, *mask = c->maskbits + (ptrdiff_t)r * c->ms;
-        out->length = live;
-        if (live == call->n) { /* every masked entry lies before the last unmasked one */
-            out->interior = call->be->softmax->quantize_pack2(row, call->n, &q, packed, mask, out->counts) != 0;
-            out->mask_written = (uint8_t)q.may_mask;
-        } else {
-            out->interior = pack2_masked_tail(call->be, row, call->n, live, &q, packed, mask, out->counts) != 0;
-            out->mask_written = 1;
+    exponent_cache exponents = {NAN, {0}};
+    const size_t groups = (end - begin + EXAQ_ROW_GROUP - 1) / EXAQ_ROW_GROUP;
+    const int backward = pass2_backward(call); /* as quantize_range */
+    for (size_t step = 0; step < groups; ++step) {
+        const size_t gi = backward ? groups - 1 - step : step;
+        const size_t r0 = begin + gi * EXAQ_ROW_GROUP;
+        const size_t group = end - r0 < EXAQ_ROW_GROUP ? end - r0 : EXAQ_ROW_GROUP;
+        if (job->fused && clean_rows(call->cr, r0, group, call->n)) {
+            fused_range(call->cr, r0, call->p->floor, &q, &exponents);
+            call->be->softmax->softmax_pack2_rows(call->x + (ptrdiff_t)r0 * call->xs, group, call->n, call->xs,
+                                                  call->cr->maxima + r0, &q, exponents.e,
+                                                  c->packed + (ptrdiff_t)r0 * c->ps, c->ps,
+                                                  c->tables + r0 * (size_t)c->ncodes);
+            for (size_t r = r0; r < r0 + group; ++r) {
+                packed2_row *out = job->info + r;
+                out->state = ROW_LIVE;
+                out->tabled = 1;
+                out->lo = q.lo;
+                out->length = call->n;
+                out->interior = out->mask_written = 0;
+            }
+            continue;
         }
+        for (size_t g = 0; g < group; ++g) packed2_row_kernel(job, backward ? r0 + group - 1 - g : r0 + g, &q);
     }
 }
 
@@ -886,11 +922,16 @@ static int softmax_packed2(const exaq_backend *be, const float *x, size_t rows, 
         free(info), range_end(&cr);
         return -2;
     }
-    packed2_job job = {{be, x, n, xs, p, &cr}, c, info};
+    packed2_job job = {{be, x, n, xs, p, &cr}, c, info, be->softmax->softmax_pack2_rows != NULL};
     exaq_parallel_for(rows, row_grain(rows, p->threads), p->threads, packed2_range, &job);
     exponent_cache exponents = {NAN, {0}};
     for (size_t r = 0; r < rows; ++r) {
         const packed2_row *row = info + r;
+        if (row->tabled) { /* live, no -inf, table in place */
+            if (lo_out) lo_out[r] = row->lo;
+            c->lengths[r] = (int64_t)n;
+            continue;
+        }
         float table[EXAQ_MAX_CODES];
         if (row->state == ROW_LIVE) row_table(&exponents, row->lo, 3, p->floor, row->counts, table);
         if (lo_out) lo_out[r] = row->lo;
