@@ -32,12 +32,39 @@ Floor = Literal["exp", "zero"]
 class QuantizedRows(NamedTuple):
     """EXAQ codes of every softmax row, with what is needed to turn them into probabilities.
 
-    ``codes``: uint8, the shape of the input, codes ``0 .. 2**bits - 1`` along
-    ``axis`` (masked entries hold 0).  ``lo``: float32, the input's shape
-    without ``axis``: each row's range low end (NaN for rows with NaN/+inf).
-    ``table``: float32, ``lo.shape + (2**bits,)``: probability of each code in
-    that row (all zero for a fully masked row), so ``p = table[code]`` for
-    every unmasked entry.
+    What :func:`quantize` returns (a :class:`typing.NamedTuple`: unpack it or
+    read the fields by name).  With ``batch_shape`` the input's shape without
+    ``axis``, the probability of an unmasked entry is ``table[..., code]`` of
+    its row, bit for bit what :func:`softmax` gives.
+
+    Attributes
+    ----------
+    codes : numpy.ndarray of uint8
+        The input's shape; codes ``0 .. 2**bits - 1`` along ``axis``.  Masked
+        (``-inf``) entries hold 0.
+    lo : numpy.ndarray of float32
+        ``batch_shape``: each row's range low end (``t = x - rowmax`` is
+        quantized on ``[lo, 0]``); NaN for rows holding NaN or ``+inf``.
+    table : numpy.ndarray of float32
+        ``batch_shape + (2**bits,)``: the probability each code stands for in
+        that row (all zero for a fully masked row, NaN for a row with NaN/+inf).
+    bits : int
+        The code width, 2, 3 or 4.
+    axis : int
+        The softmax axis, normalized to ``0 .. ndim - 1``.
+
+    See Also
+    --------
+    quantize : makes it.
+    pack : packs ``codes`` to 2/3/4 bits each.
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> q = exaq_cpu.quantize(np.zeros((2, 3, 5), np.float32), bits=3, axis=1)
+    >>> q.codes.shape, q.lo.shape, q.table.shape, q.bits, q.axis
+    ((2, 3, 5), (2, 5), (2, 5, 8), 3, 1)
+    >>> codes, lo, table, bits, axis = q          # a tuple too
     """
 
     codes: np.ndarray
@@ -69,27 +96,7 @@ def softmax(x, bits: Optional[int] = 2, *, axis: Optional[int] = -1, clip: ClipA
     clipped to ``[lo, 0]``, quantized to ``2**bits`` uniform levels (round half
     to even), and every code ``k`` stands for ``exp(lo + k*|lo|/(2**bits-1))``;
     probabilities are those exponents over their row sum.  ``lo`` is chosen by
-    ``clip``:
-
-    - ``"gauss"`` (default): ``lo = max(min t, a*sigma + c)`` with the paper's
-      linear law for ``bits`` and ``sigma``, ``min t`` pooled over every unmasked
-      score of this call (all rows, as for one attention call of a layer);
-    - ``"laplace"``: the paper's Laplace law (bits 2 and 4) on the pooled mean
-      absolute deviation;
-    - ``"row"``: the gauss law with each row's own sigma and minimum;
-    - ``None``: no clipping, ``lo`` = pooled minimum ("naive");
-    - a negative float: a static clip, ``lo`` is exactly that value (as frozen by
-      calibration, see ``exaq_cpu.clipping.Calibrator``);
-    - an array of negative floats: a static clip per row, broadcast against the
-      rows' shape (``x.shape`` without ``axis``); a 1-D array as long as that
-      shape's second axis is read along it, so ``Calibrator(per_head=True)``'s
-      clips of ``(batch, heads, q, k)`` scores apply head by head;
-    - other names (``"table"``, ...): solver-derived modes from
-      ``exaq_cpu.clipping`` (``clipping.STATS_CLIP_MODES``).
-
-    ``floor="exp"`` (the paper): code 0 still contributes ``exp(lo)`` to the
-    sum; ``floor="zero"``: code 0 contributes exactly 0, so clipped entries drop
-    out.
+    ``clip`` (below; ``docs/semantics.md`` section 3.2).
 
     Masked entries (``-inf``) get exactly 0, and a row with every entry masked
     gives all zeros.  A row holding NaN or ``+inf`` gives NaN (other rows are
@@ -97,36 +104,101 @@ def softmax(x, bits: Optional[int] = 2, *, axis: Optional[int] = -1, clip: ClipA
     narrower than 2**-64 (constant rows) is widened to it, so every entry gets
     the top code and the row is uniform.
 
-    ``x`` may have any shape, layout and strides; float32 is native, float16 and
-    float64 are computed in float32.  A CPU ``torch.Tensor`` (float16/32/64,
-    bfloat16) is read in place and the result is a tensor (sharing the result's
-    memory); ``out`` may be a tensor too.  Tensors that require grad are read
-    as values: the result carries no autograd history.  torch is never imported
-    by exaq_cpu itself.  The result is float32 unless ``dtype`` is
-    float16 or float64.  ``out`` (same shape, the result dtype, writable) may be
-    ``x`` itself.
+    Parameters
+    ----------
+    x : array_like or torch.Tensor
+        The scores, of any shape, layout and strides.  float32 is native;
+        float16 and float64 are computed in float32, integers and booleans as
+        float32, and the masked entries of a ``numpy.ma.MaskedArray`` count as ``-inf``.  A CPU
+        ``torch.Tensor`` (float16/32/64, bfloat16) is read in place and the
+        result is a tensor sharing the result's memory; tensors that require
+        grad are read as values (the result carries no autograd history).
+        torch is never imported by exaq_cpu itself.
+    bits : {2, 3, 4} or None, default 2
+        Code width of the EXAQ quantizer, or ``None`` for the exact softmax.
+    axis : int or None, default -1
+        The softmax axis.  ``None`` (or a 0-d ``x``): every entry in one
+        softmax, as in ``scipy.special.softmax``.
+    clip : str, float, None or array_like, default "gauss"
+        How ``lo`` is chosen:
 
-    ``output="packed"`` (bits 2, 3, 4; no ``out``/``dtype``) returns an
-    :class:`exaq_cpu.PackedSoftmax` instead: the packed codes and each row's
-    ``2**bits`` probabilities, built without writing any float probability;
-    its ``to_float()`` equals the float output bit for bit (``docs/packed.md``).
+        - ``"gauss"`` (default): ``lo = max(min t, a*sigma + c)`` with the paper's
+          linear law for ``bits`` and ``sigma``, ``min t`` pooled over every unmasked
+          score of this call (all rows, as for one attention call of a layer);
+        - ``"laplace"``: the paper's Laplace law (bits 2 and 4) on the pooled mean
+          absolute deviation;
+        - ``"row"``: the gauss law with each row's own sigma and minimum;
+        - ``None`` (or ``"naive"``): no clipping, ``lo`` = pooled minimum;
+        - a finite negative float: a static clip, ``lo`` is exactly that value
+          (as frozen by calibration, see ``exaq_cpu.clipping.Calibrator``);
+        - an array of negative floats: a static clip per row, broadcast against the
+          rows' shape (``x.shape`` without ``axis``); a 1-D array as long as that
+          shape's second axis is read along it, so ``Calibrator(per_head=True)``'s
+          clips of ``(batch, heads, q, k)`` scores apply head by head
+          (``output="float"`` only);
+        - other names (``"table"``, ``"softmax_mse"``, ``"accurate"``, ...):
+          solver-derived modes from ``exaq_cpu.clipping``
+          (``clipping.STATS_CLIP_MODES``).
 
-    ``threads``: rows are split across this many threads of the library's one
-    persistent worker pool (shared with LUT-GEMM); ``None`` (default) uses
-    every core the process may run on, but only for calls big enough to gain
-    (64K scores a thread), so small and decode-sized calls stay on the calling
-    thread.  The result does not depend on the thread count, bit for bit.  A
-    call that finds the pool busy (another Python thread's call) runs on its
-    own thread alone: concurrent callers never oversubscribe the cores.  The
-    GIL is released while the kernels run.
+        Only the default is allowed with ``bits=None``.
+    floor : {"exp", "zero"}, default "exp"
+        ``"exp"`` (the paper): code 0 still contributes ``exp(lo)`` to the
+        row sum; ``"zero"``: code 0 contributes exactly 0, so clipped entries
+        drop out.
+    out : numpy.ndarray or torch.Tensor, optional
+        Where to write the result: ``x``'s shape, a float dtype (float16, 32
+        or 64; it sets the result dtype when ``dtype`` is None), writable; may
+        be ``x`` itself.  Keyword only.
+    dtype : dtype, optional
+        float16, float32 or float64: the result dtype (computed in float32
+        all the same).  Default float32, or ``out``'s dtype.
+    output : {"float", "packed"}, default "float"
+        ``"packed"`` (bits 2, 3, 4; no ``out``/``dtype``) returns an
+        :class:`exaq_cpu.PackedSoftmax` instead: the packed codes and each row's
+        ``2**bits`` probabilities, built without writing any float probability;
+        its ``to_float()`` equals the float output bit for bit (``docs/packed.md``).
+    threads : int or None, default None
+        Rows are split across this many threads of the library's one
+        persistent worker pool (shared with LUT-GEMM); ``None`` uses
+        every core the process may run on, but only for calls big enough to gain
+        (64K scores a thread), so small and decode-sized calls stay on the calling
+        thread.  The result does not depend on the thread count, bit for bit.  A
+        call that finds the pool busy (another Python thread's call) runs on its
+        own thread alone: concurrent callers never oversubscribe the cores.  The
+        GIL is released while the kernels run.
+    backend : str or None, default None
+        A backend name (``exaq_cpu.backends()``) for this call only,
+        as inside ``with exaq_cpu.use_backend(backend):``; ``None``: the
+        thread's or process's choice.  Every backend gives the same result.
 
-    ``backend``: a backend name (``exaq_cpu.backends()``) for this call only,
-    as inside ``with exaq_cpu.use_backend(backend):``; ``None`` (default): the
-    thread's or process's choice.  Every backend gives the same result.
+    Returns
+    -------
+    numpy.ndarray, torch.Tensor or PackedSoftmax
+        The probabilities, of ``x``'s shape and the result dtype (float32
+        unless ``dtype``/``out`` say otherwise); ``out`` itself when given; a
+        tensor when ``x`` or ``out`` is one; a :class:`PackedSoftmax` with
+        ``output="packed"``.
 
-    Raises ``TypeError`` for an argument of the wrong type (non-numeric scores,
-    ``bits=2.0``) and ``ValueError`` for a wrong value (``bits=5``, an axis out of
-    range, an unknown clip mode), each naming the argument (``docs/errors.md``).
+    Raises
+    ------
+    TypeError
+        For an argument of the wrong type: non-numeric scores, ``bits=2.0``,
+        a non-integer ``axis`` or ``threads``, a ``clip`` of another type, an
+        ``out`` that is not an array or whose dtype is not ``dtype``.
+    ValueError
+        For a wrong value: ``bits=5``, an axis out of range, an unknown clip
+        mode or ``output``, a non-negative static clip, ``clip="laplace"``
+        with 3 bits, a clip other than the default with ``bits=None``, an
+        ``out`` of another shape or read-only, a non-float ``dtype``,
+        ``threads < 1``, an unknown or unavailable ``backend``.  Each message
+        names the argument (``docs/errors.md``).
+
+    See Also
+    --------
+    softmax_into : the same for ready float32 arrays in hot loops.
+    quantize : the codes and per-row tables instead of probabilities.
+    score_stats : the pooled statistics the default clip reads.
+    exaq_cpu.clipping.Calibrator : static clips per layer.
 
     Examples
     --------
@@ -260,17 +332,53 @@ def softmax_into(x: np.ndarray, out: np.ndarray, bits: Optional[int] = 2, *, cli
                  floor: str = "exp", threads: Optional[int] = 1, backend: Optional[str] = None) -> np.ndarray:
     """:func:`softmax` along the last axis of ready arrays, for hot loops (decode steps).
 
-    The arrays are taken as they are, nothing is converted: ``x`` and ``out``
-    must be ``numpy.ndarray`` of the same shape, C-contiguous, aligned,
-    native-order float32, ``out`` writable and either ``x`` itself or not
-    overlapping it; ``clip`` a published law name (``"gauss"``, ``"laplace"``,
-    ``"row"``) or a static negative float; ``bits`` 2, 3, 4 or ``None``.
-    These preconditions are checked with a few flag tests in C (a violation
-    raises ``TypeError``/``ValueError``; no access out of bounds is possible),
-    skipping the general path's argument handling.  ``threads`` defaults to 1
-    here (decode-sized calls).  Returns ``out``, bit for bit what
-    ``softmax(x, bits, clip=clip, floor=floor, out=out)`` gives.  ``backend``:
-    as for :func:`softmax`.
+    The arrays are taken as they are, nothing is converted.  The
+    preconditions below are checked with a few flag tests in C (no access out
+    of bounds is possible), skipping the general path's argument handling.
+    The result is bit for bit what ``softmax(x, bits, clip=clip, floor=floor,
+    out=out)`` gives.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        C-contiguous, aligned, native-order float32 scores of at least one
+        dimension; the softmax runs along the last axis.
+    out : numpy.ndarray
+        Same shape and requirements as ``x``, writable, and either ``x``
+        itself or not overlapping it.
+    bits : {2, 3, 4} or None, default 2
+        Code width, or ``None`` for the exact softmax.
+    clip : str or float, default "gauss"
+        A published law name (``"gauss"``, ``"laplace"`` for bits 2 and 4,
+        ``"row"``) or a static finite negative float; only the default with
+        ``bits=None``.
+    floor : {"exp", "zero"}, default "exp"
+        As for :func:`softmax`.
+    threads : int or None, default 1
+        As for :func:`softmax`, but 1 by default here (decode-sized calls).
+    backend : str or None, default None
+        As for :func:`softmax`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``, holding the probabilities.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a ``numpy.ndarray``, or ``bits``, ``clip`` or
+        ``threads`` has the wrong type.
+    ValueError
+        If ``x`` or ``out`` breaks a precondition above (not an array of
+        ``x``'s shape, another dtype, not C-contiguous, read-only, partly
+        overlapping), for a clip that is not
+        a published law or a negative float (e.g. ``"table"``), ``bits`` out
+        of range, an unknown ``floor`` or ``backend``.
+
+    See Also
+    --------
+    softmax : the general entry (any layout, dtype, axis and clip mode).
 
     Examples
     --------
@@ -325,10 +433,51 @@ def quantize(x, bits: int = 2, *, axis: int = -1, clip: ClipArg = "gauss",
              floor: str = "exp", backend: Optional[str] = None) -> QuantizedRows:
     """EXAQ codes of ``x`` along ``axis`` and each row's probability table.
 
-    The same range choice and arithmetic as :func:`softmax` (see there for
-    ``clip`` and ``floor``); ``softmax(x, bits, ...)`` equals
-    ``table[..., codes]`` on unmasked entries, bit for bit.  ``backend``: as
-    for :func:`softmax`.
+    The same range choice and arithmetic as :func:`softmax`;
+    ``softmax(x, bits, ...)`` equals ``table[..., codes]`` on unmasked
+    entries, bit for bit.
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor
+        Scores of any shape with at least one dimension (float16/32/64;
+        integers and booleans are taken as float32).  A CPU tensor gives
+        tensors in the result.
+    bits : {2, 3, 4}, default 2
+        Code width (no exact mode here).
+    axis : int, default -1
+        The softmax axis.
+    clip : str, float or None, default "gauss"
+        Range choice, as for :func:`softmax` (a law name, ``None``, a finite
+        negative static clip, or a mode of ``clipping.STATS_CLIP_MODES``;
+        clip arrays are not taken here).
+    floor : {"exp", "zero"}, default "exp"
+        As for :func:`softmax`: with ``"zero"`` the table's entry 0 is 0.
+    backend : str or None, default None
+        As for :func:`softmax`.
+
+    Returns
+    -------
+    QuantizedRows
+        ``(codes, lo, table, bits, axis)``: uint8 codes of ``x``'s shape,
+        float32 ``lo`` and ``table`` (``2**bits`` probabilities a row) of the
+        input's shape without ``axis``, and the normalized ``axis``.
+
+    Raises
+    ------
+    TypeError
+        Non-numeric scores, a non-int ``bits`` or ``axis``, a ``clip`` of
+        another type (a list, ``True``).
+    ValueError
+        ``bits`` not in 2..4, a 0-d ``x``, an axis out of range, an unknown
+        clip mode or ``floor``, a non-negative static clip, ``"laplace"`` with
+        3 bits, an unknown or unavailable ``backend``.
+
+    See Also
+    --------
+    softmax : the probabilities themselves.
+    pack : pack the codes 2, 3 or 4 bits each.
+    QuantizedRows : the fields of the result.
 
     Examples
     --------
@@ -339,6 +488,10 @@ def quantize(x, bits: int = 2, *, axis: int = -1, clip: ClipArg = "gauss",
     array([[3, 2, 2, 0]], dtype=uint8)
     >>> bool(np.array_equal(np.take_along_axis(q.table, q.codes.astype(int), -1), exaq_cpu.softmax(x, 2)))
     True
+    >>> q.lo, q.table.shape
+    (array([-5.], dtype=float32), (1, 4))
+    >>> exaq_cpu.quantize(x, bits=2, clip=-1.0).codes   # a static clip: t below -1 gets code 0
+    array([[3, 0, 0, 0]], dtype=uint8)
     """
     if backend is not None:
         with call_backend(backend):
@@ -370,13 +523,58 @@ def quantize(x, bits: int = 2, *, axis: int = -1, clip: ClipArg = "gauss",
 def score_stats(x, *, axis: int = -1, backend: Optional[str] = None) -> dict:
     """Statistics of the shifted scores ``t = x - rowmax`` pooled over the whole call.
 
-    Returns a dict: ``sigma`` (standard deviation with Bessel's correction, 0
-    for fewer than two scores), ``min`` (the pooled minimum of ``t``, i.e.
-    ``lo_obs``), ``mean``, ``mean_abs_dev`` (mean ``|t - mean t|``, the Laplace
-    law's ``b``), ``count`` (unmasked scores), ``invalid_rows`` (rows with
-    NaN/+inf, left out).  Masked (``-inf``) entries take no part.  With no
-    unmasked score, the float fields are NaN.  ``backend``: as for
-    :func:`softmax` (the statistics are the same on every backend).
+    Every row (along ``axis``) is shifted by its maximum, then all unmasked
+    ``t`` of every row are pooled, as the pooled clip modes of
+    :func:`softmax` do (``docs/semantics.md`` section 3.1).  Masked
+    (``-inf``) entries take no part; rows holding NaN or ``+inf`` are left
+    out and counted.  The sums are taken in double precision and are the
+    same on every backend.
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor
+        Scores of any shape with at least one dimension (float16/32/64,
+        integers and booleans as float32).
+    axis : int, default -1
+        The softmax axis (the one each row runs along).
+    backend : str or None, default None
+        As for :func:`softmax`.
+
+    Returns
+    -------
+    dict
+        ``sigma`` (float, standard deviation with Bessel's correction, 0 for
+        fewer than two scores), ``min`` (float, the pooled minimum of ``t``,
+        i.e. ``lo_obs``), ``mean`` (float), ``mean_abs_dev`` (float, mean
+        ``|t - mean t|``, the Laplace law's ``b``), ``count`` (int, unmasked
+        scores pooled), ``invalid_rows`` (int, rows with NaN/+inf).  With no
+        unmasked score the float fields are NaN.
+
+    Raises
+    ------
+    TypeError
+        Non-numeric scores or a non-int ``axis``.
+    ValueError
+        A 0-d ``x``, an axis out of range, an unknown or unavailable
+        ``backend``.
+
+    See Also
+    --------
+    exaq_cpu.clipping.numpy_score_stats : a NumPy reference of the same figures.
+    exaq_cpu.clipping.clip_from_stats : a clip from these statistics.
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> st = exaq_cpu.score_stats(np.array([[2.0, 1.0, 0.0, -3.0]], np.float32))
+    >>> st["min"], st["mean"], st["mean_abs_dev"], st["count"]    # t = [0, -1, -2, -5]
+    (-5.0, -2.0, 1.5, 4)
+    >>> round(st["sigma"], 4)                                     # sqrt(14 / 3)
+    2.1602
+    >>> masked = np.array([[0.0, -np.inf], [np.nan, 1.0]], np.float32)
+    >>> st = exaq_cpu.score_stats(masked)    # -inf takes no part, the NaN row is left out
+    >>> st["count"], st["invalid_rows"], st["sigma"]
+    (1, 1, 0.0)
     """
     if backend is not None:
         with call_backend(backend):

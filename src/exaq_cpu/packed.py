@@ -29,26 +29,109 @@ _FORMAT_VERSION = 1
 
 
 def packed_row_bytes(n: int, bits: int) -> int:
-    """Bytes of one packed row of ``n`` codes at ``bits`` bits: ``ceil(n*bits/8)``."""
+    """Bytes of one packed row of ``n`` codes at ``bits`` bits: ``ceil(n*bits/8)``.
+
+    Parameters
+    ----------
+    n : int
+        Codes in the row (taken through ``int()``).
+    bits : int
+        Bits per code (taken through ``int()``; not checked against 2..4).
+
+    Returns
+    -------
+    int
+        The length of the packed axis that :func:`pack` makes and
+        :func:`unpack` and :func:`lutsum` expect for ``n`` codes.
+
+    See Also
+    --------
+    pack, unpack
+
+    Examples
+    --------
+    >>> import exaq_cpu
+    >>> exaq_cpu.packed_row_bytes(5, 2), exaq_cpu.packed_row_bytes(8, 3), exaq_cpu.packed_row_bytes(9, 3)
+    (2, 3, 4)
+    """
     return (int(n) * int(bits) + 7) // 8
 
 
 class PackedSoftmax(_core.PackedFields):
     """EXAQ softmax output kept as packed codes plus each row's probability table.
 
-    ``codes``: uint8, ``batch_shape + (ceil(n*bits/8),)``, the packed codes of
-    every row (softmax axis moved last, see the module doc for the bit layout).
-    ``table``: float32, ``batch_shape + (2**bits,)``: probability of each code
-    (NaN for rows with NaN/+inf, zeros for fully masked rows).  ``lengths``:
-    int64, ``batch_shape``: valid prefix of each row; entries at or past it are
-    masked.  ``mask``: None, or uint8 ``batch_shape + (ceil(n/8),)`` bitmap (bit
-    set = masked) when some masked entry lies before its row's length.
-    ``shape``/``axis``: the float output's shape and softmax axis.
-    ``batch_shape`` is ``shape`` without ``axis``.
+    Usually made by ``softmax(x, bits, output="packed")``; the constructor
+    assembles one from its fields (``docs/packed.md``, ``docs/semantics.md``
+    section 6.1).  ``to_float()`` equals ``softmax(x, bits, ...)`` bit for bit.
+    Instances are immutable and picklable; :meth:`save`/:meth:`load` use
+    ``np.savez``.  Below, ``n = shape[axis]`` and ``batch_shape`` is ``shape``
+    without ``axis``.
 
-    ``to_float()`` equals ``softmax(x, bits, ...)`` bit for bit.  Picklable;
-    ``save``/``load`` use ``np.savez``.  The constructor checks every array and
-    raises ValueError on inconsistent input.
+    Parameters
+    ----------
+    codes : numpy.ndarray of uint8
+        ``batch_shape + (ceil(n*bits/8),)``: the packed codes of every row
+        (softmax axis moved last; bit layout in the module doc).
+    table : numpy.ndarray of float32
+        ``batch_shape + (2**bits,)``: the probability of each code.
+    lengths : numpy.ndarray of int64
+        ``batch_shape``: each row's valid prefix, in ``0 .. n``.
+    mask : numpy.ndarray of uint8 or None
+        None, or a ``batch_shape + (ceil(n/8),)`` bitmap (bit ``j % 8`` of
+        byte ``j // 8`` set = entry ``j`` masked).
+    bits : {2, 3, 4}
+        Code width.
+    shape : tuple of int
+        The float output's shape (at least one dimension).
+    axis : int
+        The softmax axis of ``shape`` (negative values count from the end).
+
+    Attributes
+    ----------
+    codes, table, lengths, mask, bits, shape : as given
+        Read-only.  ``table`` is NaN for rows with NaN/+inf and all zeros for
+        fully masked rows; entries at or past a row's ``lengths`` are masked;
+        ``mask`` is present only when some masked entry lies before its row's
+        length.
+    axis : int
+        The softmax axis, normalized to ``0 .. len(shape) - 1``.
+    n, batch_shape, nbytes
+        See the properties below.
+
+    Raises
+    ------
+    TypeError
+        If ``codes``, ``table``, ``lengths`` or ``mask`` is not a
+        ``numpy.ndarray`` of the dtype above, or ``bits`` is not an int.
+    ValueError
+        If an array has another shape than the one above, ``lengths`` leaves
+        ``0 .. n``, ``bits`` is not 2, 3 or 4, ``shape`` is not a non-empty
+        tuple of non-negative ints, or ``axis`` is out of range.
+
+    See Also
+    --------
+    softmax : ``output="packed"`` makes one.
+    lutsum : sums over packed codes.
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> x = np.array([[2.0, -np.inf, 0.0, -3.0, 1.0]], np.float32)
+    >>> P = exaq_cpu.softmax(x, bits=2, output="packed")
+    >>> P
+    PackedSoftmax(shape=(1, 5), axis=1, bits=2, mask=bitmap, nbytes=27)
+    >>> P.codes, P.lengths                       # 5 codes in 2 bytes
+    (array([[35,  2]], dtype=uint8), array([5]))
+    >>> bool(np.array_equal(P.to_float(), exaq_cpu.softmax(x, bits=2)))
+    True
+
+    Built from its fields:
+
+    >>> codes = exaq_cpu.pack(np.array([[3, 2, 0, 1]]), 2)
+    >>> table = np.array([[0.1, 0.2, 0.3, 0.4]], np.float32)
+    >>> Q = exaq_cpu.PackedSoftmax(codes, table, np.array([3], np.int64), None, 2, (1, 4), -1)
+    >>> Q.to_float()                             # the last entry lies past lengths: masked
+    array([[0.4, 0.3, 0.1, 0. ]], dtype=float32)
     """
 
     __slots__ = ()  # the fields live in _core.PackedFields (read-only)
@@ -100,21 +183,63 @@ class PackedSoftmax(_core.PackedFields):
 
     @property
     def n(self) -> int:
-        """Length of the softmax axis."""
+        """Length of the softmax axis, ``shape[axis]`` (int).
+
+        Examples
+        --------
+        >>> import numpy as np, exaq_cpu
+        >>> exaq_cpu.softmax(np.zeros((2, 7, 3), np.float32), 2, axis=1, output="packed").n
+        7
+        """
         return self.shape[self.axis]
 
     @property
     def batch_shape(self) -> tuple:
+        """``shape`` without ``axis`` (tuple of int): one packed row for each index.
+
+        Examples
+        --------
+        >>> import numpy as np, exaq_cpu
+        >>> P = exaq_cpu.softmax(np.zeros((2, 7, 3), np.float32), 2, axis=1, output="packed")
+        >>> P.batch_shape, P.codes.shape, P.table.shape
+        ((2, 3), (2, 3, 2), (2, 3, 4))
+        """
         return batch_shape_of(self.shape, self.axis)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: packed codes, tables, lengths and the bitmap if any."""
+        """Bytes held (int): packed codes, tables, lengths and the bitmap if any.
+
+        Examples
+        --------
+        >>> import numpy as np, exaq_cpu
+        >>> P = exaq_cpu.softmax(np.zeros((256, 2048), np.float32), 2, output="packed")
+        >>> P.nbytes, 256 * 2048 // 4 + 256 * 4 * 4 + 256 * 8    # codes + tables + lengths
+        (137216, 137216)
+        """
         return int(self.codes.nbytes + self.table.nbytes + self.lengths.nbytes
                    + (self.mask.nbytes if self.mask is not None else 0))
 
     def unpacked_codes(self) -> np.ndarray:
-        """Codes as uint8 in the float output's layout (masked entries 0)."""
+        """Codes as uint8 in the float output's layout (masked entries 0).
+
+        Returns
+        -------
+        numpy.ndarray of uint8
+            Shape ``shape``, codes ``0 .. 2**bits - 1`` along ``axis``: the
+            ``codes`` of :func:`exaq_cpu.quantize` for the same call.
+
+        See Also
+        --------
+        unpack : the same for bare packed bytes.
+
+        Examples
+        --------
+        >>> import numpy as np, exaq_cpu
+        >>> x = np.array([[2.0, -np.inf, 0.0, -3.0, 1.0]], np.float32)
+        >>> exaq_cpu.softmax(x, 2, output="packed").unpacked_codes()
+        array([[3, 0, 2, 0, 2]], dtype=uint8)
+        """
         return restore_axis(self._unpack_rows(), self.batch_shape, self.axis)
 
     def _unpack_rows(self) -> np.ndarray:
@@ -124,7 +249,23 @@ class PackedSoftmax(_core.PackedFields):
         return codes
 
     def masked(self) -> np.ndarray:
-        """Boolean mask in the float output's layout: True where the entry is masked."""
+        """Boolean mask in the float output's layout: True where the entry is masked.
+
+        An entry is masked when it lies at or past its row's ``lengths`` or
+        its ``mask`` bit is set (the ``-inf`` entries of the scores).
+
+        Returns
+        -------
+        numpy.ndarray of bool
+            Shape ``shape``.
+
+        Examples
+        --------
+        >>> import numpy as np, exaq_cpu
+        >>> x = np.array([[2.0, -np.inf, 0.0, -np.inf]], np.float32)
+        >>> exaq_cpu.softmax(x, 2, output="packed").masked()
+        array([[False,  True, False,  True]])
+        """
         return restore_axis(self._masked_rows(), self.batch_shape, self.axis)
 
     def _masked_rows(self) -> np.ndarray:
@@ -136,7 +277,31 @@ class PackedSoftmax(_core.PackedFields):
         return out
 
     def to_float(self, dtype=None) -> np.ndarray:
-        """The probabilities, equal bit for bit to ``softmax(x, bits, ...)`` (float32)."""
+        """The probabilities, equal bit for bit to ``softmax(x, bits, ...)`` (float32).
+
+        ``table[code]`` for every unmasked entry, ``+0.0`` for masked ones and
+        NaN throughout rows whose table is NaN.
+
+        Parameters
+        ----------
+        dtype : dtype, optional
+            Convert the float32 result to this dtype (``astype``).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``shape``, float32 unless ``dtype`` is given.
+
+        Examples
+        --------
+        >>> import numpy as np, exaq_cpu
+        >>> x = np.random.default_rng(0).standard_normal((3, 10)).astype(np.float32)
+        >>> P = exaq_cpu.softmax(x, 3, output="packed")
+        >>> bool(np.array_equal(P.to_float(), exaq_cpu.softmax(x, 3)))
+        True
+        >>> P.to_float(np.float64).dtype
+        dtype('float64')
+        """
         n, r = self.n, int(np.prod(self.batch_shape, dtype=np.int64))
         table = self.table.reshape(r, 1 << self.bits)
         if self.bits == 2:  # one fused pass in C: lookups, mask bitmap and lengths
@@ -154,7 +319,26 @@ class PackedSoftmax(_core.PackedFields):
         return result if dtype is None else result.astype(dtype)
 
     def save(self, file: Union[str, os.PathLike, io.IOBase]) -> None:
-        """Write with ``np.savez`` (read back with :meth:`PackedSoftmax.load`)."""
+        """Write with ``np.savez`` (read back with :meth:`PackedSoftmax.load`).
+
+        Parameters
+        ----------
+        file : str, os.PathLike or file object
+            As for ``numpy.savez``: a path (``.npz`` is appended when missing)
+            or a writable binary file.  The members are stored uncompressed.
+
+        Examples
+        --------
+        >>> import io
+        >>> import numpy as np, exaq_cpu
+        >>> P = exaq_cpu.softmax(np.arange(6, dtype=np.float32).reshape(2, 3), 4, output="packed")
+        >>> buffer = io.BytesIO()
+        >>> P.save(buffer)
+        >>> _ = buffer.seek(0)
+        >>> Q = exaq_cpu.PackedSoftmax.load(buffer)
+        >>> Q.shape, Q.bits, bool(np.array_equal(Q.to_float(), P.to_float()))
+        ((2, 3), 4, True)
+        """
         np.savez(file, format_version=np.int64(_FORMAT_VERSION), bits=np.int64(self.bits),
                  axis=np.int64(self.axis), shape=np.asarray(self.shape, np.int64), codes=self.codes,
                  table=self.table, lengths=self.lengths,
@@ -167,6 +351,34 @@ class PackedSoftmax(_core.PackedFields):
 
         Safe on untrusted files: each member's header is checked against the fields before its
         bytes are read (see docs/errors.md), nothing is unpickled, unused members are not read.
+
+        Parameters
+        ----------
+        file : str, os.PathLike or file object
+            A path or a readable, seekable binary file holding the archive.
+
+        Returns
+        -------
+        PackedSoftmax
+
+        Raises
+        ------
+        ValueError
+            If the file is not a saved ``PackedSoftmax`` (not a zip archive, a
+            missing member, another format version, members whose dtypes or
+            shapes disagree, a corrupt member).
+        FileNotFoundError
+            If the path does not exist.
+
+        Examples
+        --------
+        >>> import io, exaq_cpu
+        >>> exaq_cpu.PackedSoftmax.load(io.BytesIO(b"not an archive"))
+        Traceback (most recent call last):
+            ...
+        ValueError: not a saved PackedSoftmax: ...
+
+        See :meth:`save` for a round trip.
         """
         with NpzReader(file, "a saved PackedSoftmax") as z:
             if z.scalar_int("format_version", 0, 1 << 31) != _FORMAT_VERSION:
@@ -200,10 +412,55 @@ def _softmax_packed(arr: np.ndarray, bits: int, axis: int, clip: ClipArg, floor:
 def pack(codes, bits: int, *, axis: int = -1, backend: Optional[str] = None) -> np.ndarray:
     """Pack integer codes (each in ``0 .. 2**bits-1``) along ``axis``.
 
-    Returns uint8 with ``axis`` of length ``ceil(n*bits/8)`` (same position);
-    layout in the module doc / ``docs/packed.md``.  ValueError for codes out of
-    range or bits not in (2, 3, 4); TypeError for non-integer input.
-    ``backend``: a backend name for this call only (``exaq_cpu.use_backend``).
+    Each row along ``axis`` becomes a little-endian bit stream of its own:
+    code ``j`` at bits ``j*bits .. j*bits + bits - 1``, padding bits 0
+    (layout in the module doc, ``docs/packed.md`` and ``docs/semantics.md``
+    section 6.2).
+
+    Parameters
+    ----------
+    codes : array_like of int
+        Integer codes (any integer dtype, not bool), at least one dimension.
+    bits : {2, 3, 4}
+        Bits per code.
+    axis : int, default -1
+        The axis packed.
+    backend : str or None, default None
+        A backend name for this call only (as in ``exaq_cpu.use_backend``).
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+        ``codes``' shape with ``axis`` of length ``ceil(n*bits/8)``
+        (:func:`packed_row_bytes`), in the same position.
+
+    Raises
+    ------
+    TypeError
+        If ``codes`` is not an integer array, or ``bits``/``axis`` is not an
+        int.
+    ValueError
+        If a code lies outside ``0 .. 2**bits - 1``, ``bits`` is not 2, 3 or
+        4, ``codes`` is 0-d, ``axis`` is out of range, or ``backend`` is
+        unknown or unavailable.
+
+    See Also
+    --------
+    unpack : the inverse.
+    lutsum : sums a table over packed codes.
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> exaq_cpu.pack([1, 2, 3, 0, 3], bits=2)    # 1 + 2*4 + 3*16 + 0*64 = 57, then 3
+    array([57,  3], dtype=uint8)
+    >>> packed = exaq_cpu.pack(np.arange(8), bits=3)  # 8 codes of 3 bits in 3 bytes
+    >>> packed
+    array([136, 198, 250], dtype=uint8)
+    >>> exaq_cpu.unpack(packed, bits=3)
+    array([0, 1, 2, 3, 4, 5, 6, 7], dtype=uint8)
+    >>> exaq_cpu.pack(np.zeros((5, 2), np.uint8), bits=4, axis=0).shape
+    (3, 2)
     """
     if backend is not None:
         with call_backend(backend):
@@ -227,9 +484,53 @@ def unpack(packed, bits: int, n: Optional[int] = None, *, axis: int = -1,
            backend: Optional[str] = None) -> np.ndarray:
     """Inverse of :func:`pack`: uint8 codes, ``n`` along ``axis``.
 
-    ``n`` defaults to as many codes as the bytes hold (``8*nbytes // bits``).
-    ValueError if ``packed`` is not uint8 or its length along ``axis`` is not
-    ``ceil(n*bits/8)``.  ``backend``: a backend name for this call only.
+    Parameters
+    ----------
+    packed : array_like of uint8
+        Packed codes (layout of :func:`pack`), at least one dimension.
+    bits : {2, 3, 4}
+        Bits per code.
+    n : int, optional
+        Codes per row.  Defaults to as many codes as the bytes hold
+        (``8*nbytes // bits``), which counts padding codes when the row length
+        was not a multiple of ``8 // gcd(8, bits)``: pass the true length.
+    axis : int, default -1
+        The packed axis.
+    backend : str or None, default None
+        A backend name for this call only.
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+        ``packed``'s shape with ``axis`` of length ``n``.
+
+    Raises
+    ------
+    TypeError
+        If ``packed`` is not uint8, or ``n``, ``bits`` or ``axis`` is not an
+        int.
+    ValueError
+        If the length of ``packed`` along ``axis`` is not
+        ``ceil(n*bits/8)``, ``n`` is negative, ``bits`` is not 2, 3 or 4,
+        ``packed`` is 0-d, ``axis`` is out of range, or ``backend`` is unknown
+        or unavailable.
+
+    See Also
+    --------
+    pack, packed_row_bytes
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> packed = exaq_cpu.pack([1, 2, 3, 0, 3], bits=2)
+    >>> exaq_cpu.unpack(packed, bits=2, n=5)
+    array([1, 2, 3, 0, 3], dtype=uint8)
+    >>> exaq_cpu.unpack(packed, bits=2)              # 2 bytes hold 8 codes: padding included
+    array([1, 2, 3, 0, 3, 0, 0, 0], dtype=uint8)
+    >>> exaq_cpu.unpack(packed, bits=2, n=9)
+    Traceback (most recent call last):
+        ...
+    ValueError: 9 codes of 2 bits take 3 bytes, got 2 along axis 0
     """
     if backend is not None:
         with call_backend(backend):
@@ -262,17 +563,76 @@ def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axi
            method: str = "auto", backend: Optional[str] = None) -> np.ndarray:
     """LUTsum: per row of packed codes, the sum of ``lut[code]`` over its codes (float64).
 
-    ``lut``: ``2**bits`` floats (shared) or ``batch_shape + (2**bits,)`` (one
-    table a row), e.g. a row's exponent table ``exp(lo + k*|lo|/(2**bits-1))``.
-    ``lengths`` (optional, batch shape): sum only each row's first codes.
-    ``method="auto"``: 2 bits: the active backend's kernel (SIMD backends count
-    codes exactly with popcounts; the scalar backend uses the paper's table);
-    3/4 bits: codes counted in integers on every backend; ``"table"``: the
-    paper's LUTsum, a byte-indexed table of sums (256 entries for 2 and 4 bits,
-    4096 entries indexed by 12 bits for 3 bits) accumulated in float64, which
-    needs a shared ``lut``.  Every path is exact to float64 rounding of
-    ``sum_k count_k * lut[k]`` whatever the row length (docs/packed.md).
-    ``backend``: a backend name for this call only (``exaq_cpu.use_backend``).
+    Every path is exact to float64 rounding of ``sum_k count_k * lut[k]``
+    (``count_k``: how many codes of the row equal ``k``) whatever the row
+    length (``docs/packed.md``, ``docs/semantics.md`` section 6.3).  Below,
+    ``batch_shape`` is ``packed``'s shape without ``axis``.
+
+    Parameters
+    ----------
+    packed : array_like of uint8
+        Packed codes (layout of :func:`pack`), at least one dimension.
+    bits : {2, 3, 4}
+        Bits per code.
+    lut : array_like of float
+        Taken as float32: ``2**bits`` values shared by every row, or
+        ``batch_shape + (2**bits,)`` (one table a row), e.g. a row's exponent
+        table ``exp(lo + k*|lo|/(2**bits-1))`` (:func:`exponent_table`).
+    n : int, optional
+        Codes per row; default ``8*nbytes // bits`` as for :func:`unpack`
+        (padding codes then count too: pass the true length).
+    lengths : array_like of int, optional
+        Broadcast to ``batch_shape``: sum only each row's first
+        ``lengths`` codes (each in ``0 .. n``).
+    axis : int, default -1
+        The packed axis.
+    method : {"auto", "table"}, default "auto"
+        ``"auto"``: 2 bits: the active backend's kernel (SIMD backends count
+        codes exactly with popcounts; the scalar backend uses the paper's
+        table); 3/4 bits: codes counted in integers on every backend.
+        ``"table"``: the paper's LUTsum, a byte-indexed table of sums (256
+        entries for 2 and 4 bits, 4096 entries indexed by 12 bits for 3 bits)
+        accumulated in float64, which needs a shared ``lut``.
+    backend : str or None, default None
+        A backend name for this call only (as in ``exaq_cpu.use_backend``).
+
+    Returns
+    -------
+    numpy.ndarray of float64
+        Shape ``batch_shape``: one sum per row.
+
+    Raises
+    ------
+    TypeError
+        If ``packed`` is not uint8, or ``n``, ``bits`` or ``axis`` is not an
+        int.
+    ValueError
+        If ``lut`` has neither shape above, ``method`` is unknown or is
+        ``"table"`` with one table per row (and more than one row), the
+        length along ``axis`` is not ``ceil(n*bits/8)``, a length leaves
+        ``0 .. n``, ``bits`` is not 2, 3 or 4, ``packed`` is 0-d, ``axis`` is
+        out of range, or ``backend`` is unknown or unavailable.
+
+    See Also
+    --------
+    pack, exponent_table
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> packed = exaq_cpu.pack([0, 1, 2, 3, 3], bits=2)
+    >>> lut = [1.0, 10.0, 100.0, 1000.0]
+    >>> exaq_cpu.lutsum(packed, 2, lut, n=5)
+    array(2111.)
+    >>> exaq_cpu.lutsum(packed, 2, lut, n=5, lengths=3), exaq_cpu.lutsum(packed, 2, lut, n=5, method="table")
+    (array(111.), array(2111.))
+
+    With a packed softmax's own tables, each row's probabilities add up to 1:
+
+    >>> x = np.random.default_rng(0).standard_normal((4, 50)).astype(np.float32)
+    >>> P = exaq_cpu.softmax(x, 2, output="packed")
+    >>> np.round(exaq_cpu.lutsum(P.codes, 2, P.table, n=P.n), 6)
+    array([1., 1., 1., 1.])
     """
     if backend is not None:
         with call_backend(backend):
@@ -317,8 +677,42 @@ def lutsum(packed, bits: int, lut, n: Optional[int] = None, *, lengths=None, axi
 
 
 def exponent_table(lo, bits: int, floor: str = "exp") -> np.ndarray:
-    """LUTexp of a range low end ``lo``: ``exp(lo + k*|lo|/(2**bits-1))``, last entry 1
-    (``floor="zero"``: entry 0 is 0), float32, shape ``lo.shape + (2**bits,)``."""
+    """LUTexp of a range low end ``lo``: ``exp(lo + k*|lo|/(2**bits-1))``, last entry 1.
+
+    The exponent each code ``k`` stands for, before the division by the row
+    sum (``docs/semantics.md`` section 2); computed in float64, rounded once.
+
+    Parameters
+    ----------
+    lo : float or array_like
+        Range low end(s), negative (e.g. ``quantize(x).lo``).
+    bits : {2, 3, 4}
+        Code width.
+    floor : {"exp", "zero"}, default "exp"
+        With ``"zero"`` entry 0 is 0.  Any other value is taken as ``"exp"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32
+        Shape ``np.shape(lo) + (2**bits,)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a ``bits`` that is not an int in 2..4.
+
+    See Also
+    --------
+    lutsum : sums such a table over packed codes.
+
+    Examples
+    --------
+    >>> from exaq_cpu.packed import exponent_table
+    >>> exponent_table(-3.0, 2)                  # exp(-3), exp(-2), exp(-1), 1
+    array([0.04978707, 0.13533528, 0.36787945, 1.        ], dtype=float32)
+    >>> exponent_table([-3.0, -6.0], 2, floor="zero").shape
+    (2, 4)
+    """
     bits = check_bits(bits)
     lo = np.asarray(lo, np.float64)
     levels = (1 << bits) - 1

@@ -37,7 +37,39 @@ def numpy_score_stats(x, *, axis: int = -1) -> dict:
     (``-inf`` is masked), then pool all unmasked shifted scores of the call:
     ``sigma`` (Bessel, n-1; 0 for fewer than 2 scores), ``min`` (lo_obs),
     ``mean``, ``mean_abs_dev`` and ``count``.  Rows holding NaN or ``+inf``
-    are left out.  With no unmasked score the float fields are NaN.
+    are left out.  With no unmasked score the float fields are NaN.  Computed
+    in float64 with NumPy, so it agrees with the compiled figures to rounding.
+
+    Parameters
+    ----------
+    x : array_like
+        Scores of at least one dimension (converted to float64).
+    axis : int, keyword-only, default -1
+        The softmax axis.
+
+    Returns
+    -------
+    dict
+        ``sigma``, ``min``, ``mean``, ``mean_abs_dev`` (floats) and ``count``
+        (int): the keys of :func:`exaq_cpu.score_stats` but ``invalid_rows``.
+
+    Raises
+    ------
+    ValueError
+        For a 0-d ``x``, scores that do not convert to float, or ``axis`` out
+        of range (``numpy.exceptions.AxisError``, a ``ValueError``).
+
+    See Also
+    --------
+    exaq_cpu.score_stats : the compiled version.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from exaq_cpu import clipping
+    >>> st = clipping.numpy_score_stats(np.array([[2.0, 1.0, 0.0, -3.0], [1.0, 1.0, -np.inf, 0.0]]))
+    >>> st["min"], st["count"], round(st["sigma"], 4)     # the -inf entry takes no part
+    (-5.0, 7, 1.7995)
     """
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 0:
@@ -96,32 +128,73 @@ class Calibrator:
     calls are kept and every later call returns the static clip
     ``max(mean lo_obs, mean C)`` without looking at the scores again.
 
+    ``cal[name]`` gives the frozen clip (``KeyError`` for a name never
+    observed, ``ValueError`` while it is still calibrating); ``name in cal``
+    and ``len(cal)`` count the observed names.  The whole state (settings,
+    per-call history, frozen clips) round-trips through JSON
+    (:meth:`to_json`/:meth:`from_json`, :meth:`save`/:meth:`load`).
+
     Parameters
     ----------
-    n_calib : int
-        Calls per layer before freezing (the reference uses 25).
-    bits : int
-        Code width 2..8, passed to the law.
-    law : str
+    n_calib : int, default 25
+        Calls per layer before freezing (the reference uses 25), ``>= 1``.
+    bits : {2, 3, 4}, default 2
+        Code width passed to the law (the widths the softmax kernels take).
+    law : str, default "gauss"
         Any mode of :data:`CLIP_MODES` (``"gauss"``, ``"laplace"``, ``"table"``,
         ``"softmax_kl"``, ...; ``"naive"`` freezes the mean ``lo_obs``).
-    per_head : bool
+    per_head : bool, default False
         Keep separate statistics per head.  Heads are indexed along
         ``head_axis`` of the scores (default 1, i.e. scores shaped
         ``(batch, heads, q, k)``); :meth:`observe` and ``cal[name]`` then give a
         ``numpy.ndarray`` of shape ``(heads,)``, one clip per head slice
-        ``scores.take(h, axis=head_axis)`` -- apply each to its own slice.
-    head_axis : int
+        ``scores.take(h, axis=head_axis)`` -- apply each to its own slice
+        (:func:`exaq_cpu.softmax` takes the array as ``clip=`` and does so).
+    head_axis : int, keyword-only, default 1
         The head axis for ``per_head=True`` (ignored otherwise).
-    floor : {"exp", "zero"}
+    floor : {"exp", "zero"}, keyword-only, default "exp"
         Floor the table modes are computed for.
 
-    Example
-    -------
-    >>> cal = Calibrator(n_calib=25, bits=2)
-    >>> clip = cal.observe("layer.3", scores)            # doctest: +SKIP
-    >>> p = exaq_cpu.softmax(scores, bits=2, clip=clip)  # doctest: +SKIP
-    >>> cal.save("clips.json"); cal["layer.3"]           # doctest: +SKIP
+    Raises
+    ------
+    TypeError
+        If ``n_calib`` or ``bits`` is not an int.
+    ValueError
+        If ``n_calib < 1``, ``bits`` is not 2, 3 or 4, ``law`` is not in
+        :data:`CLIP_MODES` (or is ``"laplace"`` with 3 bits), ``head_axis`` is
+        not an integer, or ``floor`` is unknown.
+
+    See Also
+    --------
+    exaq_cpu.softmax : takes the clips as ``clip=``.
+    clip_law : the raw clip of each mode.
+
+    Examples
+    --------
+    >>> import numpy as np, exaq_cpu
+    >>> from exaq_cpu.clipping import Calibrator
+    >>> call_1 = (np.arange(256, dtype=np.float32) % 17).reshape(4, 64) * 0.5   # sigma 2.46, min -8
+    >>> call_2 = (np.arange(256, dtype=np.float32) % 13).reshape(4, 64) * 0.5   # sigma 1.87, min -6
+    >>> cal = Calibrator(n_calib=2, bits=2)
+    >>> clip = cal.observe("layer.3", call_1)           # calibrating: this call's own clip
+    >>> round(clip, 4), cal.frozen("layer.3")           # -1.66 * 2.4622 - 1.85
+    (-5.9373, False)
+    >>> p = exaq_cpu.softmax(call_1, bits=2, clip=clip)
+    >>> round(cal.observe("layer.3", call_2), 4), cal.frozen("layer.3")
+    (-4.9481, True)
+    >>> round(cal["layer.3"], 4)                        # the mean of the two clips, from now on
+    -5.4427
+    >>> round(cal.observe("layer.3", 100 * call_1), 4)  # frozen: the scores are not looked at
+    -5.4427
+
+    One clip per head of ``(batch, heads, q, k)`` scores:
+
+    >>> scores = np.stack([call_1, call_2])[None]       # 2 heads
+    >>> per_head = Calibrator(n_calib=1, bits=2, per_head=True)
+    >>> per_head.observe("layer.3", scores).round(4)
+    array([-5.9373, -4.9481])
+    >>> exaq_cpu.softmax(scores, bits=2, clip=per_head["layer.3"]).shape
+    (1, 2, 4, 64)
     """
 
     def __init__(self, n_calib: int = 25, bits: int = 2, law: str = "gauss", per_head: bool = False,
@@ -169,6 +242,34 @@ class Calibrator:
         (not counted) or a pool with no spread (every shifted score is 0, e.g.
         a single key; counted) -- :data:`FALLBACK_CLIP` is returned: such scores
         are quantized exactly whatever the clip.
+
+        Parameters
+        ----------
+        name : str
+            The layer (any string).
+        scores : array_like
+            This call's scores, at least one dimension (and the head axis with
+            ``per_head``).
+        axis : int, default -1
+            The softmax axis of ``scores``.
+
+        Returns
+        -------
+        float or numpy.ndarray
+            The clip to pass as ``clip=`` now: a negative float, or a float64
+            array of shape ``(heads,)`` with ``per_head``.
+
+        Raises
+        ------
+        TypeError
+            If ``name`` is not a str, or the scores are not numeric.
+        ValueError
+            If the scores are 0-d or ``axis`` is out of range, the head axis is
+            the softmax axis, or the number of heads changed from earlier calls.
+
+        Examples
+        --------
+        See the class examples.
         """
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
@@ -219,7 +320,32 @@ class Calibrator:
         layer.frozen_min = np.mean(np.asarray(layer.min, dtype=np.float64), axis=0)
 
     def freeze(self, name: Optional[str] = None):
-        """Freeze ``name`` (or every calibrating layer) now, from the calls seen so far."""
+        """Freeze ``name`` (or every calibrating layer) now, from the calls seen so far.
+
+        Parameters
+        ----------
+        name : str, optional
+            The layer; by default every layer still calibrating.  Freezing a
+            frozen layer again recomputes the same clip.
+
+        Raises
+        ------
+        KeyError
+            If ``name`` was never observed.
+        ValueError
+            If ``name`` saw no counted call (only fully masked scores).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from exaq_cpu.clipping import Calibrator
+        >>> cal = Calibrator(n_calib=25, bits=2)
+        >>> round(cal.observe("a", np.array([[2.0, 1.0, 0.0, -3.0]])), 4)
+        -5.0
+        >>> cal.freeze()                                   # after 1 call instead of 25
+        >>> cal.frozen("a"), round(cal["a"], 4)
+        (True, -5.0)
+        """
         names = [name] if name is not None else [k for k, v in self._layers.items() if v.frozen_clip is None]
         for k in names:
             self._freeze(self._get(k))
@@ -235,8 +361,26 @@ class Calibrator:
     def __getitem__(self, name: str):
         """The frozen static clip of ``name`` (float, or array with ``per_head``).
 
-        KeyError if ``name`` was never observed, ValueError if it is still
-        calibrating.
+        ``max(mean lo_obs, mean C)`` over the calibration calls: negative, or
+        :data:`FALLBACK_CLIP` where that is not negative.
+
+        Parameters
+        ----------
+        name : str
+            An observed layer.
+
+        Returns
+        -------
+        float or numpy.ndarray
+            The static clip; a float64 array of shape ``(heads,)`` with
+            ``per_head``.
+
+        Raises
+        ------
+        KeyError
+            If ``name`` was never observed.
+        ValueError
+            If it is still calibrating.
         """
         layer = self._get(name)
         if layer.frozen_clip is None:
@@ -245,7 +389,22 @@ class Calibrator:
         return _usable(np.maximum(layer.frozen_min, layer.frozen_clip))
 
     def frozen(self, name: str) -> bool:
-        """True once ``name`` has its static clip (KeyError if never observed)."""
+        """True once ``name`` has its static clip.
+
+        Parameters
+        ----------
+        name : str
+            An observed layer.
+
+        Returns
+        -------
+        bool
+
+        Raises
+        ------
+        KeyError
+            If ``name`` was never observed.
+        """
         return self._get(name).frozen_clip is not None
 
     def __contains__(self, name) -> bool:
@@ -255,17 +414,76 @@ class Calibrator:
         return len(self._layers)
 
     def names(self) -> list:
-        """Names of every observed layer, in first-seen order."""
+        """Names of every observed layer, in first-seen order.
+
+        Returns
+        -------
+        list of str
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from exaq_cpu.clipping import Calibrator
+        >>> cal = Calibrator(n_calib=2)
+        >>> for name in ("layer.1", "layer.0", "layer.1"):
+        ...     _ = cal.observe(name, np.array([[1.0, 0.0, -2.0]]))
+        >>> cal.names(), len(cal), "layer.0" in cal
+        (['layer.1', 'layer.0'], 2, True)
+        """
         return list(self._layers)
 
     def stats(self, name: str) -> dict:
-        """Per-call history of ``name``: lists ``sigma``, ``min`` and ``clip`` (raw C)."""
+        """Per-call history of ``name``: lists ``sigma``, ``min`` and ``clip`` (raw C).
+
+        Parameters
+        ----------
+        name : str
+            An observed layer.
+
+        Returns
+        -------
+        dict
+            ``calls`` (int: the calls observed, before and after freezing;
+            fully masked calls during calibration are not counted) and the
+            lists ``sigma``, ``min`` and ``clip`` with one entry per
+            calibration call (a list per head with ``per_head``).
+
+        Raises
+        ------
+        KeyError
+            If ``name`` was never observed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from exaq_cpu.clipping import Calibrator
+        >>> cal = Calibrator(n_calib=1)
+        >>> _ = cal.observe("a", np.array([[2.0, 1.0, 0.0, -3.0]]))
+        >>> _ = cal.observe("a", np.array([[2.0, 1.0, 0.0, -3.0]]))
+        >>> history = cal.stats("a")
+        >>> history["calls"], history["min"], round(history["clip"][0], 4)
+        (2, [-5.0], -5.436)
+        """
         layer = self._get(name)
         return {"calls": layer.calls, "sigma": list(layer.sigma), "min": list(layer.min),
                 "clip": list(layer.clip)}
 
     # --------------------------------------------------------- persistence
     def to_dict(self) -> dict:
+        """The full state as plain Python data (what :meth:`to_json` writes).
+
+        Returns
+        -------
+        dict
+            ``version``, the settings (``n_calib``, ``bits``, ``law``,
+            ``per_head``, ``head_axis``, ``floor``) and ``layers``: per name,
+            ``calls``, the lists ``sigma``, ``min``, ``clip``, and
+            ``frozen_clip``/``frozen_min`` (None while calibrating).
+
+        See Also
+        --------
+        from_dict : the inverse.
+        """
         layers = {}
         for k, v in self._layers.items():
             layers[k] = {
@@ -278,13 +496,55 @@ class Calibrator:
                 "layers": layers}
 
     def to_json(self, **kwargs) -> str:
-        """The full state (settings, per-call history, frozen clips) as JSON text."""
+        """The full state (settings, per-call history, frozen clips) as JSON text.
+
+        Parameters
+        ----------
+        **kwargs
+            Passed to ``json.dumps`` (e.g. ``indent=1``).
+
+        Returns
+        -------
+        str
+
+        See Also
+        --------
+        from_json : the inverse.
+        save : writes it to a file.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from exaq_cpu.clipping import Calibrator
+        >>> cal = Calibrator(n_calib=1, bits=3, law="table")
+        >>> _ = cal.observe("a", np.array([[2.0, 1.0, 0.0, -3.0]]))
+        >>> back = Calibrator.from_json(cal.to_json())
+        >>> back
+        Calibrator(n_calib=1, bits=3, law='table', per_head=False, layers=1, frozen=1)
+        >>> back["a"] == cal["a"]
+        True
+        """
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibrator:
         """Inverse of :meth:`to_dict`; ``ValueError`` naming the field for anything malformed
-        (missing keys, wrong types, a frozen clip that is not a finite negative number)."""
+        (missing keys, wrong types, a frozen clip that is not a finite negative number).
+
+        Parameters
+        ----------
+        d : dict
+            A state as :meth:`to_dict` returns it.
+
+        Returns
+        -------
+        Calibrator
+
+        Raises
+        ------
+        ValueError
+            For anything malformed, including invalid settings.
+        """
         if not isinstance(d, dict):
             raise ValueError(f"calibrator state must be a JSON object, got {type(d).__name__}")
         if d.get("version") != _JSON_VERSION:
@@ -339,7 +599,34 @@ class Calibrator:
 
     @classmethod
     def from_json(cls, text: str) -> Calibrator:
-        """Inverse of :meth:`to_json`; ``ValueError`` for text that is not a valid state."""
+        """Inverse of :meth:`to_json`; ``ValueError`` for text that is not a valid state.
+
+        Safe on untrusted text (``docs/errors.md``).
+
+        Parameters
+        ----------
+        text : str, bytes or bytearray
+            JSON text written by :meth:`to_json`.
+
+        Returns
+        -------
+        Calibrator
+
+        Raises
+        ------
+        TypeError
+            If ``text`` is not str, bytes or bytearray.
+        ValueError
+            If it does not parse (or nests too deeply) or is not a valid state.
+
+        Examples
+        --------
+        >>> from exaq_cpu.clipping import Calibrator
+        >>> Calibrator.from_json('{"version": 1}')
+        Traceback (most recent call last):
+            ...
+        ValueError: calibrator state lacks field 'n_calib'
+        """
         if not isinstance(text, (str, bytes, bytearray)):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         try:
@@ -349,13 +636,49 @@ class Calibrator:
         return cls.from_dict(state)
 
     def save(self, path) -> None:
-        """Write :meth:`to_json` to ``path``."""
+        """Write :meth:`to_json` to ``path``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, written as UTF-8 JSON (replaced if it exists).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from exaq_cpu.clipping import Calibrator
+        >>> cal = Calibrator(n_calib=1)
+        >>> _ = cal.observe("a", np.array([[2.0, 1.0, 0.0, -3.0]]))
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     cal.save(os.path.join(folder, "clips.json"))
+        ...     back = Calibrator.load(os.path.join(folder, "clips.json"))
+        >>> back["a"] == cal["a"]
+        True
+        """
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.to_json(indent=1))
 
     @classmethod
     def load(cls, path) -> Calibrator:
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The JSON file.
+
+        Returns
+        -------
+        Calibrator
+
+        Raises
+        ------
+        ValueError
+            If the file is not a valid state (as :meth:`from_json`).
+        FileNotFoundError
+            If the file does not exist.
+        """
         with open(path, encoding="utf-8") as f:
             return cls.from_json(f.read())
 
