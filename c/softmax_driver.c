@@ -513,10 +513,22 @@ static int clean_rows(const call_range *cr, size_t r0, size_t group, size_t n) {
     return 1;
 }
 
-/* The quantizer and code exponents of the call's shared range [lo, 0] */
-static void fused_range(const call_range *cr, size_t r0, exaq_floor_mode floor, exaq_quantizer *q,
+/* With a static clip (no pass 1): the maxima of rows [r0, r0 + group) into
+ * `maxima` and whether every row is clean (no NaN, +inf or -inf) */
+static int static_clean(const exaq_backend *be, const call_rows *call, size_t r0, size_t group, float *maxima) {
+    for (size_t g = 0; g < group; ++g) {
+        int specials;
+        maxima[g] = be->softmax->row_max(call->x + (ptrdiff_t)(r0 + g) * call->xs, call->n, &specials);
+        if (specials || !(maxima[g] > -INFINITY)) return 0;
+    }
+    return 1;
+}
+
+/* The quantizer (at any row's shift: the kernels reshift it) and code
+ * exponents of the call's shared range [lo, 0] */
+static void fused_range(const call_range *cr, float shift, exaq_floor_mode floor, exaq_quantizer *q,
                         exponent_cache *exponents) {
-    if (!(q->levels == 3 && q->lo == cr->lo)) exaq_quantizer_init(q, cr->maxima[r0], cr->lo, 3, 0);
+    if (!(q->levels == 3 && q->lo == cr->lo)) exaq_quantizer_init(q, shift, cr->lo, 3, 0);
     if (!(exponents->lo == cr->lo)) {
         code_exponents(cr->lo, 3, floor, exponents->e);
         exponents->lo = cr->lo;
@@ -564,10 +576,18 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
         const size_t gi = backward ? groups - 1 - step : step;
         const size_t r0 = begin + gi * group_rows;
         const size_t group = end - r0 < group_rows ? end - r0 : group_rows;
-        if (job->fused_y && clean_rows(call->cr, r0, group, n)) {
+        /* the rows' maxima for the fused kernel: pass 1's, or (static clip)
+         * found here, the group then in L1 for either path */
+        const float *shifts = NULL;
+        float group_max[EXAQ_ROW_GROUP];
+        if (job->fused_y && clean_rows(call->cr, r0, group, n))
+            shifts = call->cr->maxima + r0;
+        else if (job->fused_y && p->clip == EXAQ_CLIP_STATIC && static_clean(be, call, r0, group, group_max))
+            shifts = group_max;
+        if (shifts) {
             const call_range *cr = call->cr;
-            fused_range(cr, r0, p->floor, &q, &exponents);
-            be->softmax->softmax2_rows(call->x + (ptrdiff_t)r0 * call->xs, group, n, call->xs, cr->maxima + r0, &q,
+            fused_range(cr, shifts[0], p->floor, &q, &exponents);
+            be->softmax->softmax2_rows(call->x + (ptrdiff_t)r0 * call->xs, group, n, call->xs, shifts, &q,
                                        exponents.e, codes, job->fused_y + (ptrdiff_t)r0 * job->fused_ys,
                                        job->fused_ys);
             if (job->lo_out)
@@ -643,8 +663,10 @@ int exaq_softmax_quantized(const exaq_backend *be, const float *x, size_t rows, 
                            ptrdiff_t xs, float *y, ptrdiff_t ys, const exaq_params *p,
                            float *maxima, float *lo_out) {
     prob_sink sink = {{write_probabilities}, y, ys};
-    /* 2 bits after a pooled pass 1: clean rows through the fused kernel */
-    const int fused = p->bits == 2 && uses_pooled_range(p) && be->softmax->softmax2_rows;
+    /* 2 bits after a pooled pass 1 or with a static clip: clean rows through
+     * the fused kernel */
+    const int fused = p->bits == 2 && (uses_pooled_range(p) || p->clip == EXAQ_CLIP_STATIC) &&
+                      be->softmax->softmax2_rows;
     return quantize_rows(be, x, rows, n, xs, p, maxima, lo_out, &sink.base, fused ? y : NULL, ys);
 }
 
@@ -895,7 +917,7 @@ static void packed2_range(void *ctx, size_t begin, size_t end) {
         const size_t r0 = begin + gi * EXAQ_ROW_GROUP;
         const size_t group = end - r0 < EXAQ_ROW_GROUP ? end - r0 : EXAQ_ROW_GROUP;
         if (job->fused && clean_rows(call->cr, r0, group, call->n)) {
-            fused_range(call->cr, r0, call->p->floor, &q, &exponents);
+            fused_range(call->cr, call->cr->maxima[r0], call->p->floor, &q, &exponents);
             call->be->softmax->softmax_pack2_rows(call->x + (ptrdiff_t)r0 * call->xs, group, call->n, call->xs,
                                                   call->cr->maxima + r0, &q, exponents.e,
                                                   c->packed + (ptrdiff_t)r0 * c->ps, c->ps,
