@@ -143,17 +143,19 @@ typedef struct {
      * set (maskbits NULL: nothing masked) */
     void (*expand_pack2)(const uint8_t *packed, const uint8_t *maskbits, size_t n,
                          const float table[4], float *y);
-    /* Fused 2-bit float output of `rows` rows holding no -inf, NaN or +inf
-     * (NULL: the driver's quantize_count, table and expand per row, which
-     * this equals bit for bit).  Row r (x + r*xs, n entries) is quantized by
-     * q (levels 3) reshifted to shifts[r] (exaq_quantizer_reshift), its
-     * table made from e (exaq_probability_table) and its probabilities
-     * written to y + r*ys; `codes` is n bytes of scratch.  One call for a
+    /* Fused 2-bit float output of `rows` rows holding no NaN or +inf and
+     * no -inf before their live ends (NULL: the driver's quantize_count,
+     * table and expand per row, which this equals bit for bit).  Row r
+     * (x + r*xs, n entries, live[r] of them before a run of -inf to the end,
+     * or all n if live is NULL; at least one) is quantized by q (levels 3)
+     * reshifted to shifts[r] (exaq_quantizer_reshift), its table made from e
+     * (exaq_probability_table) and its probabilities written to y + r*ys,
+     * +0.0 from its live end on; `codes` is n bytes of scratch.  One call for a
      * group of short rows: the per-row bookkeeping of the generic path
      * (calls through the table, the quantizer's variants, the sink) is most
      * of a 128-key row's cost. */
     void (*softmax2_rows)(const float *x, size_t rows, size_t n, ptrdiff_t xs, const float *shifts,
-                          const exaq_quantizer *q, const double e[EXAQ_MAX_CODES], uint8_t *codes, float *y,
+                          const size_t *live, const exaq_quantizer *q, const double e[EXAQ_MAX_CODES], uint8_t *codes, float *y,
                           ptrdiff_t ys);
     /* The same for the 2-bit packed output: row r packed to packed + r*ps
      * as quantize_pack2 packs a row without -inf (its bitmap is not

@@ -533,7 +533,7 @@ static inline EXAQ_ALWAYS_INLINE void softmax2_row(const float *x, size_t n, con
 }
 
 static void softmax2_rows_avx2(const float *x, size_t rows, size_t n, ptrdiff_t xs, const float *shifts,
-                               const exaq_quantizer *q, const double e[EXAQ_MAX_CODES], uint8_t *codes, float *y,
+                               const size_t *live, const exaq_quantizer *q, const double e[EXAQ_MAX_CODES], uint8_t *codes, float *y,
                                ptrdiff_t ys) {
     exaq_quantizer row_q = *q;
     planes_quantizer pq = {_mm256_setzero_ps(), _mm256_set1_ps(q->scale), _mm256_setzero_ps(),
@@ -544,8 +544,10 @@ static void softmax2_rows_avx2(const float *x, size_t rows, size_t n, ptrdiff_t 
         pq.add = _mm256_set1_ps(row_q.add);
         const float *row = x + (ptrdiff_t)r * xs;
         float *out = y + (ptrdiff_t)r * ys;
-        if (row_q.sub != 0.0f) softmax2_row(row, n, &pq, e, codes, out, 1);
-        else softmax2_row(row, n, &pq, e, codes, out, 0);
+        const size_t len = live ? live[r] : n;
+        if (row_q.sub != 0.0f) softmax2_row(row, len, &pq, e, codes, out, 1);
+        else softmax2_row(row, len, &pq, e, codes, out, 0);
+        if (len < n) memset(out + len, 0, (n - len) * sizeof *out); /* the masked run: +0.0f */
     }
 }
 

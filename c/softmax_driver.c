@@ -513,6 +513,15 @@ static int clean_rows(const call_range *cr, size_t r0, size_t group, size_t n) {
     return 1;
 }
 
+/* clean_rows, but a row may end in a run of -inf (causal, padding): none
+ * before its live end; softmax2_rows takes the live ends */
+static int clean_before_tails(const call_range *cr, size_t r0, size_t group) {
+    if (!cr->pooled) return 0;
+    for (size_t r = r0; r < r0 + group; ++r)
+        if (!cr->unmasked_rows[r] || !(cr->maxima[r] > -INFINITY)) return 0;
+    return 1;
+}
+
 /* With a static clip (no pass 1): the maxima of rows [r0, r0 + group) into
  * `maxima` and whether every row is clean (no NaN, +inf or -inf) */
 static int static_clean(const exaq_backend *be, const call_rows *call, size_t r0, size_t group, float *maxima) {
@@ -579,15 +588,17 @@ static void quantize_range(void *ctx, size_t begin, size_t end) {
         /* the rows' maxima for the fused kernel: pass 1's, or (static clip)
          * found here, the group then in L1 for either path */
         const float *shifts = NULL;
+        const size_t *lives = NULL; /* NULL: every row live to its end */
         float group_max[EXAQ_ROW_GROUP];
-        if (job->fused_y && clean_rows(call->cr, r0, group, n))
+        if (job->fused_y && clean_before_tails(call->cr, r0, group)) {
             shifts = call->cr->maxima + r0;
-        else if (job->fused_y && p->clip == EXAQ_CLIP_STATIC && static_clean(be, call, r0, group, group_max))
+            lives = call->cr->live_ends + r0;
+        } else if (job->fused_y && p->clip == EXAQ_CLIP_STATIC && static_clean(be, call, r0, group, group_max))
             shifts = group_max;
         if (shifts) {
             const call_range *cr = call->cr;
             fused_range(cr, shifts[0], p->floor, &q, &exponents);
-            be->softmax->softmax2_rows(call->x + (ptrdiff_t)r0 * call->xs, group, n, call->xs, shifts, &q,
+            be->softmax->softmax2_rows(call->x + (ptrdiff_t)r0 * call->xs, group, n, call->xs, shifts, lives, &q,
                                        exponents.e, codes, job->fused_y + (ptrdiff_t)r0 * job->fused_ys,
                                        job->fused_ys);
             if (job->lo_out)

@@ -228,6 +228,8 @@ static void compare_drivers(const exaq_backend *ref, const exaq_backend *be, con
                 /* the backend's run on one thread or on the pool: neither may change a bit */
                 exaq_params p_be = p;
                 p_be.threads = 1 + (bits + m + fl) % 3;
+                /* poisoned (NaN) first: every output entry must be written, masked runs included */
+                memset(y2, 0xFF, rows * n * sizeof *y2);
                 CHECK(exaq_softmax_quantized(ref, x, rows, n, n, y1, n, &p, scratch, lo1) == 0, "rc");
                 CHECK(exaq_softmax_quantized(be, x, rows, n, n, y2, n, &p_be, scratch, lo2) == 0, "rc");
                 for (size_t i = 0; i < rows * n; ++i)
@@ -633,6 +635,21 @@ int main(void) {
             compare_pack2_codes(be, xs, rows, n, -3.0);
             for (int pattern = 0; pattern < 3; ++pattern) compare_packed(ref, be, n, pattern);
             free(xs);
+            /* Groups of clean rows (the fused 2-bit kernels' case: whole
+             * groups of 8 with nothing special, then rows ending in runs of
+             * -inf of every length, then a group broken by one -inf inside) */
+            const size_t clean_count = 27;
+            float *clean = tight_floats(clean_count * n);
+            for (size_t r = 0; r < clean_count; ++r) {
+                float *row = clean + r * n;
+                fill_row(row, n, 0);
+                if (r >= 8 && r < 24)
+                    for (size_t j = 1 + (r - 8) * n / 16; j < n; ++j) row[j] = -INFINITY;
+                if (r == 25 && n > 2) row[n / 2] = -INFINITY;
+            }
+            compare_drivers(ref, be, clean, clean_count, n);
+            compare_packed_driver(ref, be, clean, clean_count, n);
+            free(clean);
         }
         /* every length 0..130 at every float offset of a 16-byte vector, each
          * kernel alone (the drivers above take the listed lengths) */
