@@ -266,6 +266,44 @@ static inline void exaq_stat_lanes_total(exaq_stat_lanes *a, exaq_row_stats *out
         row_stats_batch_##isa(x, rows, n, xs, 0.0f, flags, out);                                             \
     }
 
+/* The fused 2-bit row groups of exaq_softmax_kernels (softmax2_rows,
+ * softmax_pack2_rows) from an ISA's own quantize_count_<isa>, expand_<isa>
+ * and quantize_pack2_<isa>: the driver's per-row work for clean rows, without
+ * its calls through the kernel table and the sink (same kernels, same table
+ * arithmetic, so the same bits).  A file with tuned versions (AVX2) defines
+ * its own instead. */
+#define EXAQ_DEFINE_FUSED2(isa)                                                                                  \
+    static void softmax2_rows_##isa(const float *x, size_t rows, size_t n, ptrdiff_t xs, const float *shifts,    \
+                                    const size_t *live, const exaq_quantizer *q, const double e[EXAQ_MAX_CODES], \
+                                    uint8_t *codes, float *y, ptrdiff_t ys) {                                    \
+        exaq_quantizer row_q = *q;                                                                               \
+        for (size_t r = 0; r < rows; ++r) {                                                                      \
+            exaq_quantizer_reshift(&row_q, shifts[r], 0);                                                        \
+            const size_t len = live ? live[r] : n;                                                               \
+            int64_t counts[EXAQ_MAX_CODES] = {0, 0, 0, 0};                                                       \
+            float table[EXAQ_MAX_CODES];                                                                         \
+            float *out = y + (ptrdiff_t)r * ys;                                                                  \
+            quantize_count_##isa(x + (ptrdiff_t)r * xs, len, &row_q, codes, counts);                             \
+            exaq_probability_table(counts, e, 3, table);                                                         \
+            expand_##isa(codes, len, table, out);                                                                \
+            if (len < n) memset(out + len, 0, (n - len) * sizeof *out); /* the masked run: +0.0f */             \
+        }                                                                                                        \
+    }                                                                                                            \
+    static void softmax_pack2_rows_##isa(const float *x, size_t rows, size_t n, ptrdiff_t xs,                    \
+                                         const float *shifts, const exaq_quantizer *q,                           \
+                                         const double e[EXAQ_MAX_CODES], uint8_t *packed, ptrdiff_t ps,          \
+                                         float *tables) {                                                        \
+        exaq_quantizer row_q = *q;                                                                               \
+        for (size_t r = 0; r < rows; ++r) {                                                                      \
+            exaq_quantizer_reshift(&row_q, shifts[r], 0); /* may_mask 0: the bitmap is never touched */          \
+            int64_t counts[EXAQ_MAX_CODES] = {0, 0, 0, 0};                                                       \
+            float table[EXAQ_MAX_CODES];                                                                         \
+            quantize_pack2_##isa(x + (ptrdiff_t)r * xs, n, &row_q, packed + (ptrdiff_t)r * ps, NULL, counts);    \
+            exaq_probability_table(counts, e, 3, table);                                                         \
+            memcpy(tables + 4 * r, table, 4 * sizeof *table);                                                    \
+        }                                                                                                        \
+    }
+
 /* entry j of a row (j < n) into the statistics; the caller flushes */
 static inline void exaq_stats_add_one(float v, size_t j, float pilot, int flags, exaq_stat_lanes *a,
                                       exaq_row_stats *out) {

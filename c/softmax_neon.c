@@ -528,6 +528,8 @@ static void scale_neon(float *y, size_t n, float factor) {
     for (; j < n; ++j) y[j] *= factor;
 }
 
+EXAQ_DEFINE_FUSED2(neon)
+
 const exaq_softmax_kernels exaq_softmax_neon = {
     .row_max = row_max_neon,
     .row_stats = row_stats_neon,
@@ -539,6 +541,8 @@ const exaq_softmax_kernels exaq_softmax_neon = {
     .exp_store_sum = exp_store_sum_neon,
     .scale = scale_neon,
     .quantize_pack2 = quantize_pack2_neon,
+    .softmax2_rows = softmax2_rows_neon,
+    .softmax_pack2_rows = softmax_pack2_rows_neon,
     .expand_pack2 = expand_pack2_neon,
     .packed = &exaq_packed_neon,
     /* .live_end left NULL: the driver uses the scalar one */
